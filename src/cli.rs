@@ -1,0 +1,99 @@
+//! Command-line interface: parses arguments and dispatches to one module per subcommand.
+//!
+//! Kept thin on purpose (ripgrep's `main.rs`): no queue, signing or verification logic lives here.
+//! Each subcommand's arguments are defined next to the code that runs them.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for bad usage or configuration (`EX_USAGE`).
+pub const EX_USAGE: i32 = 64;
+
+/// An error that should make the process exit with [`EX_USAGE`] (bad flags, bad config).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// chainlock: a locked-down Taskcluster release worker.
+#[derive(Debug, Parser)]
+#[command(name = "chainlock", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// JSON lines, for log collectors.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: claim, verify, run the script, upload, report.
+    Run(RunArgs),
+    /// Inspect configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Serve a small Taskcluster-queue-compatible server for development and tests only.
+    DevQueue(DevQueueArgs),
+    /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `chainlock run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Worker configuration file (TOML).
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+}
+
+/// `chainlock config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and print the effective config with secrets redacted.
+    Check {
+        /// The config file.
+        file: std::path::PathBuf,
+    },
+}
+
+/// Arguments of `chainlock dev-queue`.
+#[derive(Debug, clap::Args)]
+pub struct DevQueueArgs {
+    /// Address to listen on (loopback only is recommended).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Directory that keeps the queue's state and artifacts across restarts.
+    #[arg(long)]
+    pub data_dir: std::path::PathBuf,
+    /// TOML file listing clients (clientId, accessToken, scopes). Without it, the single client
+    /// in TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN is accepted.
+    #[arg(long)]
+    pub clients: Option<std::path::PathBuf>,
+}
+
+/// Arguments of `chainlock demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep everything in this directory instead of a temporary one.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(_) | Command::Config(_) | Command::DevQueue(_) | Command::Demo(_) => {
+            Err(UsageError("not implemented yet".into()).into())
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! chainlock: a locked-down Taskcluster release worker.
+//!
+//! One instance does one job: it claims a task from the Taskcluster queue, validates the task's
+//! restricted input, verifies the chain of trust of everything upstream, runs exactly one
+//! operator-chosen script, uploads that script's artifacts, signs its own chain-of-trust document
+//! and reports the result. See `ARCHITECTURE.md` for the map of modules and their invariants.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod ids;
+pub mod manifest;
+pub mod queue;
+pub mod secret;

@@ -1,0 +1,30 @@
+//! The `chainlock` binary: parse arguments, run, map the result to an exit code.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() {
+    let cli = chainlock::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chainlock: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(chainlock::cli::run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("chainlock: {err:#}");
+            if err.downcast_ref::<chainlock::cli::UsageError>().is_some() {
+                chainlock::cli::EX_USAGE
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
