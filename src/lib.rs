@@ -11,5 +11,6 @@ pub mod cli;
 pub mod clock;
 pub mod ids;
 pub mod manifest;
+pub mod openpgp;
 pub mod queue;
 pub mod secret;
