@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod cot;
 pub mod ids;
 pub mod manifest;
 pub mod openpgp;
