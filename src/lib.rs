@@ -15,3 +15,4 @@ pub mod manifest;
 pub mod openpgp;
 pub mod queue;
 pub mod secret;
+pub mod trust;
