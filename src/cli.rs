@@ -46,6 +46,8 @@ pub enum Command {
     DevQueue(DevQueueArgs),
     /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
     Demo(DemoArgs),
+    /// Manage the keys/ trust store: root keys, worker keys, rotation, signatures.
+    Keys(crate::keys_cli::KeysArgs),
 }
 
 /// Arguments of `chainlock run`.
@@ -92,6 +94,7 @@ pub struct DemoArgs {
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Keys(args) => crate::keys_cli::run(args),
         Command::Run(_) | Command::Config(_) | Command::DevQueue(_) | Command::Demo(_) => {
             Err(UsageError("not implemented yet".into()).into())
         }

@@ -335,7 +335,8 @@ fn rollback_gap_pin_and_expiry() {
     let err = verify_history(&wrong, std::slice::from_ref(&v1), t(1), &limits).expect_err("pin");
     assert!(matches!(err, TrustError::PinMismatch { .. }), "{err:?}");
     // Expired final policy (freeze attack), while an expired intermediate is fine.
-    let err = verify_history(&pin, std::slice::from_ref(&v1), t(366), &limits).expect_err("expired");
+    let err =
+        verify_history(&pin, std::slice::from_ref(&v1), t(366), &limits).expect_err("expired");
     assert!(
         matches!(err, TrustError::Expired { version: 1, .. }),
         "{err:?}"
