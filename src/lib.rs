@@ -13,3 +13,4 @@ pub mod ids;
 pub mod manifest;
 pub mod queue;
 pub mod secret;
+pub mod validate;
