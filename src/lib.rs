@@ -12,5 +12,6 @@ pub mod clock;
 pub mod ids;
 pub mod manifest;
 pub mod queue;
+pub mod scripts;
 pub mod secret;
 pub mod validate;

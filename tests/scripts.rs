@@ -405,3 +405,441 @@ fn push_payload_schema_refuses_escaping_values() {
         "{r}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Script harness: a work directory laid out exactly as the worker leaves it for a script.
+
+use sha2::Digest;
+use std::process::{Command, Output};
+
+const SELF_TASK: &str = "Wm2tTUqhS7aCgeSeAMnPJg";
+
+struct Scenario {
+    dir: tempfile::TempDir,
+    manifest: Vec<Value>,
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work/cot")).unwrap();
+        std::fs::create_dir_all(dir.path().join("artifacts")).unwrap();
+        Scenario {
+            dir,
+            manifest: Vec::new(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn work(&self) -> PathBuf {
+        self.path("work")
+    }
+
+    fn artifacts(&self) -> PathBuf {
+        self.path("artifacts")
+    }
+
+    /// Places a verified upstream file and lists it in the manifest.
+    fn upstream(&mut self, task_id: &str, path: &str, bytes: &[u8]) {
+        let file = self.work().join("cot").join(task_id).join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        self.manifest.push(json!({
+            "taskId": task_id,
+            "path": path,
+            "sha256": hex::encode(sha2::Sha256::digest(bytes)),
+            "size": bytes.len(),
+        }));
+        self.write_manifest();
+    }
+
+    fn write_manifest(&self) {
+        let m = json!({"version": 1, "artifacts": self.manifest});
+        std::fs::write(
+            self.work().join("cot/manifest.json"),
+            serde_json::to_vec_pretty(&m).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn task(&self, t: &Value) {
+        std::fs::write(
+            self.work().join("task.json"),
+            serde_json::to_vec_pretty(t).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn config(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Fresh artifact directory (as the worker gives each run).
+    fn reset_artifacts(&self) {
+        std::fs::remove_dir_all(self.artifacts()).unwrap();
+        std::fs::create_dir_all(self.artifacts()).unwrap();
+    }
+
+    /// Runs `chainlock script <args>` with only the contract's environment.
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_chainlock"))
+            .arg("script")
+            .args(args)
+            .env_clear()
+            .env("TASK_ID", SELF_TASK)
+            .env("RUN_ID", "0")
+            .env("TASKCLUSTER_ROOT_URL", "http://127.0.0.1:1")
+            .env("CHAINLOCK_WORK_DIR", self.work())
+            .env("CHAINLOCK_ARTIFACT_DIR", self.artifacts())
+            .current_dir(self.work())
+            .output()
+            .unwrap();
+        eprintln!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("the script exited, not killed")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+// ---------------------------------------------------------------------------------------------
+// push
+
+const SIGNING_DEP: &str = DEP2;
+
+fn push_task(scope: &str, version: &str) -> Value {
+    task(
+        &[scope],
+        json!({
+            "product": "firefox",
+            "version": version,
+            "platform": "linux64",
+            "upstreamArtifacts": [
+                {"taskId": DEP, "taskType": "build",
+                 "paths": ["public/build/target.tar.gz", "public/build/target.checksums"]},
+                {"taskId": SIGNING_DEP, "taskType": "signing",
+                 "paths": ["public/build/target.tar.gz.asc"]}
+            ]
+        }),
+    )
+}
+
+fn push_scenario() -> Scenario {
+    let mut s = Scenario::new();
+    s.upstream(DEP, "public/build/target.tar.gz", &vec![7u8; 300_000]);
+    s.upstream(DEP, "public/build/target.checksums", b"checksums\n");
+    s.upstream(
+        SIGNING_DEP,
+        "public/build/target.tar.gz.asc",
+        b"-----BEGIN PGP SIGNATURE-----\n",
+    );
+    s.task(&push_task(&format!("{BUCKET}releases"), "128.0"));
+    s
+}
+
+fn push_config(s: &Scenario, destination: &str) -> PathBuf {
+    let text = format!(
+        r#"
+payload_schema = {schema:?}
+scope_prefix = "{BUCKET}"
+path_template = "pub/{{product}}/{{version}}/{{platform}}/{{name}}"
+allowed_task_types = ["build", "signing"]
+parallelism = 2
+
+[destinations.releases]
+{destination}
+"#,
+        schema = schema("push.schema.json")
+    );
+    s.config("push.toml", &text)
+}
+
+fn file_destination(dir: &Path, overwrite: bool) -> String {
+    format!(
+        "url = \"{}\"\noverwrite = {overwrite}\npublic_url = \"https://archive.example/\"",
+        url::Url::from_directory_path(dir).unwrap()
+    )
+}
+
+fn read_push_manifest(s: &Scenario) -> chainlock::scripts::push::PushManifest {
+    let bytes = std::fs::read(s.artifacts().join("public/manifest.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn push_to_directory_publishes_writes_manifest_and_reruns_idempotently() {
+    let s = push_scenario();
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    let base = dest.join("pub/firefox/128.0/linux64");
+    assert_eq!(
+        std::fs::read(base.join("target.tar.gz")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(
+        std::fs::read(base.join("target.checksums")).unwrap(),
+        b"checksums\n"
+    );
+    assert!(base.join("target.tar.gz.asc").is_file());
+
+    let m = read_push_manifest(&s);
+    assert_eq!(m.version, 1);
+    assert_eq!(m.scope, format!("{BUCKET}releases"));
+    let urls: Vec<&str> = m.files.iter().map(|f| f.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://archive.example/pub/firefox/128.0/linux64/target.checksums",
+            "https://archive.example/pub/firefox/128.0/linux64/target.tar.gz",
+            "https://archive.example/pub/firefox/128.0/linux64/target.tar.gz.asc",
+        ]
+    );
+    let big = &m.files[1];
+    assert_eq!(big.size, 300_000);
+    assert_eq!(big.sha256, sha256_hex(&vec![7u8; 300_000]));
+    assert_eq!(big.task_id, DEP);
+    assert_eq!(big.path, "public/build/target.tar.gz");
+    assert_eq!(m.files[2].task_id, SIGNING_DEP);
+
+    // A re-run (e.g. after a partial failure) finds identical objects and succeeds.
+    s.reset_artifacts();
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out).matches("unchanged:").count(), 3);
+    assert_eq!(read_push_manifest(&s), m);
+}
+
+#[test]
+fn push_refuses_existing_object_with_different_content_unless_overwrite() {
+    let s = push_scenario();
+    let dest = s.path("dest");
+    let existing = dest.join("pub/firefox/128.0/linux64/target.checksums");
+    std::fs::create_dir_all(existing.parent().unwrap()).unwrap();
+    std::fs::write(&existing, b"something else\n").unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("different content"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing was published, nothing was overwritten, no manifest.
+    assert_eq!(std::fs::read(&existing).unwrap(), b"something else\n");
+    assert!(!existing.with_file_name("target.tar.gz").exists());
+    assert!(!s.artifacts().join("public/manifest.json").exists());
+
+    let cfg = push_config(&s, &file_destination(&dest, true));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(std::fs::read(&existing).unwrap(), b"checksums\n");
+}
+
+#[test]
+fn push_dry_run_changes_nothing() {
+    let s = push_scenario();
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    assert_eq!(text.matches("would upload:").count(), 3, "{text}");
+    assert!(text.contains("https://archive.example/pub/firefox/128.0/linux64/target.tar.gz "));
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    assert!(!s.artifacts().join("public/manifest.json").exists());
+}
+
+#[test]
+fn push_refuses_file_changed_after_verification() {
+    let s = push_scenario();
+    std::fs::write(
+        s.work()
+            .join("cot")
+            .join(DEP)
+            .join("public/build/target.checksums"),
+        b"checksumz\n",
+    )
+    .unwrap();
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("integrity failure"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+}
+
+#[test]
+fn push_refuses_unknown_bucket_and_unlisted_task_type() {
+    let s = push_scenario();
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    s.task(&push_task(&format!("{BUCKET}nightly"), "128.0"));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("scope-unknown"), "{}", stderr(&out));
+
+    let mut t = push_task(&format!("{BUCKET}releases"), "128.0");
+    t["payload"]["upstreamArtifacts"][1]["taskType"] = json!("repackage");
+    s.task(&t);
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 3);
+    assert!(
+        stderr(&out).contains("may not be published"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+}
+
+#[test]
+fn push_template_values_cannot_escape_the_prefix() {
+    use chainlock::scripts::push::{PathTemplate, TemplateError, TemplateValues, Var};
+    let t = PathTemplate::parse("{product}/{version}/{name}").unwrap();
+    let ok = TemplateValues {
+        product: Some("firefox"),
+        version: Some("128.0"),
+        name: Some("x.zip"),
+        ..TemplateValues::default()
+    };
+    assert_eq!(t.render(&ok).unwrap(), "firefox/128.0/x.zip");
+    let rows: &[(&str, TemplateError)] = &[
+        (
+            "/..",
+            TemplateError::BadValue {
+                var: Var::Version,
+                reason: PathError::Absolute,
+            },
+        ),
+        (
+            "1/..",
+            TemplateError::BadValue {
+                var: Var::Version,
+                reason: PathError::ParentTraversal,
+            },
+        ),
+        (
+            "..",
+            TemplateError::BadValue {
+                var: Var::Version,
+                reason: PathError::ParentTraversal,
+            },
+        ),
+        (
+            "",
+            TemplateError::BadValue {
+                var: Var::Version,
+                reason: PathError::Empty,
+            },
+        ),
+        (
+            "a\\b",
+            TemplateError::BadValue {
+                var: Var::Version,
+                reason: PathError::Backslash,
+            },
+        ),
+        ("1/2", TemplateError::Separator { var: Var::Version }),
+    ];
+    for (value, expected) in rows {
+        let v = TemplateValues {
+            version: Some(value),
+            ..ok.clone()
+        };
+        assert_eq!(&t.render(&v).unwrap_err(), expected, "{value:?}");
+    }
+    let v = TemplateValues {
+        version: None,
+        ..ok.clone()
+    };
+    assert_eq!(
+        t.render(&v).unwrap_err(),
+        TemplateError::Missing { var: Var::Version }
+    );
+
+    assert_eq!(
+        PathTemplate::parse("{product}/x").unwrap_err(),
+        TemplateError::NoName
+    );
+    assert!(matches!(
+        PathTemplate::parse("/{name}"),
+        Err(TemplateError::Literal(PathError::Absolute))
+    ));
+    assert!(matches!(
+        PathTemplate::parse("../{name}"),
+        Err(TemplateError::Literal(_))
+    ));
+    assert!(matches!(
+        PathTemplate::parse("{product}//{name}"),
+        Err(TemplateError::Literal(_))
+    ));
+    assert!(matches!(
+        PathTemplate::parse("{nme}"),
+        Err(TemplateError::Syntax(_))
+    ));
+    assert!(matches!(
+        PathTemplate::parse("{name"),
+        Err(TemplateError::Syntax(_))
+    ));
+}
+
+#[test]
+fn push_refuses_template_value_with_parent_traversal_end_to_end() {
+    // A looser payload schema (an operator's own) must not open a hole: the template check
+    // still refuses the value.
+    let mut s = push_scenario();
+    let mut loose: Value =
+        serde_json::from_slice(&std::fs::read(schema("push.schema.json")).unwrap()).unwrap();
+    loose["properties"]["version"] = json!({"type": "string"});
+    let loose_path = s.path("loose.schema.json");
+    std::fs::write(&loose_path, serde_json::to_vec(&loose).unwrap()).unwrap();
+    s.task(&push_task(&format!("{BUCKET}releases"), "1/../../../etc"));
+    s.upstream(DEP, "public/extra", b"x");
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("{:?}", schema("push.schema.json")),
+        &format!("{loose_path:?}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 3);
+    assert!(
+        stderr(&out).contains("value for {version} is refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+}
