@@ -843,3 +843,154 @@ fn push_refuses_template_value_with_parent_traversal_end_to_end() {
     );
     assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
 }
+
+/// moto's S3-compatible server on a loopback port; killed (by its pid) when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("CHAINLOCK_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(python())
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto server (set CHAINLOCK_TEST_PYTHON or create .venv, see scripts/test)");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return moto;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("moto did not start on port {port}");
+}
+
+/// Runs boto3 (an independent S3 client) against moto; prints JSON.
+fn boto3(endpoint: &str, code: &str) -> Value {
+    let prelude = format!(
+        "import boto3, json, hashlib\n\
+         s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
+         aws_access_key_id='testing', aws_secret_access_key='testing')\n"
+    );
+    let out = Command::new(python())
+        .args(["-c", &(prelude + code)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn push_to_s3_compatible_bucket_via_moto() {
+    let moto = start_moto();
+    boto3(
+        &moto.endpoint,
+        "s3.create_bucket(Bucket='releases'); print('null')",
+    );
+    let s = push_scenario();
+    let creds = s.path("s3.toml");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&creds)
+            .unwrap();
+        f.write_all(b"access_key_id = \"testing\"\nsecret_access_key = \"testing\"\n")
+            .unwrap();
+    }
+    let destination = format!(
+        "url = \"s3://releases/candidates\"\noverwrite = false\nendpoint = \"{}\"\n\
+         allow_http = true\ncredentials_file = {creds:?}",
+        moto.endpoint
+    );
+    let cfg = push_config(&s, &destination);
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert!(!stdout(&out).contains("testing") && !stderr(&out).contains("testing"));
+
+    let listed = boto3(
+        &moto.endpoint,
+        "r = s3.list_objects_v2(Bucket='releases')\n\
+         out = {o['Key']: hashlib.sha256(s3.get_object(Bucket='releases', Key=o['Key'])['Body']\
+         .read()).hexdigest() for o in r['Contents']}\n\
+         print(json.dumps(out))",
+    );
+    let prefix = "candidates/pub/firefox/128.0/linux64";
+    assert_eq!(
+        listed,
+        json!({
+            format!("{prefix}/target.tar.gz"): sha256_hex(&vec![7u8; 300_000]),
+            format!("{prefix}/target.checksums"): sha256_hex(b"checksums\n"),
+            format!("{prefix}/target.tar.gz.asc"): sha256_hex(b"-----BEGIN PGP SIGNATURE-----\n"),
+        })
+    );
+    let m = read_push_manifest(&s);
+    assert_eq!(
+        m.files[1].url,
+        format!(
+            "s3://releases/candidates/{}/target.tar.gz",
+            &prefix["candidates/".len()..]
+        )
+    );
+
+    // Idempotent re-run, then a conflict once someone changed an object.
+    s.reset_artifacts();
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out).matches("unchanged:").count(), 3);
+    boto3(
+        &moto.endpoint,
+        &format!(
+            "s3.put_object(Bucket='releases', Key='{prefix}/target.checksums', Body=b'x'); print('null')"
+        ),
+    );
+    s.reset_artifacts();
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("different content"));
+
+    // A credentials file others can read is refused before any request.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.reset_artifacts();
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 5);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+}
