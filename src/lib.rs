@@ -9,9 +9,12 @@
 
 pub mod cli;
 pub mod clock;
+pub mod cot;
 pub mod ids;
 pub mod manifest;
+pub mod openpgp;
 pub mod queue;
 pub mod scripts;
 pub mod secret;
+pub mod trust;
 pub mod validate;
