@@ -994,3 +994,266 @@ fn push_to_s3_compatible_bucket_via_moto() {
     assert_eq!(code(&out), 5);
     assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// sign
+
+struct ReleaseKey {
+    private: PathBuf,
+    public: PathBuf,
+    fingerprint: String,
+}
+
+fn release_key(dir: &Path, name: &str) -> ReleaseKey {
+    let key = chainlock::openpgp::generate_key(
+        &format!("{name} <releng@example.com>"),
+        chainlock::clock::now() - chrono::Duration::hours(1),
+        None,
+    )
+    .unwrap();
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.asc"));
+    chainlock::openpgp::write_new_key(&key, &private, &public).unwrap();
+    ReleaseKey {
+        private,
+        public,
+        fingerprint: key.fingerprint(),
+    }
+}
+
+fn sign_scenario() -> (Scenario, ReleaseKey, PathBuf) {
+    let mut s = Scenario::new();
+    // Big enough to need many read chunks (streamed), small enough to keep the test fast.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    s.upstream(DEP, "public/build/target.tar.gz", &big);
+    s.upstream(DEP, "public/build/target.zip", b"zip bytes");
+    s.upstream(DEP2, "public/build/langpack.xpi", b"xpi bytes");
+    s.task(&task(
+        &[&cert_scope()],
+        json!({"upstreamArtifacts": [
+            {"taskId": DEP, "taskType": "build",
+             "paths": ["public/build/target.tar.gz", "public/build/target.zip"],
+             "formats": ["gpg"]},
+            {"taskId": DEP2, "taskType": "build", "paths": ["public/build/langpack.xpi"],
+             "formats": ["gpg"]}
+        ]}),
+    ));
+    let key = release_key(s.dir.path(), "release-signing");
+    let other = release_key(s.dir.path(), "dep-signing");
+    let cfg = s.config(
+        "sign.toml",
+        &format!(
+            "payload_schema = {:?}\nscope_prefix = \"{CERT}\"\nparallelism = 2\n\
+             [keys]\nrelease-signing = {:?}\ndep-signing = {:?}\n",
+            schema("sign.schema.json"),
+            key.private,
+            other.private
+        ),
+    );
+    (s, key, cfg)
+}
+
+fn gpg_verify(home: &Path, sig: &Path, data: &Path) -> Output {
+    Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--status-fd", "1", "--verify"])
+        .arg(sig)
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+fn sqv_verify(keyring: &Path, sig: &Path, data: &Path) -> Output {
+    Command::new("sqv")
+        .arg("--keyring")
+        .arg(keyring)
+        .arg(sig)
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sign_produces_signatures_and_checksums_that_gpg_and_sqv_verify() {
+    let (s, key, cfg) = sign_scenario();
+    let out = s.run(&["sign", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains(&key.fingerprint));
+
+    let home = s.path("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let import = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--batch", "--import"])
+        .arg(&key.public)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+
+    let a = s.artifacts();
+    let cot = s.work().join("cot");
+    let signed = [
+        (
+            a.join("public/build/target.tar.gz.asc"),
+            cot.join(DEP).join("public/build/target.tar.gz"),
+        ),
+        (
+            a.join("public/build/target.zip.asc"),
+            cot.join(DEP).join("public/build/target.zip"),
+        ),
+        (
+            a.join("public/build/langpack.xpi.asc"),
+            cot.join(DEP2).join("public/build/langpack.xpi"),
+        ),
+        (a.join("public/SHA256SUMS.asc"), a.join("public/SHA256SUMS")),
+        (a.join("public/SHA512SUMS.asc"), a.join("public/SHA512SUMS")),
+    ];
+    for (sig, data) in &signed {
+        assert!(
+            std::fs::read_to_string(sig)
+                .unwrap()
+                .starts_with("-----BEGIN PGP SIGNATURE-----")
+        );
+        let g = gpg_verify(&home, sig, data);
+        assert!(
+            g.status.success(),
+            "gpg: {}",
+            String::from_utf8_lossy(&g.stderr)
+        );
+        assert!(stdout(&g).contains("[GNUPG:] VALIDSIG"), "{}", stdout(&g));
+        let q = sqv_verify(&key.public, sig, data);
+        assert!(
+            q.status.success(),
+            "sqv: {}",
+            String::from_utf8_lossy(&q.stderr)
+        );
+        assert!(
+            stdout(&q).to_uppercase().contains(&key.fingerprint),
+            "{}",
+            stdout(&q)
+        );
+    }
+
+    // A signature does not verify over other bytes.
+    let tampered = s.path("tampered");
+    std::fs::write(&tampered, b"zip bytez").unwrap();
+    assert!(!gpg_verify(&home, &signed[1].0, &tampered).status.success());
+    assert!(
+        !sqv_verify(&key.public, &signed[1].0, &tampered)
+            .status
+            .success()
+    );
+
+    // Checksum files: sha256sum format, sorted by artifact path, correct digests.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let sums = std::fs::read_to_string(a.join("public/SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums,
+        format!(
+            "{}  public/build/langpack.xpi\n{}  public/build/target.tar.gz\n{}  public/build/target.zip\n",
+            sha256_hex(b"xpi bytes"),
+            sha256_hex(&big),
+            sha256_hex(b"zip bytes")
+        )
+    );
+    let sums512 = std::fs::read_to_string(a.join("public/SHA512SUMS")).unwrap();
+    assert!(sums512.starts_with(&format!(
+        "{}  public/build/langpack.xpi\n",
+        hex::encode(sha2::Sha512::digest(b"xpi bytes"))
+    )));
+}
+
+#[test]
+fn sign_refuses_tampered_file_and_signs_nothing() {
+    let (s, _key, cfg) = sign_scenario();
+    std::fs::write(
+        s.work()
+            .join("cot")
+            .join(DEP2)
+            .join("public/build/langpack.xpi"),
+        b"evil bytes",
+    )
+    .unwrap();
+    let out = s.run(&["sign", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("integrity failure"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(s.artifacts()).unwrap().count(), 0);
+}
+
+#[test]
+fn sign_refuses_symlinked_input() {
+    let (s, _key, cfg) = sign_scenario();
+    let target = s
+        .work()
+        .join("cot")
+        .join(DEP)
+        .join("public/build/target.zip");
+    let outside = s.path("outside.zip");
+    std::fs::write(&outside, b"zip bytes").unwrap();
+    std::fs::remove_file(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, &target).unwrap();
+    let out = s.run(&["sign", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sign_refuses_wrong_scopes() {
+    let (s, _key, cfg) = sign_scenario();
+    let payload = sign_payload(json!(["public/build/target.zip"]));
+    for (scopes, expect) in [
+        (vec![format!("{CERT}nightly-signing")], "scope-unknown"),
+        (
+            vec![cert_scope(), format!("{CERT}dep-signing")],
+            "scope-ambiguous",
+        ),
+        (vec![], "scope-missing"),
+    ] {
+        let sc: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        s.task(&task(&sc, payload.clone()));
+        let out = s.run(&["sign", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code(&out), 3, "{scopes:?}");
+        assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+        assert_eq!(std::fs::read_dir(s.artifacts()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn sign_refuses_key_readable_by_others_and_unverified_inputs() {
+    use std::os::unix::fs::PermissionsExt;
+    let (s, key, cfg) = sign_scenario();
+    std::fs::set_permissions(&key.private, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = s.run(&["sign", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 5);
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("PRIVATE KEY"));
+    std::fs::set_permissions(&key.private, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A path the verified chain did not provide.
+    s.task(&task(
+        &[&cert_scope()],
+        sign_payload(json!(["public/build/missing.zip"])),
+    ));
+    let out = s.run(&["sign", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 3);
+    assert!(
+        stderr(&out).contains("not in the verified manifest"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -135,6 +135,15 @@ pub enum ScriptError {
     /// An input value cannot be used (bad template value, unknown task type...).
     #[error("{0}")]
     BadInput(String),
+    /// The release key selected by the scope cannot be used (unreadable, readable by group or
+    /// others, no valid signing key).
+    #[error("release key for {scope}: {reason}")]
+    SigningKey {
+        /// The cert scope that selected it.
+        scope: String,
+        /// Why (never key material).
+        reason: String,
+    },
     /// Signing failed.
     #[error("signing {path}: {reason}")]
     Signing {
@@ -190,6 +199,7 @@ impl ScriptError {
             | ScriptError::Io { .. }
             | ScriptError::Manifest { .. }
             | ScriptError::Signing { .. }
+            | ScriptError::SigningKey { .. }
             | ScriptError::Internal(_) => EXIT_INTERNAL_ERROR,
         }
     }
