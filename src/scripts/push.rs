@@ -667,7 +667,9 @@ async fn existing_action(dest: &Destination, p: &Planned) -> Result<Action, Scri
 async fn upload(env: &ScriptEnv, dest: &Destination, p: &Planned) -> Result<(), ScriptError> {
     let file = open_input(env, &p.input)?;
     let mut file = tokio::fs::File::from_std(file);
-    let mut writer = BufWriter::with_capacity(dest.store.clone(), p.location.clone(), 8 << 20);
+    // Memory per upload is bounded by the buffer and the in-flight parts, never the file size.
+    let mut writer = BufWriter::with_capacity(dest.store.clone(), p.location.clone(), 8 << 20)
+        .with_max_concurrency(2);
     let mut h = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
@@ -703,7 +705,6 @@ async fn upload(env: &ScriptEnv, dest: &Destination, p: &Planned) -> Result<(), 
         let _ = dest.store.delete(&p.location).await;
         return Err(e);
     }
-    println!("published {}", p.url);
-    debug_assert!(!p.key.is_empty());
+    println!("published {} (key {})", p.url, p.key);
     Ok(())
 }
