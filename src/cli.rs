@@ -46,6 +46,8 @@ pub enum Command {
     DevQueue(DevQueueArgs),
     /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
     Demo(DemoArgs),
+    /// Manage the keys/ trust store: root keys, worker keys, rotation, signatures.
+    Keys(crate::keys_cli::KeysArgs),
     /// Run a script chainlock ships (the worker launches it; see the script contract).
     #[command(subcommand)]
     Script(ScriptCommand),
@@ -115,6 +117,7 @@ pub struct DemoArgs {
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Keys(args) => crate::keys_cli::run(args),
         Command::Script(ScriptCommand::Sign { config }) => {
             Ok(crate::scripts::sign::run(&config).await)
         }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod cot;
 pub mod ids;
+pub mod keys_cli;
 pub mod manifest;
 pub mod openpgp;
 pub mod queue;
