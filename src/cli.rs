@@ -48,6 +48,29 @@ pub enum Command {
     Demo(DemoArgs),
     /// Manage the keys/ trust store: root keys, worker keys, rotation, signatures.
     Keys(crate::keys_cli::KeysArgs),
+    /// Run a script chainlock ships (the worker launches it; see the script contract).
+    #[command(subcommand)]
+    Script(ScriptCommand),
+}
+
+/// `chainlock script ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScriptCommand {
+    /// Sign verified upstream files with the release key selected by the task's cert scope.
+    Sign {
+        /// Script configuration (TOML).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Publish verified upstream files to the destination selected by the task's bucket scope.
+    Push {
+        /// Script configuration (TOML).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Print what would be published; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Arguments of `chainlock run`.
@@ -95,6 +118,12 @@ pub struct DemoArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Keys(args) => crate::keys_cli::run(args),
+        Command::Script(ScriptCommand::Sign { config }) => {
+            Ok(crate::scripts::sign::run(&config).await)
+        }
+        Command::Script(ScriptCommand::Push { config, dry_run }) => {
+            Ok(crate::scripts::push::run(&config, dry_run).await)
+        }
         Command::Run(_) | Command::Config(_) | Command::DevQueue(_) | Command::Demo(_) => {
             Err(UsageError("not implemented yet".into()).into())
         }

@@ -15,5 +15,7 @@ pub mod keys_cli;
 pub mod manifest;
 pub mod openpgp;
 pub mod queue;
+pub mod scripts;
 pub mod secret;
 pub mod trust;
+pub mod validate;

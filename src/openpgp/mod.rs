@@ -455,6 +455,34 @@ pub fn sign_detached_armored(
     Ok(out)
 }
 
+/// Like [`sign_detached_armored`] but reads the signed bytes from `data` in fixed-size chunks,
+/// so signing a multi-gigabyte file takes constant memory. Returns the armored signature and
+/// the number of bytes signed.
+pub fn sign_detached_armored_reader(
+    key: &SigningKey,
+    mut data: impl Read,
+    at: DateTime<Utc>,
+) -> Result<(Vec<u8>, u64), OpenPgpError> {
+    use pgp::serialize::stream::{Armorer, Message, Signer};
+    let mut out = Vec::new();
+    let message = Armorer::new(Message::new(&mut out))
+        .kind(pgp::armor::Kind::Signature)
+        .build()
+        .map_err(crypto("armoring"))?;
+    let mut signer = Signer::new(message, key.keypair.clone())
+        .map_err(crypto("signing"))?
+        .detached()
+        .creation_time(to_system(at))
+        .build()
+        .map_err(crypto("signing"))?;
+    let copied = std::io::copy(&mut data, &mut signer).map_err(|e| OpenPgpError::Crypto {
+        operation: "reading the data to sign",
+        reason: e.to_string(),
+    })?;
+    signer.finalize().map_err(crypto("signing"))?;
+    Ok((out, copied))
+}
+
 /// Parses an ASCII-armored detached signature that must contain exactly one signature packet.
 pub fn parse_detached_signature(armored: &[u8]) -> Result<Signature, OpenPgpError> {
     if armored.len() > MAX_SIGNATURE_BYTES {
