@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod devqueue;
 pub mod ids;
 pub mod manifest;
 pub mod queue;
