@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod clock;
 pub mod cot;
+pub mod devqueue;
 pub mod ids;
 pub mod keys_cli;
 pub mod manifest;
