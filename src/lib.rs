@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod ids;
 pub mod manifest;
 pub mod queue;
