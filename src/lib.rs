@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ids;
+pub mod launch;
 pub mod manifest;
 pub mod queue;
 pub mod secret;
