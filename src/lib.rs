@@ -16,3 +16,4 @@ pub mod launch;
 pub mod manifest;
 pub mod queue;
 pub mod secret;
+pub mod worker;
