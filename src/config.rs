@@ -13,13 +13,13 @@
 //!
 //! What this module must not do: hold secrets. The permanent credentials live in a separate file
 //! (or the environment) named by `[credentials]`; this module only says where they are.
-//! The environment is read through [`Env`], so tests use a map.
+//! The environment is read through [`EnvSource`], so tests use a map.
 //!
 //! **API Boundary:** the file format is operators' interface. Adding a section is one field in
 //! [`Config`] plus one property in the schema; renaming a key needs a compatibility note.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use crate::queue::{Credentials, CredentialsError, EnvSource};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -34,28 +34,6 @@ pub const SCRIPT_ENV_FIXED: [&str; 5] = [
     "CHAINLOCK_WORK_DIR",
     "CHAINLOCK_ARTIFACT_DIR",
 ];
-
-/// Read access to environment variables, so configuration is testable with a map.
-pub trait Env {
-    /// The value of `name`, if set and valid UTF-8.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for BTreeMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
 
 /// The whole configuration, immutable after [`Config::load`].
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -231,6 +209,16 @@ pub enum ConfigError {
         /// Every violation found, in schema order.
         violations: Vec<Violation>,
     },
+    /// The permanent credentials could not be loaded (the message never holds the token).
+    #[error("config file {path}: credentials from {source_desc}: {error}")]
+    Credentials {
+        /// The config file.
+        path: PathBuf,
+        /// `file /etc/…` or `environment`.
+        source_desc: String,
+        /// Why.
+        error: CredentialsError,
+    },
     /// A key has a valid type but an unacceptable value.
     #[error("config file {path}: {pointer}: {reason}")]
     Invalid {
@@ -256,6 +244,7 @@ impl ConfigError {
                 violations.iter().map(|v| v.pointer.as_str()).collect()
             }
             ConfigError::Invalid { pointer, .. } => vec![pointer.as_str()],
+            ConfigError::Credentials { .. } => vec!["/credentials"],
             ConfigError::Read { .. } | ConfigError::Toml { .. } => Vec::new(),
         }
     }
@@ -270,7 +259,7 @@ fn fmt_violations(v: &[Violation]) -> String {
 
 impl Config {
     /// Reads, validates and finalizes the configuration file at `path`.
-    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, env: &impl EnvSource) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -280,7 +269,7 @@ impl Config {
 
     /// Validates and finalizes configuration text; `path` names the file in errors and anchors
     /// relative paths (`argv[0]` with a `/`, the credentials file).
-    pub fn from_toml_str(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+    pub fn from_toml_str(text: &str, path: &Path, env: &impl EnvSource) -> Result<Config, ConfigError> {
         let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Toml {
             path: path.to_owned(),
             message: e.to_string(),
@@ -300,7 +289,7 @@ impl Config {
     }
 
     /// Checks what the schema cannot express and makes relative paths absolute.
-    fn finalize(&mut self, path: &Path, env: &dyn Env) -> Result<(), ConfigError> {
+    fn finalize(&mut self, path: &Path, env: &impl EnvSource) -> Result<(), ConfigError> {
         let invalid = |pointer: &str, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
             pointer: pointer.to_owned(),
@@ -380,6 +369,27 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Loads the worker's permanent credentials from `[credentials] file`, or from the
+    /// environment when no file is configured. `config_path` names the config in errors.
+    pub fn load_credentials(
+        &self,
+        config_path: &Path,
+        env: &impl EnvSource,
+    ) -> Result<Credentials, ConfigError> {
+        let (source_desc, loaded) = match &self.credentials.file {
+            Some(file) => (
+                format!("file {}", file.display()),
+                Credentials::from_json_file(file),
+            ),
+            None => ("environment".to_owned(), Credentials::from_env(env)),
+        };
+        loaded.map_err(|error| ConfigError::Credentials {
+            path: config_path.to_owned(),
+            source_desc,
+            error,
+        })
     }
 
     /// The configuration as TOML, for `chainlock config check`. It holds no secrets: the
@@ -479,7 +489,7 @@ pub fn check_area_dir(dir: &Path) -> Result<(), String> {
 
 /// Makes `argv[0]` absolute: a name with a `/` is taken relative to the config file's
 /// directory, a bare name is looked up in `PATH`. The result must be an executable file.
-fn resolve_program(argv0: &str, base: &Path, env: &dyn Env) -> Result<PathBuf, String> {
+fn resolve_program(argv0: &str, base: &Path, env: &impl EnvSource) -> Result<PathBuf, String> {
     let candidate = if argv0.contains('/') {
         let p = base.join(argv0);
         if is_executable_file(&p) {
@@ -510,8 +520,10 @@ fn is_executable_file(p: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn env() -> BTreeMap<String, String> {
-        BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())])
+    use std::collections::HashMap;
+
+    fn env() -> HashMap<String, String> {
+        HashMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())])
     }
 
     const GOOD: &str = r#"
@@ -626,6 +638,31 @@ env_allowlist = ["LANG"]
     fn http_allowed_to_loopback_only() {
         let c = load(&GOOD.replace("https://tc.example.com/", "http://127.0.0.1:8080")).unwrap();
         assert_eq!(c.queue.root_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn credentials_from_env_or_file_never_show_the_token() {
+        let c = load(GOOD).unwrap();
+        let path = Path::new("/etc/chainlock/test.toml");
+        let mut e = env();
+        assert!(matches!(
+            c.load_credentials(path, &e),
+            Err(ConfigError::Credentials { .. })
+        ));
+        e.insert("TASKCLUSTER_CLIENT_ID".into(), "worker/x".into());
+        e.insert("TASKCLUSTER_ACCESS_TOKEN".into(), "tok-SECRET-123".into());
+        let creds = c.load_credentials(path, &e).unwrap();
+        assert_eq!(creds.client_id, "worker/x");
+        assert!(!format!("{creds:?}").contains("tok-SECRET-123"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("creds.json");
+        std::fs::write(&file, "{\"clientId\": \"a\", \"accessToken\": \"tok-SECRET-123\"").unwrap();
+        let with_file = load(&format!("{GOOD}\n[credentials]\nfile = \"{}\"\n", file.display()))
+            .unwrap();
+        let err = with_file.load_credentials(path, &e).unwrap_err();
+        assert!(matches!(err, ConfigError::Credentials { .. }));
+        assert!(!err.to_string().contains("tok-SECRET-123"), "{err}");
     }
 
     #[test]

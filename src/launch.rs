@@ -14,7 +14,7 @@
 //! everything it produces is uploaded by the worker after it ends. `clippy.toml` bans
 //! `Command::new` everywhere else.
 
-use crate::config::Env;
+use crate::queue::EnvSource;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -119,7 +119,7 @@ pub enum LaunchError {
 /// worker's environment, then the fixed task variables (which win).
 pub fn script_env(
     allowlist: &[String],
-    worker_env: &dyn Env,
+    worker_env: &impl EnvSource,
     fixed: &[(&str, String)],
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = allowlist
@@ -174,7 +174,7 @@ impl TaskLog {
     /// Writes one worker line (`[chainlock] …`) to the task log. Never pass secrets.
     pub async fn notice(&mut self, text: &str) -> Result<(), LaunchError> {
         let line = format!("[chainlock] {text}\n");
-        self.write_raw(line.as_bytes()).await
+        self.write_unbounded(line.as_bytes()).await
     }
 
     async fn script_line(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), LaunchError> {
@@ -197,11 +197,7 @@ impl TaskLog {
         }
         let mut line = text.into_owned();
         line.push('\n');
-        self.write_raw(line.as_bytes()).await
-    }
-
-    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LaunchError> {
-        self.write_unbounded(bytes).await
+        self.write_unbounded(line.as_bytes()).await
     }
 
     async fn write_unbounded(&mut self, bytes: &[u8]) -> Result<(), LaunchError> {
@@ -457,7 +453,7 @@ async fn pump<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::collections::HashMap;
 
     fn spec(script: &str, dir: &Path, timeout: Duration) -> LaunchSpec {
         LaunchSpec {
@@ -576,7 +572,7 @@ mod tests {
 
     #[test]
     fn script_env_takes_allowlisted_and_fixed_only() {
-        let worker = BTreeMap::from([
+        let worker = HashMap::from([
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
             ("TASKCLUSTER_ACCESS_TOKEN".to_owned(), "secret".to_owned()),
             ("TASK_ID".to_owned(), "spoofed".to_owned()),
