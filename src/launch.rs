@@ -166,6 +166,27 @@ impl TaskLog {
         })
     }
 
+    /// Reopens an existing log for appending (after the job that wrote it died).
+    pub async fn create_append(path: &Path, limits: &Limits) -> Result<TaskLog, LaunchError> {
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .await
+            .map_err(|source| LaunchError::Log {
+                path: path.to_owned(),
+                source,
+            })?;
+        let bytes = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        Ok(TaskLog {
+            path: path.to_owned(),
+            out: BufWriter::new(file),
+            bytes,
+            max_bytes: limits.max_log_bytes,
+            truncated: false,
+        })
+    }
+
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.path
