@@ -11,6 +11,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod ids;
 pub mod launch;
 pub mod manifest;
