@@ -320,10 +320,12 @@ async fn process_claim_inner(
             Err(task::TaskError::Internal(format!("task pipeline panicked: {e}"))),
         ),
     };
+    let mut error_note = None;
     let (mut resolution, mut uploaded) = match result {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "task error");
+            error_note = Some(e.to_string());
             (e.resolution(), Vec::new())
         }
     };
@@ -340,6 +342,9 @@ async fn process_claim_inner(
         None => crate::launch::TaskLog::create_append(&log_path, &limits).await.ok(),
     };
     if let Some(l) = log.as_mut() {
+        if let Some(note) = &error_note {
+            let _ = l.notice(note).await;
+        }
         let _ = l
             .notice(&format!("resolution: {}", resolution.label()))
             .await;
