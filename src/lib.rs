@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod devqueue;
 pub mod ids;
 pub mod launch;
 pub mod manifest;
