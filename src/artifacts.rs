@@ -377,7 +377,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "public/foo", b"foo\n");
         write(dir.path(), "public/logs/bar", b"bar\n");
-        write(dir.path(), "public/build/target.tar.gz", b"not really a tarball");
+        write(
+            dir.path(),
+            "public/build/target.tar.gz",
+            b"not really a tarball",
+        );
         write(dir.path(), "public/notes.txt", b"hello");
         let c = collect(dir.path(), &Limits::default()).unwrap();
         assert!(c.refused.is_empty(), "{:?}", c.refused);
@@ -417,14 +421,22 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         write(outside.path(), "secret", b"private key");
         write(dir.path(), "public/ok.txt", b"ok");
-        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("public/link"))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("public/link"),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("public/dirlink")).unwrap();
         write(dir.path(), "public/chain-of-trust.json", b"{}");
         write(dir.path(), "public/logs/live_backing.log", b"forged");
-        fs::hard_link(outside.path().join("secret"), dir.path().join("public/hard")).unwrap();
+        fs::hard_link(
+            outside.path().join("secret"),
+            dir.path().join("public/hard"),
+        )
+        .unwrap();
         write(dir.path(), "public/bad\nname", b"x");
-        let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("public/sock")).unwrap();
+        let _socket =
+            std::os::unix::net::UnixListener::bind(dir.path().join("public/sock")).unwrap();
         let c = collect(dir.path(), &Limits::default()).unwrap();
         let names: Vec<&str> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["public/ok.txt"]);

@@ -130,8 +130,7 @@ fn load_config(
     path: &std::path::Path,
 ) -> Result<(crate::config::Config, crate::queue::Credentials), UsageError> {
     let env = crate::queue::ProcessEnv;
-    let config =
-        crate::config::Config::load(path, &env).map_err(|e| UsageError(e.to_string()))?;
+    let config = crate::config::Config::load(path, &env).map_err(|e| UsageError(e.to_string()))?;
     let credentials = config
         .load_credentials(path, &env)
         .map_err(|e| UsageError(e.to_string()))?;

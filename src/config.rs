@@ -18,8 +18,8 @@
 //! **API Boundary:** the file format is operators' interface. Adding a section is one field in
 //! [`Config`] plus one property in the schema; renaming a key needs a compatibility note.
 
-use serde::{Deserialize, Serialize};
 use crate::queue::{Credentials, CredentialsError, EnvSource};
+use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -269,7 +269,11 @@ impl Config {
 
     /// Validates and finalizes configuration text; `path` names the file in errors and anchors
     /// relative paths (`argv[0]` with a `/`, the credentials file).
-    pub fn from_toml_str(text: &str, path: &Path, env: &impl EnvSource) -> Result<Config, ConfigError> {
+    pub fn from_toml_str(
+        text: &str,
+        path: &Path,
+        env: &impl EnvSource,
+    ) -> Result<Config, ConfigError> {
         let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Toml {
             path: path.to_owned(),
             message: e.to_string(),
@@ -279,11 +283,12 @@ impl Config {
             message: e.to_string(),
         })?;
         check_schema(&json, path)?;
-        let mut config: Config = serde_json::from_value(json).map_err(|e| ConfigError::Invalid {
-            path: path.to_owned(),
-            pointer: String::new(),
-            reason: e.to_string(),
-        })?;
+        let mut config: Config =
+            serde_json::from_value(json).map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                pointer: String::new(),
+                reason: e.to_string(),
+            })?;
         config.finalize(path, env)?;
         Ok(config)
     }
@@ -401,13 +406,12 @@ impl Config {
 }
 
 fn check_schema(json: &serde_json::Value, path: &Path) -> Result<(), ConfigError> {
-    let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).map_err(|e| {
-        ConfigError::Invalid {
+    let schema: serde_json::Value =
+        serde_json::from_str(CONFIG_SCHEMA).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             pointer: String::new(),
             reason: format!("embedded schema is not JSON (build defect): {e}"),
-        }
-    })?;
+        })?;
     let validator = jsonschema::draft202012::options()
         .build(&schema)
         .map_err(|e| ConfigError::Invalid {
@@ -657,9 +661,16 @@ env_allowlist = ["LANG"]
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("creds.json");
-        std::fs::write(&file, "{\"clientId\": \"a\", \"accessToken\": \"tok-SECRET-123\"").unwrap();
-        let with_file = load(&format!("{GOOD}\n[credentials]\nfile = \"{}\"\n", file.display()))
-            .unwrap();
+        std::fs::write(
+            &file,
+            "{\"clientId\": \"a\", \"accessToken\": \"tok-SECRET-123\"",
+        )
+        .unwrap();
+        let with_file = load(&format!(
+            "{GOOD}\n[credentials]\nfile = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap();
         let err = with_file.load_credentials(path, &e).unwrap_err();
         assert!(matches!(err, ConfigError::Credentials { .. }));
         assert!(!err.to_string().contains("tok-SECRET-123"), "{err}");

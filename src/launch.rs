@@ -201,8 +201,12 @@ impl TaskLog {
     async fn script_line(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), LaunchError> {
         let text = String::from_utf8_lossy(bytes);
         match stream {
-            Stream::Stdout => tracing::info!(target: "chainlock::script", stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::info!(target: "chainlock::script", stream = "stderr", "{text}"),
+            Stream::Stdout => {
+                tracing::info!(target: "chainlock::script", stream = "stdout", "{text}")
+            }
+            Stream::Stderr => {
+                tracing::info!(target: "chainlock::script", stream = "stderr", "{text}")
+            }
         }
         if self.bytes.saturating_add(text.len() as u64 + 1) > self.max_bytes {
             if !self.truncated {
@@ -240,7 +244,11 @@ impl TaskLog {
             move |source| LaunchError::Log { path, source }
         };
         self.out.flush().await.map_err(err(&self.path))?;
-        self.out.get_ref().sync_all().await.map_err(err(&self.path))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(err(&self.path))?;
         Ok(self.path)
     }
 }
@@ -361,7 +369,10 @@ pub async fn run(
         ScriptEnd::Exited(code) => format!("exit code: {code}"),
         ScriptEnd::Signaled(sig) => format!("killed by signal {}", signal_name(sig)),
         ScriptEnd::TimedOut { after } => {
-            format!("exceeded max run time of {} seconds: killed", after.as_secs())
+            format!(
+                "exceeded max run time of {} seconds: killed",
+                after.as_secs()
+            )
         }
         ScriptEnd::Cancelled => "cancelled by the worker: killed".to_owned(),
     };
@@ -441,11 +452,7 @@ async fn pump<R: AsyncRead + Unpin>(
     let cap = cap.max(1);
     let mut reader = BufReader::with_capacity(cap.min(64 * 1024), r);
     let mut line: Vec<u8> = Vec::new();
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok(b) => b,
-            Err(_) => break,
-        };
+    while let Ok(buf) = reader.fill_buf().await {
         if buf.is_empty() {
             break;
         }
@@ -493,7 +500,9 @@ mod tests {
     async fn run_sh(script: &str, timeout: Duration) -> (ScriptEnd, String) {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("log");
-        let mut log = TaskLog::create(&log_path, &Limits::default()).await.unwrap();
+        let mut log = TaskLog::create(&log_path, &Limits::default())
+            .await
+            .unwrap();
         let end = run(
             &spec(script, dir.path(), timeout),
             &mut log,
@@ -569,7 +578,13 @@ mod tests {
     fn alive(pid: &str) -> bool {
         // A zombie waiting for init to reap it no longer runs.
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(false)
     }
 

@@ -446,8 +446,12 @@ impl QueueClient {
         definition: &serde_json::Value,
     ) -> Result<serde_json::Value, QueueError> {
         let body = to_json(definition);
-        self.api(Method::PUT, &format!("/task/{task_id}"), Payload::Json(&body))
-            .await
+        self.api(
+            Method::PUT,
+            &format!("/task/{task_id}"),
+            Payload::Json(&body),
+        )
+        .await
     }
 
     /// `status`.

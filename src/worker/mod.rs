@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use workdir::{WorkArea, WorkDirError};
 
-/// Options that are not part of the configuration file.
-#[derive(Debug, Clone)]
+/// Options that are not part of the configuration file. The default: no task limit, the
+/// standard retry policy and the documented default limits.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Stop after this many claimed tasks (`--max-tasks`); `None` runs until a signal.
     pub max_tasks: Option<u64>,
@@ -39,17 +40,6 @@ pub struct RunOptions {
     pub launch_limits: crate::launch::Limits,
     /// Artifact caps.
     pub artifact_limits: crate::artifacts::Limits,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            max_tasks: None,
-            retry: RetryPolicy::standard(),
-            launch_limits: crate::launch::Limits::default(),
-            artifact_limits: crate::artifacts::Limits::default(),
-        }
-    }
 }
 
 /// How the worker is asked to stop. Cloning shares the tokens.
@@ -265,7 +255,12 @@ async fn process_claim_inner(
     };
     tokio::spawn(
         reclaimer
-            .run(client.clone(), claim.taken_until, lost.clone(), done.clone())
+            .run(
+                client.clone(),
+                claim.taken_until,
+                lost.clone(),
+                done.clone(),
+            )
             .instrument(tracing::Span::current()),
     );
     let _stop_reclaiming = done.drop_guard();
@@ -301,23 +296,25 @@ async fn process_claim_inner(
     let job_log_path = log_path.clone();
     let job = tokio::spawn(
         async move {
-        let mut log = match crate::launch::TaskLog::create(&job_log_path, &limits).await {
-            Ok(l) => l,
-            Err(e) => return (None, Err(task::TaskError::Launch(e))),
-        };
-        if let Some(e) = dirs_err {
-            return (Some(log), Err(task::TaskError::WorkDir(e)));
+            let mut log = match crate::launch::TaskLog::create(&job_log_path, &limits).await {
+                Ok(l) => l,
+                Err(e) => return (None, Err(task::TaskError::Launch(e))),
+            };
+            if let Some(e) = dirs_err {
+                return (Some(log), Err(task::TaskError::WorkDir(e)));
+            }
+            let r = task::pipeline(&job_ctx, &mut log).await;
+            (Some(log), r)
         }
-        let r = task::pipeline(&job_ctx, &mut log).await;
-        (Some(log), r)
-    }
         .instrument(tracing::Span::current()),
     );
     let (log, result) = match job.await {
         Ok(x) => x,
         Err(e) => (
             None,
-            Err(task::TaskError::Internal(format!("task pipeline panicked: {e}"))),
+            Err(task::TaskError::Internal(format!(
+                "task pipeline panicked: {e}"
+            ))),
         ),
     };
     let mut error_note = None;
@@ -339,7 +336,9 @@ async fn process_claim_inner(
     // Stage 7b: close and upload the task log, then the live.log link.
     let mut log = match log {
         Some(l) => Some(l),
-        None => crate::launch::TaskLog::create_append(&log_path, &limits).await.ok(),
+        None => crate::launch::TaskLog::create_append(&log_path, &limits)
+            .await
+            .ok(),
     };
     if let Some(l) = log.as_mut() {
         if let Some(note) = &error_note {

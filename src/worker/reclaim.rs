@@ -73,7 +73,11 @@ impl Reclaimer {
                 _ = done.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
-            match client.current().reclaim_task(&self.task_id, self.run_id).await {
+            match client
+                .current()
+                .reclaim_task(&self.task_id, self.run_id)
+                .await
+            {
                 Ok(r) => {
                     let fresh = client
                         .current()

@@ -16,10 +16,10 @@
 //! credentials. Errors from every stage become a [`Resolution`] in one place,
 //! [`TaskError::resolution`].
 
+use super::Shared;
 use super::outcome::{FailReason, Resolution};
 use super::reclaim::TaskClient;
 use super::workdir::{TaskDirs, sorted_json};
-use super::Shared;
 use crate::artifacts::{self, ArtifactError, CollectedArtifact};
 use crate::ids::TaskId;
 use crate::launch::{self, LaunchError, LaunchSpec, ScriptEnd, TaskLog};
@@ -84,8 +84,8 @@ pub enum TaskError {
     Upload {
         /// Artifact name.
         name: String,
-        /// The queue error.
-        source: QueueError,
+        /// The queue error (boxed: it is large).
+        source: Box<QueueError>,
     },
     /// The queue answered createArtifact with something other than an s3 upload.
     #[error("createArtifact for {name:?} did not return an s3 putUrl")]
@@ -175,8 +175,11 @@ pub(super) async fn pipeline(
             path: task_json.clone(),
             source,
         })?;
-    log.notice(&format!("task {} run {}: definition accepted", ctx.task_id, ctx.run_id))
-        .await?;
+    log.notice(&format!(
+        "task {} run {}: definition accepted",
+        ctx.task_id, ctx.run_id
+    ))
+    .await?;
 
     // Stage 2: validate the restricted input (issue 5): payload against schemas/ and the task's
     // scopes against the configured prefixes. Placeholder: nothing is checked yet beyond stage 1.
@@ -207,7 +210,10 @@ pub(super) async fn pipeline(
         end
     };
     if ctx.lost.is_cancelled() {
-        return Ok((Resolution::Exception(ExceptionReason::WorkerShutdown), Vec::new()));
+        return Ok((
+            Resolution::Exception(ExceptionReason::WorkerShutdown),
+            Vec::new(),
+        ));
     }
     let mut resolution = Resolution::from_script(end);
     if let Resolution::Failed(reason) = &resolution {
@@ -270,9 +276,11 @@ fn parse_definition(ctx: &RunCtx) -> Result<TaskDefinition, TaskError> {
         return Err(malformed("payload is not an object".into()));
     };
     if let Some(v) = payload.get("maxRunTime")
-        && !v.as_u64().is_some_and(|n| n > 0)
+        && v.as_u64().is_none_or(|n| n == 0)
     {
-        return Err(malformed("payload.maxRunTime is not a positive integer".into()));
+        return Err(malformed(
+            "payload.maxRunTime is not a positive integer".into(),
+        ));
     }
     let actual = def.task_queue_id();
     let expected = &ctx.shared.config.queue.task_queue_id;
@@ -344,7 +352,7 @@ pub(super) async fn upload_file(
     };
     let err = |source| TaskError::Upload {
         name: name.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let resp = client
         .create_artifact(&ctx.task_id, ctx.run_id, name, &req)
@@ -374,7 +382,15 @@ pub(super) async fn upload_log(ctx: &RunCtx, log_path: &std::path::Path) -> Resu
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    upload_file(ctx, LIVE_BACKING_LOG, log_path, LOG_CONTENT_TYPE, true, size).await?;
+    upload_file(
+        ctx,
+        LIVE_BACKING_LOG,
+        log_path,
+        LOG_CONTENT_TYPE,
+        true,
+        size,
+    )
+    .await?;
     let link = CreateArtifactRequest::Link {
         expires: ctx.expires,
         artifact: LIVE_BACKING_LOG.to_owned(),
@@ -386,7 +402,7 @@ pub(super) async fn upload_log(ctx: &RunCtx, log_path: &std::path::Path) -> Resu
         .await
         .map_err(|source| TaskError::Upload {
             name: LIVE_LOG.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     Ok(())
 }
@@ -398,11 +414,7 @@ pub(super) async fn report(ctx: &RunCtx, resolution: &Resolution) {
     let result = match resolution {
         Resolution::Completed => client.report_completed(&ctx.task_id, ctx.run_id).await,
         Resolution::Failed(_) => client.report_failed(&ctx.task_id, ctx.run_id).await,
-        Resolution::Exception(r) => {
-            client
-                .report_exception(&ctx.task_id, ctx.run_id, *r)
-                .await
-        }
+        Resolution::Exception(r) => client.report_exception(&ctx.task_id, ctx.run_id, *r).await,
     };
     match result {
         Ok(_) => tracing::info!(task_id = %ctx.task_id, run_id = ctx.run_id,

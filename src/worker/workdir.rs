@@ -233,7 +233,10 @@ mod tests {
         std::fs::write(tmp.path().join("outside"), b"keep").unwrap();
         let area = WorkArea::open(&root).unwrap();
         assert!(!dirs.root.exists());
-        assert!(tmp.path().join("outside").exists(), "symlink target removed");
+        assert!(
+            tmp.path().join("outside").exists(),
+            "symlink target removed"
+        );
         assert!(area.root().join(MARKER).exists());
     }
 
