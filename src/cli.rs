@@ -81,6 +81,9 @@ pub struct RunArgs {
     /// Worker configuration file (TOML).
     #[arg(long)]
     pub config: std::path::PathBuf,
+    /// Stop after handling this many claimed tasks (used by the demo and tests).
+    #[arg(long)]
+    pub max_tasks: Option<u64>,
 }
 
 /// `chainlock config ...`.
@@ -122,8 +125,24 @@ pub struct DemoArgs {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
+/// Sets up tracing on stderr: human-readable by default, JSON lines with `--log-format json`.
+/// `RUST_LOG` refines the level (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling `run` twice) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    init_logging(cli.log_format);
     match cli.command {
         Command::Keys(args) => crate::keys_cli::run(args),
         Command::Script(ScriptCommand::Sign { config }) => {
@@ -132,11 +151,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Script(ScriptCommand::Push { config, dry_run }) => {
             Ok(crate::scripts::push::run(&config, dry_run).await)
         }
+        Command::Run(args) => run_worker(args).await,
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Demo(args) => crate::demo::run(args).await,
         Command::DevQueue(args) => run_dev_queue(args).await,
-        Command::Run(_) | Command::Config(_) | Command::Demo(_) => {
-            Err(UsageError("not implemented yet".into()).into())
-        }
     }
+}
+
+fn load_config(
+    path: &std::path::Path,
+) -> Result<(crate::config::Config, crate::queue::Credentials), UsageError> {
+    let env = crate::queue::ProcessEnv;
+    let config = crate::config::Config::load(path, &env).map_err(|e| UsageError(e.to_string()))?;
+    let credentials = config
+        .load_credentials(path, &env)
+        .map_err(|e| UsageError(e.to_string()))?;
+    Ok((config, credentials))
+}
+
+async fn run_worker(args: RunArgs) -> anyhow::Result<i32> {
+    let (config, credentials) = load_config(&args.config)?;
+    let shutdown = crate::worker::Shutdown::new();
+    shutdown.install_signal_handlers()?;
+    let options = crate::worker::RunOptions {
+        max_tasks: args.max_tasks,
+        ..crate::worker::RunOptions::default()
+    };
+    crate::worker::run(
+        config,
+        credentials,
+        &crate::queue::ProcessEnv,
+        options,
+        shutdown,
+    )
+    .await?;
+    Ok(0)
+}
+
+fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {
+    let (config, credentials) = load_config(file)?;
+    println!("# {}: valid", file.display());
+    println!(
+        "# credentials: clientId {} (accessToken {}{})",
+        credentials.client_id,
+        credentials.access_token,
+        if credentials.certificate.is_some() {
+            ", with certificate"
+        } else {
+            ""
+        }
+    );
+    print!("{}", config.to_toml());
+    Ok(0)
 }
 
 async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {

@@ -7,12 +7,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod artifacts;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod cot;
+pub mod demo;
 pub mod devqueue;
 pub mod ids;
 pub mod keys_cli;
+pub mod launch;
 pub mod manifest;
 pub mod openpgp;
 pub mod queue;
@@ -20,3 +24,4 @@ pub mod scripts;
 pub mod secret;
 pub mod trust;
 pub mod validate;
+pub mod worker;

@@ -438,6 +438,22 @@ impl QueueClient {
             .await
     }
 
+    /// `createTask`: `PUT /task/<taskId>` with a definition; returns the status answer as raw
+    /// JSON. (Added by the worker branch for the demo and tests.)
+    pub async fn create_task(
+        &self,
+        task_id: &TaskId,
+        definition: &serde_json::Value,
+    ) -> Result<serde_json::Value, QueueError> {
+        let body = to_json(definition);
+        self.api(
+            Method::PUT,
+            &format!("/task/{task_id}"),
+            Payload::Json(&body),
+        )
+        .await
+    }
+
     /// `status`.
     pub async fn status(&self, task_id: &TaskId) -> Result<TaskStatus, QueueError> {
         let r: TaskStatusResponse = self

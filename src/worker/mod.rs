@@ -1,0 +1,392 @@
+//! The worker loop: claim one task at a time, run it through the staged pipeline
+//! ([`task`]), resolve it, repeat.
+//!
+//! Why it is shaped this way: claimWork is never cancelled once sent (a cancelled request can
+//! orphan a task the queue did claim, scriptworker bug 1524069), so shutdown only takes effect
+//! between calls; a claimed run is always resolved, or given up only when the queue says it is
+//! no longer ours. Each run executes in its own tokio task so that a panic in any stage becomes
+//! an `internal-error` report and the worker keeps serving.
+//!
+//! Signals ([`Shutdown`]): SIGTERM stops claiming and stops the running script, then uploads
+//! what it produced plus the log and reports `worker-shutdown` (the queue reruns the task);
+//! SIGUSR1 stops claiming after the current task. Either way the process then exits 0.
+
+pub mod outcome;
+pub mod reclaim;
+pub mod task;
+pub mod workdir;
+
+use crate::config::Config;
+use crate::queue::types::{ClaimWorkRequest, ExceptionReason, TaskClaim};
+use crate::queue::{Credentials, EnvSource, QueueClient, QueueError, RetryPolicy};
+use outcome::Resolution;
+use reclaim::{Reclaimer, TaskClient};
+use std::sync::Arc;
+use std::time::Duration;
+use task::{RunCtx, TaskReport};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use workdir::{WorkArea, WorkDirError};
+
+/// Options that are not part of the configuration file. The default: no task limit, the
+/// standard retry policy and the documented default limits.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this many claimed tasks (`--max-tasks`); `None` runs until a signal.
+    pub max_tasks: Option<u64>,
+    /// Retry policy of the queue client.
+    pub retry: RetryPolicy,
+    /// Script output caps.
+    pub launch_limits: crate::launch::Limits,
+    /// Artifact caps.
+    pub artifact_limits: crate::artifacts::Limits,
+}
+
+/// How the worker is asked to stop. Cloning shares the tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// No new claimWork after this fires (SIGUSR1 and SIGTERM).
+    pub stop_claiming: CancellationToken,
+    /// Stop the running script now and report `worker-shutdown` (SIGTERM).
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    /// Tokens that nothing fires (tests and the demo fire them by hand).
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// SIGTERM: stop claiming and stop the current script.
+    pub fn terminate(&self) {
+        self.stop_claiming.cancel();
+        self.abort.cancel();
+    }
+
+    /// SIGUSR1: finish the current task, then stop.
+    pub fn drain(&self) {
+        self.stop_claiming.cancel();
+    }
+
+    /// Installs SIGTERM and SIGUSR1 handlers that fire these tokens.
+    pub fn install_signal_handlers(&self) -> Result<(), WorkerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signals)?;
+        let mut usr1 = signal(SignalKind::user_defined1()).map_err(WorkerError::Signals)?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = term.recv() => {
+                        tracing::warn!("SIGTERM: stopping the current script, then exiting");
+                        me.terminate();
+                    }
+                    Some(()) = usr1.recv() => {
+                        tracing::warn!("SIGUSR1: no new tasks; exiting after the current one");
+                        me.drain();
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Why the worker could not start (per-task problems never end the worker).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The work area or log dir is unusable.
+    #[error(transparent)]
+    WorkDir(#[from] WorkDirError),
+    /// The queue client could not be built.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// State shared by the loop and the per-task jobs.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub options: RunOptions,
+    /// Allowlisted variables captured from the worker's environment at start-up.
+    pub script_env_base: Vec<(String, String)>,
+    pub queue: QueueClient,
+}
+
+/// Summary of a worker run.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// One entry per claimed run, in order.
+    pub tasks: Vec<TaskReport>,
+}
+
+/// Runs the worker until `max_tasks` runs were handled or `shutdown` says stop.
+pub async fn run(
+    config: Config,
+    credentials: Credentials,
+    env: &impl EnvSource,
+    options: RunOptions,
+    shutdown: Shutdown,
+) -> Result<RunSummary, WorkerError> {
+    let area = WorkArea::open(&config.paths.work_dir)?;
+    std::fs::create_dir_all(&config.paths.log_dir).map_err(|source| WorkDirError::Io {
+        op: "create",
+        path: config.paths.log_dir.clone(),
+        source,
+    })?;
+    let queue = QueueClient::new(
+        &config.queue.root_url,
+        Some(credentials),
+        options.retry.clone(),
+    )?;
+    let script_env_base = crate::launch::script_env(&config.script.env_allowlist, env, &[]);
+    let shared = Arc::new(Shared {
+        config,
+        options,
+        script_env_base,
+        queue,
+    });
+    let timing = &shared.config.timing;
+    let backoff_min = Duration::from_secs(timing.backoff_min_secs);
+    let backoff_max = Duration::from_secs(timing.backoff_max_secs);
+    let poll = Duration::from_secs(timing.poll_interval_secs);
+    let request = ClaimWorkRequest {
+        worker_group: shared.config.queue.worker_group.clone(),
+        worker_id: shared.config.queue.worker_id.clone(),
+        tasks: 1,
+    };
+    tracing::info!(
+        task_queue_id = %shared.config.queue.task_queue_id,
+        worker_group = %request.worker_group,
+        worker_id = %request.worker_id,
+        root_url = %shared.config.queue.root_url,
+        "worker started"
+    );
+
+    let mut summary = RunSummary::default();
+    let mut backoff = backoff_min;
+    loop {
+        let handled = summary.tasks.len() as u64;
+        if shutdown.stop_claiming.is_cancelled() {
+            tracing::info!("stopping: no more claims");
+            break;
+        }
+        if shared.options.max_tasks.is_some_and(|max| handled >= max) {
+            tracing::info!(handled, "stopping: task limit reached");
+            break;
+        }
+        // Never cancelled once sent: a claimed task must not be orphaned.
+        let pause = match shared
+            .queue
+            .claim_work(&shared.config.queue.task_queue_id, &request)
+            .await
+        {
+            Ok(resp) if resp.tasks.is_empty() => {
+                backoff = backoff_min;
+                poll
+            }
+            Ok(resp) => {
+                backoff = backoff_min;
+                for claim in resp.tasks {
+                    let report = process_claim(&shared, &area, claim, &shutdown).await;
+                    summary.tasks.push(report);
+                }
+                Duration::ZERO
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_secs = backoff.as_secs_f64(), "claimWork failed");
+                let pause = backoff;
+                backoff = (backoff * 2).min(backoff_max).max(backoff_min);
+                pause
+            }
+        };
+        tokio::select! {
+            _ = shutdown.stop_claiming.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    tracing::info!(tasks = summary.tasks.len(), "worker stopped");
+    Ok(summary)
+}
+
+/// Handles one claimed run to the end. Never fails: every problem becomes a resolution.
+async fn process_claim(
+    shared: &Arc<Shared>,
+    area: &WorkArea,
+    claim: TaskClaim,
+    shutdown: &Shutdown,
+) -> TaskReport {
+    let span = tracing::info_span!(
+        "task",
+        task_id = %claim.status.task_id,
+        run_id = claim.run_id
+    );
+    process_claim_inner(shared, area, claim, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn process_claim_inner(
+    shared: &Arc<Shared>,
+    area: &WorkArea,
+    claim: TaskClaim,
+    shutdown: &Shutdown,
+) -> TaskReport {
+    let task_id = claim.status.task_id.clone();
+    let run_id = claim.run_id;
+    tracing::info!("claimed");
+
+    let client = TaskClient::new(
+        shared
+            .queue
+            .with_credentials(Credentials::from(&claim.credentials)),
+    );
+    let lost = CancellationToken::new();
+    let done = CancellationToken::new();
+    let reclaimer = Reclaimer {
+        task_id: task_id.clone(),
+        run_id,
+        margin: Duration::from_secs(shared.config.timing.reclaim_margin_secs),
+        retry_delay: Duration::from_secs(shared.config.timing.backoff_min_secs.max(1)),
+    };
+    tokio::spawn(
+        reclaimer
+            .run(
+                client.clone(),
+                claim.taken_until,
+                lost.clone(),
+                done.clone(),
+            )
+            .instrument(tracing::Span::current()),
+    );
+    let _stop_reclaiming = done.drop_guard();
+
+    let log_path = shared
+        .config
+        .paths
+        .log_dir
+        .join(format!("{task_id}-{run_id}.log"));
+    let (dirs, dirs_err) = match area.task_dirs(&task_id, run_id) {
+        Ok(d) => (Some(d), None),
+        Err(e) => (None, Some(e)),
+    };
+    let ctx = Arc::new(RunCtx {
+        shared: shared.clone(),
+        task_id: task_id.clone(),
+        run_id,
+        raw_task: claim.task,
+        expires: claim.status.expires,
+        dirs: dirs.unwrap_or_else(|| workdir::TaskDirs {
+            root: area.root().join("unavailable"),
+            work: area.root().join("unavailable"),
+            artifacts: area.root().join("unavailable"),
+        }),
+        client,
+        lost: lost.clone(),
+        abort: shutdown.abort.clone(),
+    });
+
+    // Stages 1-7a run in their own task: a panic there is reported, not fatal.
+    let limits = shared.options.launch_limits;
+    let job_ctx = ctx.clone();
+    let job_log_path = log_path.clone();
+    let job = tokio::spawn(
+        async move {
+            let mut log = match crate::launch::TaskLog::create(&job_log_path, &limits).await {
+                Ok(l) => l,
+                Err(e) => return (None, Err(task::TaskError::Launch(e))),
+            };
+            if let Some(e) = dirs_err {
+                return (Some(log), Err(task::TaskError::WorkDir(e)));
+            }
+            let r = task::pipeline(&job_ctx, &mut log).await;
+            (Some(log), r)
+        }
+        .instrument(tracing::Span::current()),
+    );
+    let (log, result) = match job.await {
+        Ok(x) => x,
+        Err(e) => (
+            None,
+            Err(task::TaskError::Internal(format!(
+                "task pipeline panicked: {e}"
+            ))),
+        ),
+    };
+    let mut error_note = None;
+    let (mut resolution, mut uploaded) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "task error");
+            error_note = Some(e.to_string());
+            (e.resolution(), Vec::new())
+        }
+    };
+
+    if lost.is_cancelled() {
+        tracing::warn!("run lost (reclaim refused): nothing more uploaded or reported");
+        cleanup(&ctx, &log_path, shared);
+        return TaskReport::Lost { task_id, run_id };
+    }
+
+    // Stage 7b: close and upload the task log, then the live.log link.
+    let mut log = match log {
+        Some(l) => Some(l),
+        None => crate::launch::TaskLog::create_append(&log_path, &limits)
+            .await
+            .ok(),
+    };
+    if let Some(l) = log.as_mut() {
+        if let Some(note) = &error_note {
+            let _ = l.notice(note).await;
+        }
+        let _ = l
+            .notice(&format!("resolution: {}", resolution.label()))
+            .await;
+    }
+    let log_ok = match log {
+        Some(l) => l.finish().await.is_ok(),
+        None => false,
+    };
+    if log_ok {
+        match task::upload_log(&ctx, &log_path).await {
+            Ok(()) => {
+                uploaded.push(task::LIVE_BACKING_LOG.to_owned());
+                uploaded.push(task::LIVE_LOG.to_owned());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "task log upload failed");
+                resolution = resolution.combine(e.resolution());
+            }
+        }
+    } else {
+        resolution = resolution.combine(Resolution::Exception(ExceptionReason::InternalError));
+    }
+
+    // Stage 8: report.
+    if !lost.is_cancelled() {
+        task::report(&ctx, &resolution).await;
+    }
+    tracing::info!(resolution = %resolution.label(), ?uploaded, "task done");
+    cleanup(&ctx, &log_path, shared);
+    TaskReport::Resolved {
+        task_id,
+        run_id,
+        resolution,
+        uploaded,
+    }
+}
+
+fn cleanup(ctx: &RunCtx, _log_path: &std::path::Path, shared: &Shared) {
+    if let Err(e) = ctx.dirs.remove() {
+        tracing::warn!(error = %e, "cannot remove the task directory");
+    }
+    let keep = usize::try_from(shared.config.paths.keep_task_logs).unwrap_or(usize::MAX);
+    if let Err(e) = workdir::prune_logs(&shared.config.paths.log_dir, keep) {
+        tracing::warn!(error = %e, "cannot prune old task logs");
+    }
+}
