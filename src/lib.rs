@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod chain_policy;
 pub mod clock;
 pub mod ids;
 pub mod manifest;
