@@ -10,7 +10,9 @@
 pub mod cli;
 pub mod chain_policy;
 pub mod clock;
+pub mod cot;
 pub mod ids;
 pub mod manifest;
+pub mod openpgp;
 pub mod queue;
 pub mod secret;

@@ -1,0 +1,743 @@
+//! OpenPGP: key generation, private-key loading, detached signing and verification.
+//!
+//! Why this module exists: chainlock signs its own `chain-of-trust.json` with OpenPGP and
+//! verifies OpenPGP signatures made by upstream workers and by the operators' root keys. All of
+//! that goes through these few functions so that there is exactly one place that decides what a
+//! valid OpenPGP signature is: sequoia's [`StandardPolicy`], evaluated at the signature's
+//! creation time, with the signer's certificate valid, alive, not revoked and signing-capable at
+//! that time.
+//!
+//! What it must not do: decide *whose* signatures are trusted (that is [`crate::trust`]), read
+//! the clock (times are arguments), or let private key material reach a log, an error message
+//! or `Debug` output. Only [`load_signing_key`] and [`write_new_key`] touch private key files.
+
+use chrono::{DateTime, Utc};
+use sequoia_openpgp as pgp;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use pgp::cert::amalgamation::ValidAmalgamation;
+use pgp::cert::{CertBuilder, CipherSuite};
+use pgp::crypto::KeyPair;
+use pgp::packet::Signature;
+use pgp::packet::signature::SignatureBuilder;
+use pgp::parse::{PacketParser, PacketParserResult, Parse};
+use pgp::policy::{HashAlgoSecurity, Policy, StandardPolicy};
+use pgp::serialize::{Marshal, SerializeInto};
+use pgp::types::{RevocationStatus, SignatureType};
+use pgp::{Cert, Fingerprint, KeyHandle, Packet};
+
+pub use pgp::Cert as OpenPgpCert;
+
+/// Largest private-key or certificate file we read, in bytes. Certificates with many
+/// third-party signatures can be large; anything beyond this is not a key file we wrote.
+pub const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Largest armored detached signature we parse, in bytes (one signature is a few hundred bytes).
+pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
+
+/// Why an OpenPGP operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenPgpError {
+    /// A key or certificate file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A private key file is accessible by group or others; we refuse to use it.
+    #[error(
+        "{path}: private key file has mode {mode:04o}; it must not be accessible by group or \
+         others (chmod 600)"
+    )]
+    KeyFilePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A private key file is not a regular file.
+    #[error("{path}: not a regular file")]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file is larger than we accept.
+    #[error("{path}: {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A key or certificate could not be parsed.
+    #[error("cannot parse OpenPGP {what}: {reason}")]
+    Parse {
+        /// What we tried to parse ("certificate", "private key", "signature").
+        what: &'static str,
+        /// The parser's explanation (never contains key material).
+        reason: String,
+    },
+    /// A file that should hold a private key holds only a public certificate.
+    #[error("{path}: contains no secret key material")]
+    NoSecretKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A public certificate unexpectedly contains secret key material.
+    #[error("certificate {fingerprint} contains secret key material; export the public part only")]
+    UnexpectedSecretKey {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+    },
+    /// The key has no unencrypted, valid, signing-capable (sub)key at the requested time.
+    #[error("key {fingerprint}: no valid, unencrypted signing-capable key at {at}")]
+    NoSigningKey {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// The time of the check.
+        at: DateTime<Utc>,
+    },
+    /// Key generation or signing failed inside the OpenPGP library.
+    #[error("OpenPGP {operation} failed: {reason}")]
+    Crypto {
+        /// What we were doing.
+        operation: &'static str,
+        /// The library's explanation.
+        reason: String,
+    },
+    /// The signature input holds no signature.
+    #[error("no OpenPGP signature found")]
+    NoSignature,
+    /// The signature input holds more than one signature (we require exactly one per file).
+    #[error("{count} OpenPGP signatures found where exactly one is expected")]
+    MultipleSignatures {
+        /// How many.
+        count: usize,
+    },
+    /// The signature input holds packets other than signatures.
+    #[error("unexpected OpenPGP packet {tag} in a detached signature")]
+    UnexpectedPacket {
+        /// The packet's tag.
+        tag: String,
+    },
+    /// The signature is not a binary-document signature.
+    #[error("signature type {typ} is not accepted (only binary document signatures)")]
+    UnsupportedSignatureType {
+        /// The type found.
+        typ: String,
+    },
+    /// The signature has no creation time.
+    #[error("signature has no creation time")]
+    NoCreationTime,
+    /// No certificate we were given holds the key that made the signature.
+    #[error("signature made by {issuers} is not from any of the {tried} given certificate(s)")]
+    UnknownSigner {
+        /// Issuer key ids/fingerprints from the signature.
+        issuers: String,
+        /// How many certificates were tried.
+        tried: usize,
+    },
+    /// The signer's certificate was not valid under the standard policy at the signature time.
+    #[error("certificate {fingerprint} is not valid at {at}: {reason}")]
+    CertInvalid {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+        /// The signature creation time.
+        at: DateTime<Utc>,
+        /// Why.
+        reason: String,
+    },
+    /// The signer's certificate or signing subkey was revoked (hard, or soft before `at`).
+    #[error("key {fingerprint} is revoked as of {at}")]
+    KeyRevoked {
+        /// The revoked key's fingerprint.
+        fingerprint: String,
+        /// The signature creation time.
+        at: DateTime<Utc>,
+    },
+    /// The signing key is not marked signing-capable.
+    #[error("key {fingerprint} is not signing-capable")]
+    NotSigningCapable {
+        /// The key's fingerprint.
+        fingerprint: String,
+    },
+    /// The signature's algorithms are rejected by the standard policy.
+    #[error("signature rejected by the OpenPGP standard policy: {reason}")]
+    PolicyRejected {
+        /// Why.
+        reason: String,
+    },
+    /// The signature does not verify over the given bytes.
+    #[error("signature by {fingerprint} does not verify over the document")]
+    BadSignature {
+        /// The key the signature claims to come from.
+        fingerprint: String,
+    },
+}
+
+/// A loaded private signing key. `Debug` shows the fingerprints only.
+pub struct SigningKey {
+    /// The certificate, including secret key material (never serialised except by
+    /// [`write_new_key`]).
+    tsk: Cert,
+    /// The key pair of the signing-capable (sub)key selected at load time.
+    keypair: KeyPair,
+    signing_fingerprint: Fingerprint,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("cert", &self.tsk.fingerprint().to_hex())
+            .field("signing_key", &self.signing_fingerprint.to_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// The primary key's fingerprint (uppercase hex), which is how policies name the key.
+    pub fn fingerprint(&self) -> String {
+        self.tsk.fingerprint().to_hex()
+    }
+
+    /// The fingerprint of the (sub)key that makes the signatures.
+    pub fn signing_fingerprint(&self) -> String {
+        self.signing_fingerprint.to_hex()
+    }
+
+    /// The public certificate (no secret material).
+    pub fn public_cert(&self) -> Cert {
+        self.tsk.clone().strip_secret_key_material()
+    }
+
+    /// The public certificate, ASCII-armored.
+    pub fn public_cert_armored(&self) -> Result<Vec<u8>, OpenPgpError> {
+        export_cert_armored(&self.public_cert())
+    }
+}
+
+fn to_system(t: DateTime<Utc>) -> SystemTime {
+    SystemTime::from(t)
+}
+
+fn to_utc(t: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
+}
+
+fn crypto(operation: &'static str) -> impl FnOnce(anyhow::Error) -> OpenPgpError {
+    move |e| OpenPgpError::Crypto {
+        operation,
+        reason: format!("{e}"),
+    }
+}
+
+/// Generates a new key: a certification-only Cv25519 primary key with a signing subkey, one
+/// User ID, created at `created` and expiring after `validity` (if given). RFC 4880 (v4) keys,
+/// so GnuPG 2.2 reads them. The private key is not password-protected: it is meant for an
+/// unattended worker and protected by file permissions.
+pub fn generate_key(
+    user_id: &str,
+    created: DateTime<Utc>,
+    validity: Option<chrono::Duration>,
+) -> Result<SigningKey, OpenPgpError> {
+    let validity = match validity {
+        Some(d) => Some(d.to_std().map_err(|_| OpenPgpError::Crypto {
+            operation: "key generation",
+            reason: "negative validity period".into(),
+        })?),
+        None => None,
+    };
+    let (cert, _rev) = CertBuilder::new()
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_creation_time(to_system(created))
+        .set_validity_period(validity)
+        .add_userid(user_id)
+        .add_signing_subkey()
+        .generate()
+        .map_err(crypto("key generation"))?;
+    signing_key_from_tsk(cert, created)
+}
+
+fn signing_key_from_tsk(tsk: Cert, at: DateTime<Utc>) -> Result<SigningKey, OpenPgpError> {
+    let policy = StandardPolicy::new();
+    let no_key = || OpenPgpError::NoSigningKey {
+        fingerprint: tsk.fingerprint().to_hex(),
+        at,
+    };
+    let ka = tsk
+        .keys()
+        .with_policy(&policy, to_system(at))
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .secret()
+        .unencrypted_secret()
+        .next()
+        .ok_or_else(no_key)?;
+    let signing_fingerprint = ka.key().fingerprint();
+    let keypair = ka.key().clone().into_keypair().map_err(|_| no_key())?;
+    Ok(SigningKey {
+        tsk,
+        keypair,
+        signing_fingerprint,
+    })
+}
+
+/// Writes a newly generated key: the private key (armored TSK) to `private_path`, created with
+/// mode 0600 and refusing to overwrite an existing file, and the armored public certificate to
+/// `public_path`.
+pub fn write_new_key(
+    key: &SigningKey,
+    private_path: &Path,
+    public_path: &Path,
+) -> Result<(), OpenPgpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenPgpError::Io { path, source }
+    };
+    let secret = key
+        .tsk
+        .as_tsk()
+        .armored()
+        .to_vec()
+        .map_err(crypto("private key export"))?;
+    // Created with 0600 from the start (never chmod after): there is no window in which another
+    // user could open the file.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(private_path)
+        .map_err(io(private_path))?;
+    f.write_all(&secret).map_err(io(private_path))?;
+    f.sync_all().map_err(io(private_path))?;
+    let public = key.public_cert_armored()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(public_path)
+        .map_err(io(public_path))?;
+    f.write_all(&public).map_err(io(public_path))?;
+    f.sync_all().map_err(io(public_path))?;
+    Ok(())
+}
+
+/// Loads the private signing key at `path`, choosing the signing-capable (sub)key that is valid
+/// at `at` under the standard policy.
+///
+/// Refuses ([`OpenPgpError::KeyFilePermissions`]) a file that group or others can access in any
+/// way: a key others can read is a key others may have copied.
+pub fn load_signing_key(path: &Path, at: DateTime<Utc>) -> Result<SigningKey, OpenPgpError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| OpenPgpError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // Check the opened file itself (fstat), not the path, so a swap between check and read
+    // cannot slip another file in.
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(OpenPgpError::NotARegularFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(OpenPgpError::KeyFilePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let bytes = read_capped(file, path, MAX_KEY_FILE_BYTES)?;
+    let tsk = Cert::from_bytes(&bytes).map_err(|e| OpenPgpError::Parse {
+        what: "private key",
+        reason: format!("{e}"),
+    })?;
+    if !tsk.is_tsk() {
+        return Err(OpenPgpError::NoSecretKey {
+            path: path.to_path_buf(),
+        });
+    }
+    signing_key_from_tsk(tsk, at)
+}
+
+fn read_capped(file: std::fs::File, path: &Path, limit: u64) -> Result<Vec<u8>, OpenPgpError> {
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| OpenPgpError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if size > limit {
+        return Err(OpenPgpError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a public certificate file (armored or binary), refusing one with secret key material.
+pub fn read_cert_file(path: &Path) -> Result<Cert, OpenPgpError> {
+    let file = std::fs::File::open(path).map_err(|source| OpenPgpError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = read_capped(file, path, MAX_KEY_FILE_BYTES)?;
+    parse_public_cert(&bytes)
+}
+
+/// Parses one public certificate (armored or binary), refusing secret key material.
+pub fn parse_public_cert(bytes: &[u8]) -> Result<Cert, OpenPgpError> {
+    let cert = Cert::from_bytes(bytes).map_err(|e| OpenPgpError::Parse {
+        what: "certificate",
+        reason: format!("{e}"),
+    })?;
+    if cert.is_tsk() {
+        return Err(OpenPgpError::UnexpectedSecretKey {
+            fingerprint: cert.fingerprint().to_hex(),
+        });
+    }
+    Ok(cert)
+}
+
+/// The ASCII-armored serialisation of a certificate's public parts.
+pub fn export_cert_armored(cert: &Cert) -> Result<Vec<u8>, OpenPgpError> {
+    cert.armored()
+        .to_vec()
+        .map_err(crypto("certificate export"))
+}
+
+/// Makes an ASCII-armored detached signature over `bytes`, with creation time `at` (OpenPGP
+/// stores whole seconds).
+pub fn sign_detached_armored(
+    key: &SigningKey,
+    bytes: &[u8],
+    at: DateTime<Utc>,
+) -> Result<Vec<u8>, OpenPgpError> {
+    let mut signer = key.keypair.clone();
+    let sig = SignatureBuilder::new(SignatureType::Binary)
+        .set_signature_creation_time(to_system(at))
+        .map_err(crypto("signing"))?
+        .sign_message(&mut signer, bytes)
+        .map_err(crypto("signing"))?;
+    let mut out = Vec::new();
+    {
+        let mut w =
+            pgp::armor::Writer::new(&mut out, pgp::armor::Kind::Signature).map_err(|e| {
+                OpenPgpError::Crypto {
+                    operation: "armoring",
+                    reason: e.to_string(),
+                }
+            })?;
+        Packet::from(sig)
+            .serialize(&mut w)
+            .map_err(crypto("armoring"))?;
+        w.finalize().map_err(|e| OpenPgpError::Crypto {
+            operation: "armoring",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(out)
+}
+
+/// Parses an ASCII-armored detached signature that must contain exactly one signature packet.
+pub fn parse_detached_signature(armored: &[u8]) -> Result<Signature, OpenPgpError> {
+    if armored.len() > MAX_SIGNATURE_BYTES {
+        return Err(OpenPgpError::Parse {
+            what: "signature",
+            reason: format!(
+                "{} bytes is larger than the limit of {MAX_SIGNATURE_BYTES}",
+                armored.len()
+            ),
+        });
+    }
+    let parse_err = |e: anyhow::Error| OpenPgpError::Parse {
+        what: "signature",
+        reason: format!("{e}"),
+    };
+    let reader = pgp::armor::Reader::from_bytes(
+        armored,
+        pgp::armor::ReaderMode::Tolerant(Some(pgp::armor::Kind::Signature)),
+    );
+    let mut ppr = PacketParser::from_reader(reader).map_err(parse_err)?;
+    let mut sigs = Vec::new();
+    while let PacketParserResult::Some(pp) = ppr {
+        let (packet, next) = pp.next().map_err(parse_err)?;
+        match packet {
+            Packet::Signature(sig) => sigs.push(sig),
+            other => {
+                return Err(OpenPgpError::UnexpectedPacket {
+                    tag: other.tag().to_string(),
+                });
+            }
+        }
+        ppr = next;
+    }
+    match sigs.len() {
+        0 => Err(OpenPgpError::NoSignature),
+        1 => sigs.pop().ok_or(OpenPgpError::NoSignature),
+        count => Err(OpenPgpError::MultipleSignatures { count }),
+    }
+}
+
+/// The key handles (issuer key ids and fingerprints) a signature names.
+pub fn signature_issuers(sig: &Signature) -> Vec<KeyHandle> {
+    sig.get_issuers()
+}
+
+/// Whether `cert` holds a (sub)key matching any of `issuers`.
+pub fn cert_has_issuer(cert: &Cert, issuers: &[KeyHandle]) -> bool {
+    cert.keys()
+        .any(|ka| issuers.iter().any(|h| h.aliases(ka.key().key_handle())))
+}
+
+/// A signature that verified cryptographically and under the standard policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSignature {
+    /// The signer certificate's primary fingerprint (uppercase hex). Several subkeys of one
+    /// certificate all report the same value here: count signers by this.
+    pub primary_fingerprint: String,
+    /// The fingerprint of the (sub)key that made the signature.
+    pub signing_fingerprint: String,
+    /// The signature's creation time (signer-supplied: bound it by an observed time).
+    pub created: DateTime<Utc>,
+    /// The signature's own expiration time, if it has one.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// Verifies a parsed detached signature over `message` against `cert`.
+///
+/// Everything is judged at the signature's creation time `t` with [`StandardPolicy`]: the
+/// certificate must have a live, policy-accepted self-signature at `t`, neither it nor the
+/// signing subkey may be revoked at `t` (a hard revocation counts whenever it was made, a soft
+/// one only from its own time on), the signing key must be signing-capable and alive at `t`,
+/// and the signature's hash and key algorithms must be accepted as of `t`.
+pub fn verify_with_cert(
+    cert: &Cert,
+    sig: &Signature,
+    message: &[u8],
+) -> Result<VerifiedSignature, OpenPgpError> {
+    let policy = StandardPolicy::new();
+    if sig.typ() != SignatureType::Binary {
+        return Err(OpenPgpError::UnsupportedSignatureType {
+            typ: sig.typ().to_string(),
+        });
+    }
+    let t = sig
+        .signature_creation_time()
+        .ok_or(OpenPgpError::NoCreationTime)?;
+    let at = to_utc(t);
+    let fingerprint = cert.fingerprint().to_hex();
+    let issuers = sig.get_issuers();
+    if !cert_has_issuer(cert, &issuers) {
+        return Err(OpenPgpError::UnknownSigner {
+            issuers: issuers
+                .iter()
+                .map(|h| h.to_hex())
+                .collect::<Vec<_>>()
+                .join(","),
+            tried: 1,
+        });
+    }
+    let vc = cert
+        .with_policy(&policy, t)
+        .map_err(|e| OpenPgpError::CertInvalid {
+            fingerprint: fingerprint.clone(),
+            at,
+            reason: format!("{e}"),
+        })?;
+    vc.alive().map_err(|e| OpenPgpError::CertInvalid {
+        fingerprint: fingerprint.clone(),
+        at,
+        reason: format!("{e}"),
+    })?;
+    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
+        return Err(OpenPgpError::KeyRevoked { fingerprint, at });
+    }
+    // The issuer's (sub)key, valid at `t` (a subkey binding live at `t`).
+    let ka = vc
+        .keys()
+        .find(|ka| issuers.iter().any(|h| h.aliases(ka.key().key_handle())))
+        .ok_or_else(|| OpenPgpError::CertInvalid {
+            fingerprint: fingerprint.clone(),
+            at,
+            reason: "the signing key has no valid binding at that time".into(),
+        })?;
+    let signing_fingerprint = ka.key().fingerprint().to_hex();
+    if let RevocationStatus::Revoked(_) = ka.revocation_status() {
+        return Err(OpenPgpError::KeyRevoked {
+            fingerprint: signing_fingerprint,
+            at,
+        });
+    }
+    if !ka.for_signing() {
+        return Err(OpenPgpError::NotSigningCapable {
+            fingerprint: signing_fingerprint,
+        });
+    }
+    ka.alive().map_err(|e| OpenPgpError::CertInvalid {
+        fingerprint: signing_fingerprint.clone(),
+        at,
+        reason: format!("{e}"),
+    })?;
+    policy
+        .signature(sig, HashAlgoSecurity::CollisionResistance)
+        .map_err(|e| OpenPgpError::PolicyRejected {
+            reason: format!("{e}"),
+        })?;
+    policy.key(&ka).map_err(|e| OpenPgpError::PolicyRejected {
+        reason: format!("{e}"),
+    })?;
+    sig.verify_message(ka.key(), message)
+        .map_err(|_| OpenPgpError::BadSignature {
+            fingerprint: signing_fingerprint.clone(),
+        })?;
+    Ok(VerifiedSignature {
+        primary_fingerprint: fingerprint,
+        signing_fingerprint,
+        created: at,
+        expires: sig.signature_expiration_time().map(to_utc),
+    })
+}
+
+/// Parses `armored` (one detached signature) and verifies it over `message` with whichever of
+/// `certs` holds the issuing key.
+pub fn verify_detached(
+    certs: &[&Cert],
+    message: &[u8],
+    armored: &[u8],
+) -> Result<VerifiedSignature, OpenPgpError> {
+    let sig = parse_detached_signature(armored)?;
+    let issuers = sig.get_issuers();
+    let cert = certs
+        .iter()
+        .find(|c| cert_has_issuer(c, &issuers))
+        .ok_or_else(|| OpenPgpError::UnknownSigner {
+            issuers: issuers
+                .iter()
+                .map(|h| h.to_hex())
+                .collect::<Vec<_>>()
+                .join(","),
+            tried: certs.len(),
+        })?;
+    verify_with_cert(cert, &sig, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .expect("valid constant time")
+    }
+
+    #[test]
+    fn sign_then_verify_roundtrip_and_tamper() {
+        let key = generate_key("test <t@example.org>", t(0), None).expect("generate");
+        let sig = sign_detached_armored(&key, b"hello", t(10)).expect("sign");
+        let cert = key.public_cert();
+        let v = verify_detached(&[&cert], b"hello", &sig).expect("verify");
+        assert_eq!(v.primary_fingerprint, key.fingerprint());
+        assert_eq!(v.signing_fingerprint, key.signing_fingerprint());
+        assert_ne!(v.primary_fingerprint, v.signing_fingerprint);
+        assert_eq!(v.created, t(10));
+        let err = verify_detached(&[&cert], b"hellO", &sig).expect_err("tampered");
+        assert!(matches!(err, OpenPgpError::BadSignature { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_signer_and_garbage() {
+        let a = generate_key("a", t(0), None).expect("generate");
+        let b = generate_key("b", t(0), None).expect("generate");
+        let sig = sign_detached_armored(&a, b"x", t(1)).expect("sign");
+        let err = verify_detached(&[&b.public_cert()], b"x", &sig).expect_err("unknown");
+        assert!(
+            matches!(err, OpenPgpError::UnknownSigner { tried: 1, .. }),
+            "{err:?}"
+        );
+        let err = verify_detached(&[&a.public_cert()], b"x", b"garbage").expect_err("garbage");
+        assert!(
+            matches!(err, OpenPgpError::Parse { .. } | OpenPgpError::NoSignature),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn expired_cert_refused_at_signature_time() {
+        let key = generate_key("e", t(0), Some(chrono::Duration::days(1))).expect("generate");
+        let cert = key.public_cert();
+        let ok = sign_detached_armored(&key, b"x", t(3600)).expect("sign");
+        verify_detached(&[&cert], b"x", &ok).expect("inside validity");
+        let late = sign_detached_armored(&key, b"x", t(2 * 86400)).expect("sign");
+        let err = verify_detached(&[&cert], b"x", &late).expect_err("expired");
+        assert!(matches!(err, OpenPgpError::CertInvalid { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn debug_never_shows_secret() {
+        let key = generate_key("d", t(0), None).expect("generate");
+        let dbg = format!("{key:?}");
+        assert!(dbg.contains(&key.fingerprint()));
+        assert!(!dbg.contains("PRIVATE"));
+    }
+
+    #[test]
+    fn key_file_permissions_are_enforced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = generate_key("p", t(0), None).expect("generate");
+        let private = dir.path().join("key.asc");
+        let public = dir.path().join("key.pub.asc");
+        write_new_key(&key, &private, &public).expect("write");
+        let mode = std::fs::metadata(&private)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let loaded = load_signing_key(&private, t(5)).expect("load");
+        assert_eq!(loaded.fingerprint(), key.fingerprint());
+        // Refuses to overwrite.
+        assert!(write_new_key(&key, &private, &public).is_err());
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = load_signing_key(&private, t(5)).expect_err("group readable");
+        assert!(
+            matches!(err, OpenPgpError::KeyFilePermissions { mode: 0o640, .. }),
+            "{err:?}"
+        );
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+        let err = load_signing_key(&private, t(5)).expect_err("world readable");
+        assert!(
+            matches!(err, OpenPgpError::KeyFilePermissions { .. }),
+            "{err:?}"
+        );
+        // A public cert is not a private key.
+        std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = load_signing_key(&public, t(5)).expect_err("public only");
+        assert!(matches!(err, OpenPgpError::NoSecretKey { .. }), "{err:?}");
+        let cert = read_cert_file(&public).expect("public cert");
+        assert_eq!(cert.fingerprint().to_hex(), key.fingerprint());
+        let err = parse_public_cert(&std::fs::read(&private).expect("read")).expect_err("tsk");
+        assert!(
+            matches!(err, OpenPgpError::UnexpectedSecretKey { .. }),
+            "{err:?}"
+        );
+    }
+}
