@@ -1,0 +1,1104 @@
+//! The queue client: typed async calls over reqwest, Hawk-signed, with bounded retries.
+
+use crate::ids::TaskId;
+use crate::queue::auth::{self, HawkRequest};
+use crate::queue::credentials::Credentials;
+use crate::queue::error::QueueError;
+use crate::queue::types::{
+    ArtifactInfo, ClaimWorkRequest, ClaimWorkResponse, CreateArtifactRequest,
+    CreateArtifactResponse, ExceptionReason, ExceptionRequest, ListArtifactsResponse,
+    ReclaimResponse, TaskStatus, TaskStatusResponse,
+};
+use crate::secret::Secret;
+use backon::BackoffBuilder as _;
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use url::{Position, Url};
+
+/// Characters left unescaped in a path segment: those of JavaScript's `encodeURIComponent`,
+/// which is what the official clients use (`/` becomes `%2F`).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// Percent-encodes one path component as the official clients do.
+pub fn encode_component(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
+}
+
+/// How failed requests are retried, and how long one attempt may take.
+///
+/// Retries happen on connection errors, timeouts, 5xx and 429 (and 400 for presigned uploads,
+/// which S3 uses for idle-connection timeouts); never on other 4xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first. Default 6 (5 retries, as the official clients).
+    pub max_attempts: u32,
+    /// First backoff delay (before jitter). Default 1 s.
+    pub min_delay: Duration,
+    /// Cap on one backoff delay. Default 30 s.
+    pub max_delay: Duration,
+    /// Time limit of one API call, including the body. Must exceed claimWork's 20 s long
+    /// poll. Default 60 s.
+    pub request_timeout: Duration,
+    /// TCP/TLS connect timeout. Default 30 s.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading or writing a body (uploads and downloads have no total
+    /// time limit, since artifacts can be gigabytes). Default 120 s.
+    pub read_timeout: Duration,
+}
+
+impl RetryPolicy {
+    /// The production defaults documented on each field.
+    pub fn standard() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 6,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Quick retries for tests: 4 attempts, 10-50 ms apart, 30 s request timeout.
+    pub fn fast_for_tests() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::standard()
+    }
+}
+
+/// Caps on what the queue may send us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Largest JSON response accepted (task definitions, listings). Default 16 MiB.
+    pub max_response_bytes: u64,
+    /// Most artifacts accepted from one listing, over all pages. Default 100 000.
+    pub max_listed_artifacts: usize,
+    /// Most redirects followed for one download. Default 5.
+    pub max_redirects: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_response_bytes: 16 * 1024 * 1024,
+            max_listed_artifacts: 100_000,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// What a download produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadInfo {
+    /// Bytes written to the destination (after gzip decoding).
+    pub bytes: u64,
+    /// `Content-Type` of the stored object.
+    pub content_type: Option<String>,
+    /// `Content-Encoding` the object was stored with (`gzip` was decoded).
+    pub content_encoding: Option<String>,
+    /// `x-taskcluster-artifact-storage-type` of the queue's answer.
+    pub storage_type: Option<String>,
+}
+
+/// What an upload sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// Bytes of the source file.
+    pub source_bytes: u64,
+    /// Bytes sent on the wire (the gzip length when compressed).
+    pub sent_bytes: u64,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `<rootUrl>/api/queue/v1`, no trailing slash.
+    base: String,
+    root_url: String,
+    host: String,
+    port: u16,
+    retry: RetryPolicy,
+    limits: ClientLimits,
+}
+
+/// A Taskcluster queue client. Cheap to clone; clones share the connection pool.
+///
+/// Without credentials it sends anonymous requests (fine for reading public data).
+#[derive(Clone)]
+pub struct QueueClient {
+    inner: Arc<Inner>,
+    credentials: Option<Arc<Credentials>>,
+}
+
+impl std::fmt::Debug for QueueClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueClient")
+            .field("root_url", &self.inner.root_url)
+            .field(
+                "client_id",
+                &self.credentials.as_ref().map(|c| c.client_id.as_str()),
+            )
+            .finish()
+    }
+}
+
+enum Payload<'a> {
+    None,
+    Empty,
+    Json(&'a [u8]),
+}
+
+impl QueueClient {
+    /// A client for the deployment at `root_url` (e.g. `https://tc.example.com`).
+    pub fn new(
+        root_url: &str,
+        credentials: Option<Credentials>,
+        retry: RetryPolicy,
+    ) -> Result<QueueClient, QueueError> {
+        let bad = |reason| QueueError::InvalidRootUrl {
+            root_url: root_url.to_owned(),
+            reason,
+        };
+        let trimmed = root_url.trim_end_matches('/');
+        let url = Url::parse(trimmed).map_err(|_| bad("not a URL"))?;
+        if url.scheme() != "https" && url.scheme() != "http" {
+            return Err(bad("scheme must be http or https"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(bad("must not contain a query, fragment or user"));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad("no host"))?
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default().ok_or_else(|| bad("no port"))?;
+        let http = reqwest::Client::builder()
+            // Redirects are followed by hand so Hawk headers never go to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(retry.connect_timeout)
+            .read_timeout(retry.read_timeout)
+            .build()
+            .map_err(QueueError::Client)?;
+        Ok(QueueClient {
+            inner: Arc::new(Inner {
+                http,
+                base: format!("{trimmed}/api/queue/v1"),
+                root_url: trimmed.to_owned(),
+                host,
+                port,
+                retry,
+                limits: ClientLimits::default(),
+            }),
+            credentials: credentials.map(Arc::new),
+        })
+    }
+
+    /// The same client with different response limits.
+    pub fn with_limits(self, limits: ClientLimits) -> QueueClient {
+        let inner = &self.inner;
+        QueueClient {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                base: inner.base.clone(),
+                root_url: inner.root_url.clone(),
+                host: inner.host.clone(),
+                port: inner.port,
+                retry: inner.retry.clone(),
+                limits,
+            }),
+            credentials: self.credentials,
+        }
+    }
+
+    /// A client sharing this one's connection pool but signing with `credentials`
+    /// (e.g. a run's temporary task credentials).
+    pub fn with_credentials(&self, credentials: Credentials) -> QueueClient {
+        QueueClient {
+            inner: self.inner.clone(),
+            credentials: Some(Arc::new(credentials)),
+        }
+    }
+
+    /// An anonymous client sharing this one's connection pool.
+    pub fn anonymous(&self) -> QueueClient {
+        QueueClient {
+            inner: self.inner.clone(),
+            credentials: None,
+        }
+    }
+
+    /// The root URL, without trailing slash.
+    pub fn root_url(&self) -> &str {
+        &self.inner.root_url
+    }
+
+    /// The clientId requests are signed with, if any.
+    pub fn client_id(&self) -> Option<&str> {
+        self.credentials.as_ref().map(|c| c.client_id.as_str())
+    }
+
+    // ---- worker calls ----
+
+    /// `claimWork`: long-polls (up to ~20 s) for tasks on `task_queue_id`.
+    pub async fn claim_work(
+        &self,
+        task_queue_id: &str,
+        request: &ClaimWorkRequest,
+    ) -> Result<ClaimWorkResponse, QueueError> {
+        let body = to_json(request);
+        let path = format!("/claim-work/{}", encode_component(task_queue_id));
+        self.api(Method::POST, &path, Payload::Json(&body)).await
+    }
+
+    /// `reclaimTask`: extends the claim; answer carries new credentials. 409 means the run is
+    /// no longer ours.
+    pub async fn reclaim_task(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+    ) -> Result<ReclaimResponse, QueueError> {
+        let path = format!("/task/{task_id}/runs/{run_id}/reclaim");
+        self.api(Method::POST, &path, Payload::Empty).await
+    }
+
+    /// `reportCompleted`.
+    pub async fn report_completed(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+    ) -> Result<TaskStatusResponse, QueueError> {
+        let path = format!("/task/{task_id}/runs/{run_id}/completed");
+        self.api(Method::POST, &path, Payload::Empty).await
+    }
+
+    /// `reportFailed`.
+    pub async fn report_failed(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+    ) -> Result<TaskStatusResponse, QueueError> {
+        let path = format!("/task/{task_id}/runs/{run_id}/failed");
+        self.api(Method::POST, &path, Payload::Empty).await
+    }
+
+    /// `reportException` with `reason`.
+    pub async fn report_exception(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+        reason: ExceptionReason,
+    ) -> Result<TaskStatusResponse, QueueError> {
+        let body = to_json(&ExceptionRequest { reason });
+        let path = format!("/task/{task_id}/runs/{run_id}/exception");
+        self.api(Method::POST, &path, Payload::Json(&body)).await
+    }
+
+    /// `createArtifact`. Re-sending an identical request is safe (the queue accepts it).
+    pub async fn create_artifact(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+        name: &str,
+        request: &CreateArtifactRequest,
+    ) -> Result<CreateArtifactResponse, QueueError> {
+        let body = to_json(request);
+        let path = format!(
+            "/task/{task_id}/runs/{run_id}/artifacts/{}",
+            encode_component(name)
+        );
+        self.api(Method::POST, &path, Payload::Json(&body)).await
+    }
+
+    /// Uploads `path` to a presigned `put_url`, streaming from disk.
+    ///
+    /// With `gzip`, the file is first compressed (streaming) into a temporary file so the PUT
+    /// carries an exact `Content-Length` and `Content-Encoding: gzip`. Each retry reopens the
+    /// file. The URL's query (a credential) never appears in errors or logs.
+    pub async fn upload_file(
+        &self,
+        put_url: &Secret,
+        path: &Path,
+        content_type: &str,
+        gzip: bool,
+    ) -> Result<UploadInfo, QueueError> {
+        let url = Url::parse(put_url.expose()).map_err(|_| QueueError::BadRedirect {
+            method: "PUT".into(),
+            path: "<putUrl>".into(),
+            reason: "the putUrl is not a URL",
+        })?;
+        let shown = display_url(&url);
+        let source_bytes = file_len(path).await?;
+        // The compressed copy lives as long as this call; it is deleted on drop.
+        let compressed = if gzip {
+            let src = path.to_owned();
+            let t = tokio::task::spawn_blocking(move || gzip_to_temp(&src))
+                .await
+                .map_err(|e| io_err("gzip", path, std::io::Error::other(e)))??;
+            Some(t)
+        } else {
+            None
+        };
+        let body_path: PathBuf = match &compressed {
+            Some(t) => t.path().to_owned(),
+            None => path.to_owned(),
+        };
+        let sent_bytes = self
+            .retrying("PUT", &shown, true, || {
+                self.put_once(&url, &shown, &body_path, content_type, gzip)
+            })
+            .await?;
+        Ok(UploadInfo {
+            source_bytes,
+            sent_bytes,
+        })
+    }
+
+    async fn put_once(
+        &self,
+        url: &Url,
+        shown: &str,
+        body_path: &Path,
+        content_type: &str,
+        gzip: bool,
+    ) -> Result<u64, QueueError> {
+        let file = tokio::fs::File::open(body_path)
+            .await
+            .map_err(|e| io_err("open", body_path, e))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| io_err("stat", body_path, e))?
+            .len();
+        let stream = tokio_util::io::ReaderStream::new(tokio::io::AsyncReadExt::take(file, len));
+        let mut req = self
+            .inner
+            .http
+            .put(url.clone())
+            .header(CONTENT_TYPE, content_type)
+            // An explicit length makes hyper send a length-delimited body, never chunked
+            // (S3 refuses chunked uploads).
+            .header(CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        if gzip {
+            req = req.header(CONTENT_ENCODING, "gzip");
+        }
+        let resp = req.send().await.map_err(|e| transport("PUT", shown, e))?;
+        if resp.status().is_success() {
+            Ok(len)
+        } else {
+            Err(self.http_error(resp, "PUT", shown).await)
+        }
+    }
+
+    // ---- read side ----
+
+    /// `task`: the task definition as stored by the queue, as raw JSON.
+    pub async fn task(&self, task_id: &TaskId) -> Result<serde_json::Value, QueueError> {
+        self.api(Method::GET, &format!("/task/{task_id}"), Payload::None)
+            .await
+    }
+
+    /// `status`.
+    pub async fn status(&self, task_id: &TaskId) -> Result<TaskStatus, QueueError> {
+        let r: TaskStatusResponse = self
+            .api(
+                Method::GET,
+                &format!("/task/{task_id}/status"),
+                Payload::None,
+            )
+            .await?;
+        Ok(r.status)
+    }
+
+    /// `getLatestArtifact` into `dest` (via `dest.part`, renamed when complete).
+    pub async fn get_latest_artifact_to_file(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<DownloadInfo, QueueError> {
+        let path = format!("/task/{task_id}/artifacts/{}", encode_component(name));
+        self.download(task_id, name, &path, dest, max_bytes).await
+    }
+
+    /// `getArtifact` of a specific run into `dest`.
+    pub async fn get_artifact_to_file(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+        name: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<DownloadInfo, QueueError> {
+        let path = format!(
+            "/task/{task_id}/runs/{run_id}/artifacts/{}",
+            encode_component(name)
+        );
+        self.download(task_id, name, &path, dest, max_bytes).await
+    }
+
+    /// `listLatestArtifacts`, all pages.
+    pub async fn list_latest_artifacts(
+        &self,
+        task_id: &TaskId,
+    ) -> Result<Vec<ArtifactInfo>, QueueError> {
+        self.list_all(task_id, format!("/task/{task_id}/artifacts"))
+            .await
+    }
+
+    /// `listArtifacts` of one run, all pages.
+    pub async fn list_artifacts(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+    ) -> Result<Vec<ArtifactInfo>, QueueError> {
+        self.list_all(task_id, format!("/task/{task_id}/runs/{run_id}/artifacts"))
+            .await
+    }
+
+    async fn list_all(
+        &self,
+        task_id: &TaskId,
+        base: String,
+    ) -> Result<Vec<ArtifactInfo>, QueueError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let path = match &token {
+                Some(t) => format!("{base}?continuationToken={}", encode_component(t)),
+                None => base.clone(),
+            };
+            let page: ListArtifactsResponse = self.api(Method::GET, &path, Payload::None).await?;
+            out.extend(page.artifacts);
+            if out.len() > self.inner.limits.max_listed_artifacts {
+                return Err(QueueError::TooManyArtifacts {
+                    task_id: task_id.clone(),
+                    limit: self.inner.limits.max_listed_artifacts,
+                });
+            }
+            match page.continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    // ---- plumbing ----
+
+    async fn api<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        payload: Payload<'_>,
+    ) -> Result<T, QueueError> {
+        let shown = format!(
+            "/api/queue/v1{}",
+            path_and_query.split('?').next().unwrap_or_default()
+        );
+        let m = method.as_str().to_owned();
+        self.retrying(&m, &shown, false, || async {
+            let resp = self
+                .send_signed(&method, path_and_query, &payload, &shown)
+                .await?;
+            if !resp.status().is_success() {
+                return Err(self.http_error(resp, &m, &shown).await);
+            }
+            let bytes = self.read_limited(resp, &m, &shown).await?;
+            serde_json::from_slice(&bytes).map_err(|source| QueueError::InvalidResponse {
+                method: m.clone(),
+                path: shown.clone(),
+                source,
+            })
+        })
+        .await
+    }
+
+    async fn send_signed(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        payload: &Payload<'_>,
+        shown: &str,
+    ) -> Result<reqwest::Response, QueueError> {
+        let url_text = format!("{}{}", self.inner.base, path_and_query);
+        let url = Url::parse(&url_text).map_err(|_| QueueError::InvalidRootUrl {
+            root_url: self.inner.root_url.clone(),
+            reason: "cannot form a request URL",
+        })?;
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(self.inner.retry.request_timeout);
+        let mut hash = None;
+        match payload {
+            Payload::None => {}
+            // POSTs without an input schema go with an empty body and Content-Length: 0.
+            Payload::Empty => req = req.header(CONTENT_LENGTH, 0).body(Vec::new()),
+            Payload::Json(body) => {
+                let h = auth::payload_hash("application/json", body).map_err(|source| {
+                    QueueError::Signing {
+                        method: method.to_string(),
+                        path: shown.to_owned(),
+                        source,
+                    }
+                })?;
+                hash = Some(h);
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.to_vec());
+            }
+        }
+        if let Some(creds) = &self.credentials {
+            let header = self
+                .sign(creds, method, &url[Position::BeforePath..], hash.as_deref())
+                .map_err(|source| QueueError::Signing {
+                    method: method.to_string(),
+                    path: shown.to_owned(),
+                    source,
+                })?;
+            req = req.header(AUTHORIZATION, header);
+        }
+        req.send()
+            .await
+            .map_err(|e| transport(method.as_str(), shown, e))
+    }
+
+    fn sign(
+        &self,
+        creds: &Credentials,
+        method: &Method,
+        resource: &str,
+        hash: Option<&[u8]>,
+    ) -> Result<String, auth::AuthError> {
+        let ext = auth::ext_for_certificate(creds.certificate.as_ref())?;
+        let req = HawkRequest {
+            method: method.as_str(),
+            host: &self.inner.host,
+            port: self.inner.port,
+            resource,
+        };
+        auth::authorization_header(
+            &creds.client_id,
+            &creds.access_token,
+            &req,
+            hash,
+            ext.as_deref(),
+            crate::clock::now(),
+            &auth::random_nonce(),
+        )
+    }
+
+    async fn read_limited(
+        &self,
+        mut resp: reqwest::Response,
+        method: &str,
+        shown: &str,
+    ) -> Result<Vec<u8>, QueueError> {
+        let limit = self.inner.limits.max_response_bytes;
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport(method, shown, e))?
+        {
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(QueueError::ResponseTooLarge {
+                    method: method.to_owned(),
+                    path: shown.to_owned(),
+                    limit,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    }
+
+    /// Turns a non-success answer into [`QueueError::Http`], reading at most 64 KiB of body.
+    async fn http_error(
+        &self,
+        mut resp: reqwest::Response,
+        method: &str,
+        shown: &str,
+    ) -> QueueError {
+        let status = resp.status().as_u16();
+        let mut buf = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buf.extend_from_slice(&chunk);
+            if buf.len() > 64 * 1024 {
+                break;
+            }
+        }
+        let (code, message) = match serde_json::from_slice::<crate::queue::types::ErrorBody>(&buf) {
+            Ok(b) => (b.code, b.message),
+            Err(_) => (
+                format!("HTTP{status}"),
+                String::from_utf8_lossy(&buf[..buf.len().min(512)]).into_owned(),
+            ),
+        };
+        QueueError::Http {
+            method: method.to_owned(),
+            path: shown.to_owned(),
+            status,
+            code,
+            message: truncate(message, 1024),
+        }
+    }
+
+    async fn retrying<T, F, Fut>(
+        &self,
+        method: &str,
+        shown: &str,
+        retry_400: bool,
+        mut op: F,
+    ) -> Result<T, QueueError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, QueueError>>,
+    {
+        let mut delays = self.inner.retry.backoff();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let err = match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let transient = err.is_transient() || (retry_400 && err.status() == Some(400));
+            let delay = if transient { delays.next() } else { None };
+            match delay {
+                Some(d) => {
+                    tracing::warn!(
+                        method,
+                        path = shown,
+                        attempt,
+                        delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                        reason = %err,
+                        "queue request failed; retrying"
+                    );
+                    tokio::time::sleep(d).await;
+                }
+                None => return Err(err.set_attempts(attempt)),
+            }
+        }
+    }
+
+    async fn download(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        path: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<DownloadInfo, QueueError> {
+        let shown = format!("/api/queue/v1{path}");
+        self.retrying("GET", &shown, false, || {
+            self.download_once(task_id, name, path, &shown, dest, max_bytes)
+        })
+        .await
+    }
+
+    async fn download_once(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        path: &str,
+        shown: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<DownloadInfo, QueueError> {
+        let resp = self
+            .send_signed(&Method::GET, path, &Payload::None, shown)
+            .await?;
+        let storage_type = header_str(&resp, "x-taskcluster-artifact-storage-type");
+        let mut resp = resp;
+        let mut shown_now = shown.to_owned();
+        let mut redirects = 0;
+        while resp.status().is_redirection() {
+            redirects += 1;
+            let bad = |reason| QueueError::BadRedirect {
+                method: "GET".into(),
+                path: shown.to_owned(),
+                reason,
+            };
+            if redirects > self.inner.limits.max_redirects {
+                return Err(bad("too many redirects"));
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| bad("no Location header"))?;
+            let target = resp
+                .url()
+                .join(location)
+                .map_err(|_| bad("Location is not a URL"))?;
+            if target.scheme() != "https" && target.scheme() != "http" {
+                return Err(bad("Location scheme is not http(s)"));
+            }
+            shown_now = display_url(&target);
+            // No Hawk header here: the target may be another host (S3, a CDN); a signed URL
+            // carries its own authorization.
+            resp = self
+                .inner
+                .http
+                .get(target)
+                .send()
+                .await
+                .map_err(|e| transport("GET", &shown_now, e))?;
+        }
+        let status = resp.status();
+        if status == StatusCode::FAILED_DEPENDENCY {
+            let body = self.read_limited(resp, "GET", &shown_now).await?;
+            #[derive(serde::Deserialize)]
+            struct ErrorArtifact {
+                reason: String,
+                message: String,
+            }
+            let e: ErrorArtifact =
+                serde_json::from_slice(&body).map_err(|source| QueueError::InvalidResponse {
+                    method: "GET".into(),
+                    path: shown_now.clone(),
+                    source,
+                })?;
+            return Err(QueueError::ErrorArtifact {
+                task_id: task_id.clone(),
+                name: name.to_owned(),
+                reason: truncate(e.reason, 256),
+                message: truncate(e.message, 4096),
+            });
+        }
+        if !status.is_success() {
+            return Err(self.http_error(resp, "GET", &shown_now).await);
+        }
+        if let Some(len) = resp.content_length() {
+            let encoding = header_str(&resp, "content-encoding");
+            if encoding.is_none() && len > max_bytes {
+                return Err(QueueError::TooLarge {
+                    task_id: task_id.clone(),
+                    name: name.to_owned(),
+                    max_bytes,
+                });
+            }
+        }
+        let content_type = header_str(&resp, "content-type");
+        let content_encoding = header_str(&resp, "content-encoding");
+        let gzip = match content_encoding.as_deref() {
+            None | Some("identity") => false,
+            Some(e) if e.eq_ignore_ascii_case("gzip") => true,
+            Some(_) => {
+                return Err(QueueError::BadRedirect {
+                    method: "GET".into(),
+                    path: shown_now,
+                    reason: "unsupported Content-Encoding",
+                });
+            }
+        };
+        let bytes = stream_to_file(resp, dest, gzip, max_bytes, &shown_now)
+            .await
+            .map_err(|f| match f {
+                StreamFail::TooLarge => QueueError::TooLarge {
+                    task_id: task_id.clone(),
+                    name: name.to_owned(),
+                    max_bytes,
+                },
+                StreamFail::Gzip(source) => QueueError::BadGzip {
+                    task_id: task_id.clone(),
+                    name: name.to_owned(),
+                    source,
+                },
+                StreamFail::Queue(e) => e,
+            })?;
+        Ok(DownloadInfo {
+            bytes,
+            content_type,
+            content_encoding,
+            storage_type,
+        })
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Request bodies are plain structs of strings and numbers; serializing them cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn header_str(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `scheme://host[:port]/path` without query or fragment (presigned queries are credentials).
+fn display_url(url: &Url) -> String {
+    url[..Position::AfterPath].to_owned()
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn transport(method: &str, shown: &str, e: reqwest::Error) -> QueueError {
+    QueueError::Transport {
+        method: method.to_owned(),
+        path: shown.to_owned(),
+        attempts: 1,
+        source: e.without_url(),
+    }
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> QueueError {
+    QueueError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+async fn file_len(path: &Path) -> Result<u64, QueueError> {
+    Ok(tokio::fs::metadata(path)
+        .await
+        .map_err(|e| io_err("stat", path, e))?
+        .len())
+}
+
+fn gzip_to_temp(src: &Path) -> Result<tempfile::NamedTempFile, QueueError> {
+    let mut input = std::fs::File::open(src).map_err(|e| io_err("open", src, e))?;
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| io_err("create temp for", src, e))?;
+    let out = tmp.reopen().map_err(|e| io_err("open temp for", src, e))?;
+    let mut enc =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(out), flate2::Compression::default());
+    std::io::copy(&mut input, &mut enc).map_err(|e| io_err("gzip", src, e))?;
+    let mut w = enc.finish().map_err(|e| io_err("gzip", src, e))?;
+    w.flush().map_err(|e| io_err("gzip", src, e))?;
+    Ok(tmp)
+}
+
+enum StreamFail {
+    TooLarge,
+    Gzip(std::io::Error),
+    Queue(QueueError),
+}
+
+/// A writer that refuses to grow past `max` bytes and remembers why it failed.
+struct CappedFile {
+    file: std::io::BufWriter<std::fs::File>,
+    written: u64,
+    max: u64,
+    too_large: bool,
+    io_failed: bool,
+}
+
+impl std::io::Write for CappedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() as u64 > self.max {
+            self.too_large = true;
+            return Err(std::io::Error::other("size limit exceeded"));
+        }
+        let n = self
+            .file
+            .write(buf)
+            .inspect_err(|_| self.io_failed = true)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush().inspect_err(|_| self.io_failed = true)
+    }
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// Streams the body into `dest.part` on a blocking thread (decoding gzip on the way), then
+/// renames it to `dest`. Memory stays bounded by the channel depth.
+async fn stream_to_file(
+    mut resp: reqwest::Response,
+    dest: &Path,
+    gzip: bool,
+    max_bytes: u64,
+    shown: &str,
+) -> Result<u64, StreamFail> {
+    let part = part_path(dest);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let part_w = part.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<u64, StreamFail> {
+        let file = std::fs::File::create(&part_w)
+            .map_err(|e| StreamFail::Queue(io_err("create", &part_w, e)))?;
+        let capped = CappedFile {
+            file: std::io::BufWriter::new(file),
+            written: 0,
+            max: max_bytes,
+            too_large: false,
+            io_failed: false,
+        };
+        let classify = |c: &CappedFile, e: std::io::Error, decoding: bool| {
+            if c.too_large {
+                StreamFail::TooLarge
+            } else if c.io_failed || !decoding {
+                StreamFail::Queue(io_err("write", &part_w, e))
+            } else {
+                StreamFail::Gzip(e)
+            }
+        };
+        let mut capped = if gzip {
+            let mut dec = flate2::write::MultiGzDecoder::new(capped);
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = dec.write_all(&chunk) {
+                    return Err(classify(dec.get_ref(), e, true));
+                }
+            }
+            if let Err(e) = dec.try_finish() {
+                return Err(classify(dec.get_ref(), e, true));
+            }
+            match dec.finish() {
+                Ok(c) => c,
+                Err(e) => return Err(StreamFail::Gzip(e)),
+            }
+        } else {
+            let mut c = capped;
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = c.write_all(&chunk) {
+                    return Err(classify(&c, e, false));
+                }
+            }
+            c
+        };
+        capped
+            .flush()
+            .map_err(|e| StreamFail::Queue(io_err("write", &part_w, e)))?;
+        let written = capped.written;
+        let file = capped
+            .file
+            .into_inner()
+            .map_err(|e| StreamFail::Queue(io_err("write", &part_w, e.into_error())))?;
+        file.sync_all()
+            .map_err(|e| StreamFail::Queue(io_err("sync", &part_w, e)))?;
+        Ok(written)
+    });
+    let mut transport_err = None;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer stopped; its error is reported below
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                transport_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| StreamFail::Queue(io_err("write", &part, std::io::Error::other(e))));
+    let result = match (transport_err, written) {
+        (Some(e), _) => Err(StreamFail::Queue(transport("GET", shown, e))),
+        (None, Err(f)) | (None, Ok(Err(f))) => Err(f),
+        (None, Ok(Ok(n))) => match tokio::fs::rename(&part, dest).await {
+            Ok(()) => return Ok(n),
+            Err(e) => Err(StreamFail::Queue(io_err("rename", &part, e))),
+        },
+    };
+    // Never leave a partial file behind under the final name or the .part name.
+    let _ = tokio::fs::remove_file(&part).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_like_encode_uri_component() {
+        assert_eq!(
+            encode_component("public/logs/live.log"),
+            "public%2Flogs%2Flive.log"
+        );
+        assert_eq!(encode_component("proj-releng/w_t"), "proj-releng%2Fw_t");
+        assert_eq!(encode_component("a b?c#d"), "a%20b%3Fc%23d");
+    }
+
+    #[test]
+    fn root_url_validation() {
+        for bad in ["ftp://x", "not a url", "https://x/?q=1", "https://u:p@x"] {
+            assert!(matches!(
+                QueueClient::new(bad, None, RetryPolicy::fast_for_tests()),
+                Err(QueueError::InvalidRootUrl { .. })
+            ));
+        }
+        let c = QueueClient::new("https://TC.example.com/", None, RetryPolicy::standard()).unwrap();
+        assert_eq!(c.root_url(), "https://TC.example.com");
+        assert_eq!(c.inner.host, "tc.example.com");
+        assert_eq!(c.inner.port, 443);
+    }
+
+    #[test]
+    fn display_url_drops_the_query() {
+        let u = Url::parse("https://s3.example.com/bucket/key?X-Amz-Signature=secret").unwrap();
+        assert_eq!(display_url(&u), "https://s3.example.com/bucket/key");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let c = QueueClient::new(
+            "https://tc.example.com",
+            Some(Credentials::permanent("c", Secret::new("tok-secret"))),
+            RetryPolicy::standard(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("tok-secret"));
+    }
+}
