@@ -16,3 +16,4 @@ pub mod manifest;
 pub mod openpgp;
 pub mod queue;
 pub mod secret;
+pub mod trust;
