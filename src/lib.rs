@@ -17,3 +17,4 @@ pub mod openpgp;
 pub mod queue;
 pub mod secret;
 pub mod trust;
+pub mod verify;
