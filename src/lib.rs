@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod chain_policy;
 pub mod clock;
+pub mod evidence;
 pub mod cot;
 pub mod ids;
 pub mod manifest;
