@@ -57,7 +57,9 @@ pub enum PolicyError {
     #[error("chain policy lists task queue {0} more than once")]
     DuplicateQueue(String),
     /// A queue names a worker implementation without a signature format.
-    #[error("task queue {queue} uses worker implementation {worker_impl}, which is not in [worker_implementations]")]
+    #[error(
+        "task queue {queue} uses worker implementation {worker_impl}, which is not in [worker_implementations]"
+    )]
     UnknownWorkerImpl {
         /// The queue.
         queue: String,
@@ -65,7 +67,9 @@ pub enum PolicyError {
         worker_impl: String,
     },
     /// A restricted-scope rule names a repository alias that is not defined.
-    #[error("restricted scope {scope} names repository alias {alias}, which is not in [[repositories]]")]
+    #[error(
+        "restricted scope {scope} names repository alias {alias}, which is not in [[repositories]]"
+    )]
     UnknownRepositoryAlias {
         /// The scope rule.
         scope: String,
@@ -287,10 +291,11 @@ impl ChainPolicy {
                 message: err.to_string(),
             });
         }
-        let policy: ChainPolicy = serde_json::from_value(value).map_err(|e| PolicyError::Schema {
-            at: String::new(),
-            message: e.to_string(),
-        })?;
+        let policy: ChainPolicy =
+            serde_json::from_value(value).map_err(|e| PolicyError::Schema {
+                at: String::new(),
+                message: e.to_string(),
+            })?;
         policy.check_references()?;
         Ok(policy)
     }

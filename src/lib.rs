@@ -7,11 +7,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod cli;
 pub mod chain_policy;
+pub mod cli;
 pub mod clock;
-pub mod evidence;
 pub mod cot;
+pub mod evidence;
 pub mod ids;
 pub mod manifest;
 pub mod openpgp;

@@ -123,7 +123,9 @@ impl std::fmt::Display for ChainFailure {
                 r.target,
                 r.failure_count()
             ),
-            ChainFailure::Infrastructure(e) => write!(f, "chain-of-trust evidence unavailable: {e}"),
+            ChainFailure::Infrastructure(e) => {
+                write!(f, "chain-of-trust evidence unavailable: {e}")
+            }
             ChainFailure::Local(e) => write!(f, "chain-of-trust hand-over failed: {e}"),
         }
     }

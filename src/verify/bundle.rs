@@ -106,12 +106,14 @@ impl Bundle {
         for id in &index.tasks {
             let dir = PathBuf::from(id.as_str());
             let task_rel = dir.join("task.json");
-            if let Some(b) = read_capped(root, &task_rel, limits.max_document_bytes).map_err(
-                |e| BundleError::Read {
-                    path: root.join(&task_rel),
-                    detail: e.detail,
-                },
-            )? {
+            if let Some(b) =
+                read_capped(root, &task_rel, limits.max_document_bytes).map_err(|e| {
+                    BundleError::Read {
+                        path: root.join(&task_rel),
+                        detail: e.detail,
+                    }
+                })?
+            {
                 let v: Value = serde_json::from_slice(&b).map_err(|e| BundleError::Malformed {
                     path: root.join(&task_rel),
                     detail: e.to_string(),
@@ -119,12 +121,14 @@ impl Bundle {
                 tasks.insert(id.clone(), v);
             }
             let status_rel = dir.join("status.json");
-            if let Some(b) = read_capped(root, &status_rel, limits.max_document_bytes).map_err(
-                |e| BundleError::Read {
-                    path: root.join(&status_rel),
-                    detail: e.detail,
-                },
-            )? {
+            if let Some(b) =
+                read_capped(root, &status_rel, limits.max_document_bytes).map_err(|e| {
+                    BundleError::Read {
+                        path: root.join(&status_rel),
+                        detail: e.detail,
+                    }
+                })?
+            {
                 let s: TaskStatus =
                     serde_json::from_slice(&b).map_err(|e| BundleError::Malformed {
                         path: root.join(&status_rel),

@@ -309,7 +309,9 @@ fn read_upstream_artifacts(
             _ => {
                 errors.push(VerifyError::InvalidTaskDefinition {
                     task_id: id.clone(),
-                    detail: format!("payload.upstreamArtifacts[{i}].paths is not a list of strings"),
+                    detail: format!(
+                        "payload.upstreamArtifacts[{i}].paths is not a list of strings"
+                    ),
                 });
                 continue;
             }
@@ -379,9 +381,9 @@ pub fn image_spec(raw: &Value) -> ImageSpec {
     };
     match image {
         Value::String(s) => {
-            let pinned = s.rsplit_once("@sha256:").is_some_and(|(_, d)| {
-                d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
-            });
+            let pinned = s
+                .rsplit_once("@sha256:")
+                .is_some_and(|(_, d)| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
             ImageSpec::Registry {
                 reference: s.clone(),
                 pinned,
@@ -445,9 +447,7 @@ pub fn consumed_artifacts(chain: &Chain) -> BTreeMap<TaskId, BTreeSet<ArtifactPa
     }
     for id in chain.nodes.keys() {
         if chain.is_parent(id) {
-            out.entry(id.clone())
-                .or_default()
-                .insert(task_graph_path());
+            out.entry(id.clone()).or_default().insert(task_graph_path());
         }
     }
     out

@@ -75,7 +75,9 @@ impl fmt::Display for Check {
 pub enum VerifyError {
     // ---- chain ----
     /// The link's queue is not in the chain policy.
-    #[error("task {task_id} runs on task queue {task_queue_id}, which the chain policy does not allow")]
+    #[error(
+        "task {task_id} runs on task queue {task_queue_id}, which the chain policy does not allow"
+    )]
     UnknownQueue {
         /// The link.
         task_id: TaskId,
@@ -259,7 +261,9 @@ pub enum VerifyError {
         detail: String,
     },
     /// The bytes do not hash to the signed value.
-    #[error("task {task_id}: sha256 of {path} is {actual}, its chain-of-trust.json says {expected}")]
+    #[error(
+        "task {task_id}: sha256 of {path} is {actual}, its chain-of-trust.json says {expected}"
+    )]
     HashMismatch {
         /// The upstream task.
         task_id: TaskId,
@@ -273,7 +277,9 @@ pub enum VerifyError {
 
     // ---- 5. task graph ----
     /// A task that created other links is not on a decision or action queue.
-    #[error("task {task_id} created links of the chain but its queue {task_queue_id} is not a decision or action queue")]
+    #[error(
+        "task {task_id} created links of the chain but its queue {task_queue_id} is not a decision or action queue"
+    )]
     NotDecisionQueue {
         /// The task.
         task_id: TaskId,
@@ -297,7 +303,9 @@ pub enum VerifyError {
         decision: TaskId,
     },
     /// A key of the task definition differs from the graph.
-    #[error("task {task_id}: {key} differs from task-graph.json of {decision}: graph {graph}, task {runtime}")]
+    #[error(
+        "task {task_id}: {key} differs from task-graph.json of {decision}: graph {graph}, task {runtime}"
+    )]
     GraphMismatch {
         /// The child.
         task_id: TaskId,
@@ -311,7 +319,9 @@ pub enum VerifyError {
         runtime: String,
     },
     /// A key present at run time but not in the graph (a reference gap we close).
-    #[error("task {task_id}: {key} is set at run time but absent from task-graph.json of {decision}")]
+    #[error(
+        "task {task_id}: {key} is set at run time but absent from task-graph.json of {decision}"
+    )]
     RuntimeOnlyKey {
         /// The child.
         task_id: TaskId,
@@ -359,7 +369,9 @@ pub enum VerifyError {
         image_task: TaskId,
     },
     /// `extra.chainOfTrust.inputs["docker-image"]` disagrees with `payload.image.taskId`.
-    #[error("task {task_id}: extra.chainOfTrust.inputs docker-image {declared} differs from payload.image.taskId {image_task}")]
+    #[error(
+        "task {task_id}: extra.chainOfTrust.inputs docker-image {declared} differs from payload.image.taskId {image_task}"
+    )]
     ImageInputMismatch {
         /// The consumer.
         task_id: TaskId,
@@ -389,7 +401,9 @@ pub enum VerifyError {
         actual: String,
     },
     /// An indexed or unpinned registry image in a chain with restricted scopes.
-    #[error("task {task_id} ({kind}) runs an image that no link of the chain built ({image}) while the chain uses restricted scopes")]
+    #[error(
+        "task {task_id} ({kind}) runs an image that no link of the chain built ({image}) while the chain uses restricted scopes"
+    )]
     UnpinnedImage {
         /// The task.
         task_id: TaskId,
@@ -413,7 +427,9 @@ pub enum VerifyError {
         source_url: String,
     },
     /// A link's repository differs from its decision task's.
-    #[error("task {task_id} comes from {repository}, its decision task {decision} from {decision_repository}")]
+    #[error(
+        "task {task_id} comes from {repository}, its decision task {decision} from {decision_repository}"
+    )]
     DecisionRepositoryMismatch {
         /// The task.
         task_id: TaskId,
@@ -431,7 +447,9 @@ pub enum VerifyError {
         scope: String,
     },
     /// A restricted scope used from a repository the rule does not allow.
-    #[error("restricted scope {scope}: task {task_id} comes from {repository}, which the policy does not allow for it")]
+    #[error(
+        "restricted scope {scope}: task {task_id} comes from {repository}, which the policy does not allow for it"
+    )]
     RestrictedScopeRepository {
         /// The scope.
         scope: String,
@@ -441,7 +459,9 @@ pub enum VerifyError {
         repository: String,
     },
     /// A restricted scope used from a branch the rule does not allow.
-    #[error("restricted scope {scope}: task {task_id} comes from branch {branch}, which the policy does not allow for it")]
+    #[error(
+        "restricted scope {scope}: task {task_id} comes from branch {branch}, which the policy does not allow for it"
+    )]
     RestrictedScopeBranch {
         /// The scope.
         scope: String,

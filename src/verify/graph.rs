@@ -77,7 +77,12 @@ pub fn compare(
             decision: decision_id.clone(),
             key: "dependencies".into(),
             graph: clip(&Value::from(graph_deps.clone()).to_string()),
-            runtime: clip(&runtime.get("dependencies").map(Value::to_string).unwrap_or_default()),
+            runtime: clip(
+                &runtime
+                    .get("dependencies")
+                    .map(Value::to_string)
+                    .unwrap_or_default(),
+            ),
         }),
     }
 
@@ -273,7 +278,11 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let g = json!({"expires": {"relative-datestamp": "1 day"}});
-        assert!(values_equal(&g, &json!({"expires": "2026-01-02T00:00:00.000Z"}), created).unwrap());
-        assert!(!values_equal(&g, &json!({"expires": "2026-01-03T00:00:00.000Z"}), created).unwrap());
+        assert!(
+            values_equal(&g, &json!({"expires": "2026-01-02T00:00:00.000Z"}), created).unwrap()
+        );
+        assert!(
+            !values_equal(&g, &json!({"expires": "2026-01-03T00:00:00.000Z"}), created).unwrap()
+        );
     }
 }

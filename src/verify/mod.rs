@@ -276,11 +276,14 @@ pub fn verify(
         // Check 7.
         let docker = check_image(node, &states, policy, !restricted.is_empty());
         if let Some(st) = states.get_mut(id) {
-            st.errors
-                .extend(interactive.into_iter().map(|indicator| VerifyError::Interactive {
-                    task_id: id.clone(),
-                    indicator,
-                }));
+            st.errors.extend(
+                interactive
+                    .into_iter()
+                    .map(|indicator| VerifyError::Interactive {
+                        task_id: id.clone(),
+                        indicator,
+                    }),
+            );
             st.errors.extend(docker);
         }
     }
@@ -426,8 +429,10 @@ fn check_document(
 
     // 3. The signature, over the exact downloaded bytes, before anything reads them.
     let Some(role) = st.role.clone() else {
-        st.skipped
-            .insert(Check::Signature, "the link's queue is not in the policy".into());
+        st.skipped.insert(
+            Check::Signature,
+            "the link's queue is not in the policy".into(),
+        );
         st.skipped
             .insert(Check::Schema, "the signature could not be checked".into());
         return;
@@ -458,9 +463,7 @@ fn check_document(
     };
     // ed25519 signatures carry no time: judge them at the run's resolution, never later than
     // the reference time (a resolution "in the future" is not believed).
-    let observed_at = latest
-        .and_then(|r| r.resolved)
-        .map_or(now, |t| t.min(now));
+    let observed_at = latest.and_then(|r| r.resolved).map_or(now, |t| t.min(now));
     let sig = match role.signature {
         SignatureFormat::Openpgp => CotSignature::OpenPgpArmored(&sig_bytes),
         SignatureFormat::Ed25519 => CotSignature::Ed25519Raw(&sig_bytes),
@@ -524,8 +527,11 @@ fn check_document(
         if let Some(wg) = &run.worker_group
             && wg != &doc.worker_group
         {
-            st.errors
-                .push(mismatch("workerGroup", wg.clone(), doc.worker_group.clone()));
+            st.errors.push(mismatch(
+                "workerGroup",
+                wg.clone(),
+                doc.worker_group.clone(),
+            ));
         }
         if let Some(wid) = &run.worker_id
             && wid != &doc.worker_id
@@ -701,7 +707,10 @@ fn check_graphs(
         if !chain.is_parent(pid) {
             continue;
         }
-        let kind = states.get(pid).and_then(|s| s.role.as_ref()).map(|r| r.kind);
+        let kind = states
+            .get(pid)
+            .and_then(|s| s.role.as_ref())
+            .map(|r| r.kind);
         if let Some(k) = kind
             && !k.is_graph_creator()
         {
@@ -813,7 +822,9 @@ fn check_image(
     let id = &node.task_id;
     let kind = states.get(id).and_then(|s| s.role.as_ref()).map(|r| r.kind);
     let kind_name = kind.map_or_else(|| "unknown".to_owned(), |k| k.to_string());
-    let danger = policy.docker.danger_allow_unpinned_images_with_restricted_scopes;
+    let danger = policy
+        .docker
+        .danger_allow_unpinned_images_with_restricted_scopes;
     match chain::image_spec(&node.raw) {
         ImageSpec::None => Vec::new(),
         ImageSpec::Invalid(detail) => vec![VerifyError::BadImage {
@@ -832,7 +843,8 @@ fn check_image(
             }
         }
         ImageSpec::Registry { reference, pinned } => {
-            let prebuilt_ok = pinned && kind.is_some_and(|k| policy.docker.prebuilt_image_kinds.contains(&k));
+            let prebuilt_ok =
+                pinned && kind.is_some_and(|k| policy.docker.prebuilt_image_kinds.contains(&k));
             if restricted && !prebuilt_ok && !danger {
                 vec![VerifyError::UnpinnedImage {
                     task_id: id.clone(),

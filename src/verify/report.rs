@@ -159,7 +159,10 @@ impl Report {
                 if link.is_target { "target" } else { "link" },
                 link.task_id,
                 link.kind.as_deref().unwrap_or("?"),
-                link.name.as_deref().map(|n| format!("{n:?}")).unwrap_or_default(),
+                link.name
+                    .as_deref()
+                    .map(|n| format!("{n:?}"))
+                    .unwrap_or_default(),
                 link.task_queue_id.as_deref().unwrap_or("?"),
                 link.worker_implementation.as_deref().unwrap_or("?"),
                 format_args!(": {mark}"),
@@ -196,12 +199,14 @@ impl Report {
 
     /// Renders the report as JSON (`schemas/verify-report.schema.json`).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("the report holds only strings, numbers and enums")
+        serde_json::to_string_pretty(self)
+            .expect("the report holds only strings, numbers and enums")
     }
 
     /// Renders the chain as a Graphviz digraph; failed links are red.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph chain_of_trust {\n  rankdir=BT;\n  node [shape=box];\n");
+        let mut out =
+            String::from("digraph chain_of_trust {\n  rankdir=BT;\n  node [shape=box];\n");
         for link in &self.links {
             let color = if link.passed() { "darkgreen" } else { "red" };
             let label = format!(

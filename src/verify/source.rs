@@ -117,16 +117,26 @@ pub fn source_info(
             .repositories
             .iter()
             .map(|r| normalize_url(&r.url))
-            .chain(policy.untrusted.repositories.iter().map(|u| normalize_url(u)))
+            .chain(
+                policy
+                    .untrusted
+                    .repositories
+                    .iter()
+                    .map(|u| normalize_url(u)),
+            )
             .filter(|base| url_within(base, src))
             .max_by_key(String::len);
     }
 
     let tasks_for = raw.pointer("/extra/tasks_for").and_then(Value::as_str);
     let scheduler = raw.get("schedulerId").and_then(Value::as_str);
-    let untrusted = if let Some(tf) =
-        tasks_for.filter(|tf| policy.untrusted.pull_request_tasks_for.iter().any(|p| p == tf))
-    {
+    let untrusted = if let Some(tf) = tasks_for.filter(|tf| {
+        policy
+            .untrusted
+            .pull_request_tasks_for
+            .iter()
+            .any(|p| p == tf)
+    }) {
         Some(format!("pull request (tasks_for {})", clip(tf)))
     } else if pull_request {
         Some("pull request (*_PULL_REQUEST_NUMBER is set)".to_owned())
