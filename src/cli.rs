@@ -43,6 +43,8 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Serve a small Taskcluster-queue-compatible server for development and tests only.
+    ///
+    /// NOT a production queue: no HA, no object service, local artifact storage.
     DevQueue(DevQueueArgs),
     /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
     Demo(DemoArgs),
@@ -79,6 +81,12 @@ pub struct DevQueueArgs {
     /// in TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN is accepted.
     #[arg(long)]
     pub clients: Option<std::path::PathBuf>,
+    /// Claim duration in seconds (takenUntil = now + this).
+    #[arg(long, default_value_t = 1200)]
+    pub claim_timeout: u64,
+    /// Seconds claimWork waits for a task before answering with no tasks.
+    #[arg(long, default_value_t = 20)]
+    pub claim_work_timeout: u64,
 }
 
 /// Arguments of `chainlock demo`.
@@ -92,8 +100,32 @@ pub struct DemoArgs {
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run(_) | Command::Config(_) | Command::DevQueue(_) | Command::Demo(_) => {
+        Command::DevQueue(args) => run_dev_queue(args).await,
+        Command::Run(_) | Command::Config(_) | Command::Demo(_) => {
             Err(UsageError("not implemented yet".into()).into())
         }
     }
+}
+
+async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {
+    use crate::devqueue;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let clients = match &args.clients {
+        Some(path) => devqueue::load_clients_file(path),
+        None => devqueue::client_from_env(&crate::queue::ProcessEnv).map(|c| vec![c]),
+    }
+    .map_err(|e| UsageError(e.to_string()))?;
+    let mut cfg = devqueue::DevQueueConfig::new(args.listen, args.data_dir, clients);
+    cfg.claim_timeout = std::time::Duration::from_secs(args.claim_timeout);
+    cfg.claim_work_timeout = std::time::Duration::from_secs(args.claim_work_timeout);
+    let handle = devqueue::start(cfg).await?;
+    eprintln!(
+        "chainlock dev-queue (development only, NOT a production queue) at {}",
+        handle.root_url()
+    );
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown().await;
+    Ok(0)
 }

@@ -11,6 +11,7 @@ pub mod chain_policy;
 pub mod cli;
 pub mod clock;
 pub mod cot;
+pub mod devqueue;
 pub mod evidence;
 pub mod ids;
 pub mod manifest;

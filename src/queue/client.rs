@@ -113,6 +113,8 @@ pub struct ClientLimits {
     pub max_listed_artifacts: usize,
     /// Most redirects followed for one download. Default 5.
     pub max_redirects: u32,
+    /// `limit` sent with listing requests; `None` lets the queue choose (1000).
+    pub list_page_size: Option<u32>,
 }
 
 impl Default for ClientLimits {
@@ -121,6 +123,7 @@ impl Default for ClientLimits {
             max_response_bytes: 16 * 1024 * 1024,
             max_listed_artifacts: 100_000,
             max_redirects: 5,
+            list_page_size: None,
         }
     }
 }
@@ -502,9 +505,17 @@ impl QueueClient {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let path = match &token {
-                Some(t) => format!("{base}?continuationToken={}", encode_component(t)),
-                None => base.clone(),
+            let mut query = Vec::new();
+            if let Some(t) = &token {
+                query.push(format!("continuationToken={}", encode_component(t)));
+            }
+            if let Some(n) = self.inner.limits.list_page_size {
+                query.push(format!("limit={n}"));
+            }
+            let path = if query.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}?{}", query.join("&"))
             };
             let page: ListArtifactsResponse = self.api(Method::GET, &path, Payload::None).await?;
             out.extend(page.artifacts);

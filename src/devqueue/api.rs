@@ -1,0 +1,1037 @@
+//! HTTP layer of the dev queue: routes with the real paths, authentication, persistence after
+//! each transition, long-polled claimWork and the tokenised artifact blob store.
+
+use crate::devqueue::DevQueueConfig;
+use crate::devqueue::auth::{self, Caller, Keyring, RequestFacts};
+use crate::devqueue::state::{
+    ApiError, ArtifactRecord, Outcome, QueueState, TaskRecord, check_identifier, fill_defaults,
+};
+use crate::devqueue::store::Store;
+use crate::ids::TaskId;
+use crate::queue::auth::{constant_time_eq, issue_temporary_credentials, random_token};
+use crate::queue::encode_component;
+use crate::queue::types::{
+    ClaimWorkRequest, CreateArtifactRequest, ExceptionRequest, TaskState, format_time,
+};
+use crate::secret::Secret;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine as _;
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// clientId of the internal issuer of task credentials.
+pub(crate) const ISSUER_ID: &str = "static/chainlock-dev-queue";
+/// S3 refuses single PUTs above 5 GiB; so do we.
+const MAX_UPLOAD: u64 = 5 * 1024 * 1024 * 1024;
+/// Presigned PUT URLs are valid 45 minutes.
+const PUT_URL_VALIDITY: Duration = Duration::minutes(45);
+/// Artifacts may still be created this long after an exception.
+const EXCEPTION_GRACE: Duration = Duration::minutes(25);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({
+            "code": self.code,
+            "message": self.message,
+            "requestInfo": {"time": format_time(crate::clock::now())},
+        });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(500, "InternalServerError", e.to_string())
+}
+
+struct Shared {
+    cfg: DevQueueConfig,
+    root_url: String,
+    store: Store,
+    issuer_token: Secret,
+    state: Mutex<QueueState>,
+    notify: Notify,
+    cancel: CancellationToken,
+}
+
+/// Shared server state.
+#[derive(Clone)]
+pub(crate) struct App(Arc<Shared>);
+
+type ApiResult = Result<Response, ApiError>;
+
+impl App {
+    pub(crate) fn new(
+        cfg: DevQueueConfig,
+        root_url: String,
+        store: Store,
+        issuer_token: Secret,
+        tasks: HashMap<TaskId, TaskRecord>,
+        cancel: CancellationToken,
+    ) -> App {
+        App(Arc::new(Shared {
+            cfg,
+            root_url,
+            store,
+            issuer_token,
+            state: Mutex::new(QueueState { tasks }),
+            notify: Notify::new(),
+            cancel,
+        }))
+    }
+
+    /// Expires claims and deadlines twice a second, so retries become claimable promptly.
+    pub(crate) fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = app.0.cancel.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = app.lock_swept().await {
+                            tracing::error!(error = %e.message, "dev-queue sweep failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn authenticate(
+        &self,
+        method: &Method,
+        uri: &OriginalUri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Caller, ApiError> {
+        let h = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let resource = uri
+            .0
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or_else(|| uri.0.path());
+        let facts = RequestFacts {
+            method: method.as_str(),
+            resource,
+            host_header: h(header::HOST),
+            authorization: h(header::AUTHORIZATION),
+            content_type: h(header::CONTENT_TYPE),
+            body,
+        };
+        let keys = Keyring {
+            clients: &self.0.cfg.clients,
+            issuer_id: ISSUER_ID,
+            issuer_token: &self.0.issuer_token,
+        };
+        let r = auth::authenticate(&keys, &facts, crate::clock::now());
+        if let Err(e) = &r {
+            tracing::info!(method = %method, path = uri.0.path(), status = e.status, reason = %e.message, "dev-queue rejected request");
+        }
+        r
+    }
+
+    async fn persist(&self, q: &QueueState, ids: &[TaskId]) -> Result<(), ApiError> {
+        let unique: HashSet<&TaskId> = ids.iter().collect();
+        for id in unique {
+            if let Some(rec) = q.tasks.get(id) {
+                self.0.store.save_task(rec).await.map_err(internal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks the state after applying expiries (claim-expired, deadline-exceeded).
+    async fn lock_swept(&self) -> Result<tokio::sync::MutexGuard<'_, QueueState>, ApiError> {
+        let mut q = self.0.state.lock().await;
+        let changed = q.sweep(crate::clock::now());
+        if !changed.is_empty() {
+            self.persist(&q, &changed).await?;
+            self.0.notify.notify_waiters();
+        }
+        Ok(q)
+    }
+
+    fn task_credentials(
+        &self,
+        rec: &TaskRecord,
+        run_id: u32,
+        worker_group: &str,
+        worker_id: &str,
+        taken_until: DateTime<Utc>,
+    ) -> Value {
+        let ms = taken_until.timestamp_millis();
+        // JS float seconds: `1788265200` or `1788265200.123`.
+        let secs = if ms % 1000 == 0 {
+            (ms / 1000).to_string()
+        } else {
+            format!("{}.{:03}", ms / 1000, ms % 1000)
+                .trim_end_matches('0')
+                .to_owned()
+        };
+        let t = &rec.task_id;
+        let client_id =
+            format!("task-client/{t}/{run_id}/on/{worker_group}/{worker_id}/until/{secs}");
+        let mut scopes = vec![
+            format!("queue:reclaim-task:{t}/{run_id}"),
+            format!("queue:resolve-task:{t}/{run_id}"),
+            format!("queue:create-artifact:{t}/{run_id}"),
+        ];
+        scopes.extend(rec.meta.scopes.iter().cloned());
+        let (token, cert) = issue_temporary_credentials(
+            ISSUER_ID,
+            &self.0.issuer_token,
+            &client_id,
+            scopes,
+            crate::clock::now(),
+            taken_until,
+        );
+        json!({"clientId": client_id, "accessToken": token.expose(), "certificate": cert.expose()})
+    }
+
+    fn blob_url(&self, kind: &str, t: &TaskId, run: u32, name: &str, token: &str) -> String {
+        format!(
+            "{}/dev-queue/{kind}/{t}/{run}/{}?token={token}",
+            self.0.root_url,
+            encode_component(name)
+        )
+    }
+}
+
+pub(crate) fn router(app: App) -> Router {
+    let api = "/api/queue/v1";
+    Router::new()
+        .route(
+            &format!("{api}/ping"),
+            get(|| async { axum::Json(json!({"alive": true})) }),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}"),
+            put(create_task).get(get_task),
+        )
+        .route(&format!("{api}/task/{{task_id}}/status"), get(get_status))
+        .route(
+            &format!("{api}/claim-work/{{*task_queue_id}}"),
+            post(claim_work),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/reclaim"),
+            post(reclaim),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/completed"),
+            post(completed),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/failed"),
+            post(failed),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/exception"),
+            post(exception),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/artifacts"),
+            get(list_run_artifacts),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/artifacts/{{*name}}"),
+            post(create_artifact).get(get_run_artifact),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/artifacts"),
+            get(list_latest_artifacts),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/artifacts/{{*name}}"),
+            get(get_latest_artifact),
+        )
+        .route(
+            "/dev-queue/upload/{task_id}/{run_id}/{*name}",
+            put(upload_blob),
+        )
+        .route("/dev-queue/blob/{task_id}/{run_id}/{*name}", get(get_blob))
+        .layer(DefaultBodyLimit::max(10 * 1024 * 1024))
+        .with_state(app)
+}
+
+fn task_id(s: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(s).map_err(|_| ApiError::invalid(format!("{s:?} is not a valid taskId")))
+}
+
+fn run_id(s: &str) -> Result<u32, ApiError> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|r| *r <= 1000)
+        .ok_or_else(|| ApiError::invalid(format!("{s:?} is not a valid runId")))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "MalformedPayload", format!("body is not JSON: {e}")))?;
+    serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+fn json_response(v: Value) -> Response {
+    axum::Json(v).into_response()
+}
+
+fn status_response(rec: &TaskRecord) -> Response {
+    json_response(json!({ "status": rec.status() }))
+}
+
+async fn create_task(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let id = task_id(&id)?;
+    let given: Value = parse_body(&body)?;
+    let (definition, meta) = fill_defaults(&id, given)?;
+    let mut needed = vec![
+        format!("queue:create-task:{}:{}", meta.priority, meta.task_queue_id),
+        format!("queue:scheduler-id:{}", meta.scheduler_id),
+    ];
+    needed.extend(meta.scopes.iter().cloned());
+    caller.require(&needed)?;
+    let mut q = app.lock_swept().await?;
+    if q.create_task(&id, definition, meta, crate::clock::now())? {
+        app.persist(&q, std::slice::from_ref(&id)).await?;
+        app.0.notify.notify_waiters();
+    }
+    Ok(status_response(q.task(&id)?))
+}
+
+async fn get_task(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
+    let id = task_id(&id)?;
+    let q = app.lock_swept().await?;
+    Ok(json_response(q.task(&id)?.definition.clone()))
+}
+
+async fn get_status(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
+    let id = task_id(&id)?;
+    let q = app.lock_swept().await?;
+    Ok(status_response(q.task(&id)?))
+}
+
+async fn claim_work(
+    State(app): State<App>,
+    Path(task_queue_id): Path<String>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let req: ClaimWorkRequest = parse_body(&body)?;
+    check_identifier("workerGroup", &req.worker_group)?;
+    check_identifier("workerId", &req.worker_id)?;
+    if !(1..=32).contains(&req.tasks) {
+        return Err(ApiError::invalid("tasks must be 1-32"));
+    }
+    if task_queue_id.split('/').count() != 2 {
+        return Err(ApiError::invalid(
+            "taskQueueId must be provisionerId/workerType",
+        ));
+    }
+    caller.require(&[
+        format!("queue:claim-work:{task_queue_id}"),
+        format!("queue:worker-id:{}/{}", req.worker_group, req.worker_id),
+    ])?;
+    let deadline = tokio::time::Instant::now() + app.0.cfg.claim_work_timeout;
+    let claim_timeout =
+        Duration::from_std(app.0.cfg.claim_timeout).unwrap_or(Duration::seconds(1200));
+    loop {
+        let notified = app.0.notify.notified();
+        tokio::pin!(notified);
+        // Register interest before looking, so a task created meanwhile wakes us.
+        notified.as_mut().enable();
+        {
+            let mut q = app.lock_swept().await?;
+            let now = crate::clock::now();
+            let claimed = q.claim(
+                &task_queue_id,
+                &req.worker_group,
+                &req.worker_id,
+                req.tasks as usize,
+                now,
+                claim_timeout,
+            );
+            if !claimed.is_empty() {
+                let ids: Vec<TaskId> = claimed.iter().map(|c| c.task_id.clone()).collect();
+                app.persist(&q, &ids).await?;
+                let mut tasks = Vec::new();
+                for c in claimed {
+                    let rec = q.task(&c.task_id)?;
+                    tasks.push(json!({
+                        "status": rec.status(),
+                        "runId": c.run_id,
+                        "workerGroup": req.worker_group,
+                        "workerId": req.worker_id,
+                        "takenUntil": format_time(c.taken_until),
+                        "task": rec.definition,
+                        "credentials": app.task_credentials(rec, c.run_id, &req.worker_group, &req.worker_id, c.taken_until),
+                    }));
+                }
+                return Ok(json_response(json!({ "tasks": tasks })));
+            }
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = app.0.cancel.cancelled() => break,
+        }
+    }
+    Ok(json_response(json!({"tasks": []})))
+}
+
+async fn reclaim(
+    State(app): State<App>,
+    Path((id, run)): Path<(String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let (id, run) = (task_id(&id)?, run_id(&run)?);
+    caller.require(&[format!("queue:reclaim-task:{id}/{run}")])?;
+    let mut q = app.lock_swept().await?;
+    let claim_timeout =
+        Duration::from_std(app.0.cfg.claim_timeout).unwrap_or(Duration::seconds(1200));
+    let c = q.reclaim(&id, run, crate::clock::now(), claim_timeout)?;
+    app.persist(&q, std::slice::from_ref(&id)).await?;
+    let rec = q.task(&id)?;
+    let r = rec.run(run)?;
+    let (wg, wid) = (
+        r.worker_group.clone().unwrap_or_default(),
+        r.worker_id.clone().unwrap_or_default(),
+    );
+    Ok(json_response(json!({
+        "status": rec.status(),
+        "runId": run,
+        "workerGroup": wg,
+        "workerId": wid,
+        "takenUntil": format_time(c.taken_until),
+        "credentials": app.task_credentials(rec, run, &wg, &wid, c.taken_until),
+    })))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resolve(
+    app: App,
+    id: String,
+    run: String,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+    outcome: Option<Outcome>,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let (id, run) = (task_id(&id)?, run_id(&run)?);
+    let outcome = match outcome {
+        Some(o) => o,
+        None => {
+            let req: ExceptionRequest = parse_body(&body)?;
+            Outcome::Exception(req.reason.as_str())
+        }
+    };
+    caller.require(&[format!("queue:resolve-task:{id}/{run}")])?;
+    let mut q = app.lock_swept().await?;
+    let changed = q.report(&id, run, outcome, crate::clock::now())?;
+    if !changed.is_empty() {
+        app.persist(&q, &changed).await?;
+        app.0.notify.notify_waiters();
+    }
+    Ok(status_response(q.task(&id)?))
+}
+
+async fn completed(
+    State(app): State<App>,
+    Path((id, run)): Path<(String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    resolve(
+        app,
+        id,
+        run,
+        uri,
+        method,
+        headers,
+        body,
+        Some(Outcome::Completed),
+    )
+    .await
+}
+
+async fn failed(
+    State(app): State<App>,
+    Path((id, run)): Path<(String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    resolve(
+        app,
+        id,
+        run,
+        uri,
+        method,
+        headers,
+        body,
+        Some(Outcome::Failed),
+    )
+    .await
+}
+
+async fn exception(
+    State(app): State<App>,
+    Path((id, run)): Path<(String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    resolve(app, id, run, uri, method, headers, body, None).await
+}
+
+const ERROR_REASONS: &[&str] = &[
+    "file-missing-on-worker",
+    "invalid-resource-on-worker",
+    "too-large-file-on-worker",
+    "file-not-readable-on-worker",
+];
+
+async fn create_artifact(
+    State(app): State<App>,
+    Path((id, run, name)): Path<(String, String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let (id, run) = (task_id(&id)?, run_id(&run)?);
+    caller.require(&[format!("queue:create-artifact:{id}/{run}")])?;
+    let req: CreateArtifactRequest = parse_body(&body)?;
+    if name.is_empty() || name.len() > 1024 {
+        return Err(ApiError::invalid("artifact name must be 1-1024 characters"));
+    }
+    let now = crate::clock::now();
+    let mut q = app.lock_swept().await?;
+    let rec = q
+        .tasks
+        .get_mut(&id)
+        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
+    let r = rec.run(run)?;
+    let accepting = r.state == TaskState::Running
+        || (r.state == TaskState::Exception
+            && r.resolved.is_some_and(|t| now - t < EXCEPTION_GRACE));
+    if !accepting {
+        return Err(ApiError::conflict(format!(
+            "run {run} of task {id} does not accept artifacts (state {:?})",
+            r.state
+        )));
+    }
+    let task_expires = rec.meta.expires;
+    let mut new = ArtifactRecord {
+        storage_type: String::new(),
+        name: name.clone(),
+        expires: now,
+        content_type: String::new(),
+        content_length: None,
+        content_encoding: None,
+        uploaded: false,
+        put_token: None,
+        put_expires: None,
+        read_token: None,
+        url: None,
+        artifact: None,
+        reason: None,
+        message: None,
+    };
+    match &req {
+        CreateArtifactRequest::S3 {
+            expires,
+            content_type,
+            ..
+        } => {
+            new.storage_type = "s3".into();
+            new.expires = *expires;
+            new.content_type = content_type.clone();
+        }
+        CreateArtifactRequest::Reference {
+            expires,
+            url,
+            content_type,
+        } => {
+            new.storage_type = "reference".into();
+            new.expires = *expires;
+            new.content_type = content_type.clone();
+            new.url = Some(url.clone());
+        }
+        CreateArtifactRequest::Link {
+            expires,
+            artifact,
+            content_type,
+        } => {
+            new.storage_type = "link".into();
+            new.expires = *expires;
+            new.content_type = content_type
+                .clone()
+                .unwrap_or_else(|| "application/binary".into());
+            new.artifact = Some(artifact.clone());
+        }
+        CreateArtifactRequest::Error {
+            expires,
+            reason,
+            message,
+        } => {
+            if !ERROR_REASONS.contains(&reason.as_str()) {
+                return Err(ApiError::invalid(format!(
+                    "unknown error reason {reason:?}"
+                )));
+            }
+            if message.len() > 4096 {
+                return Err(ApiError::invalid("error message longer than 4096"));
+            }
+            new.storage_type = "error".into();
+            new.expires = *expires;
+            new.content_type = "application/json".into();
+            new.reason = Some(reason.clone());
+            new.message = Some(message.clone());
+        }
+    }
+    if new.content_type.len() > 255 {
+        return Err(ApiError::invalid("contentType longer than 255"));
+    }
+    if new.expires > task_expires {
+        return Err(ApiError::input("artifact expires after the task"));
+    }
+    if new.expires < now - Duration::minutes(15) {
+        return Err(ApiError::input("artifact expiry is in the past"));
+    }
+    let slot = rec
+        .artifacts
+        .get_mut(run as usize)
+        .ok_or_else(|| internal("run without artifact table"))?;
+    if let Some(old) = slot.get(&name) {
+        let type_ok = old.storage_type == new.storage_type
+            || (old.storage_type == "reference" && new.storage_type == "link");
+        let ct_ok = new.storage_type == "link" || old.content_type == new.content_type;
+        let same_details = match new.storage_type.as_str() {
+            "error" => old.reason == new.reason && old.message == new.message,
+            "link" => old.storage_type == "reference" || old.artifact == new.artifact,
+            _ => true, // s3 re-creates get a new putUrl; references may change URL
+        };
+        if !(type_ok && ct_ok && same_details && new.expires >= old.expires) {
+            return Err(ApiError::conflict(format!(
+                "artifact {name} already exists with incompatible details"
+            )));
+        }
+        if new.storage_type == "s3" {
+            new.uploaded = old.uploaded;
+            new.content_length = old.content_length;
+            new.content_encoding = old.content_encoding.clone();
+            new.read_token = old.read_token.clone();
+        }
+    }
+    let response = if new.storage_type == "s3" {
+        let token = random_token().expose().to_owned();
+        let put_expires = now + PUT_URL_VALIDITY;
+        new.put_token = Some(token.clone());
+        new.put_expires = Some(put_expires);
+        if new.read_token.is_none() {
+            new.read_token = Some(random_token().expose().to_owned());
+        }
+        json!({
+            "storageType": "s3",
+            "putUrl": app.blob_url("upload", &id, run, &name, &token),
+            "expires": format_time(put_expires),
+            "contentType": new.content_type,
+        })
+    } else {
+        json!({ "storageType": new.storage_type })
+    };
+    slot.insert(name, new);
+    app.persist(&q, std::slice::from_ref(&id)).await?;
+    Ok(json_response(response))
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: String,
+}
+
+fn s3_error(status: u16, code: &'static str, message: &str) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+async fn upload_blob(
+    State(app): State<App>,
+    Path((id, run, name)): Path<(String, String, String)>,
+    Query(tq): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let (id, run) = (task_id(&id)?, run_id(&run)?);
+    let now = crate::clock::now();
+    let record = {
+        let q = app.0.state.lock().await;
+        q.tasks
+            .get(&id)
+            .and_then(|r| r.artifacts.get(run as usize))
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .ok_or_else(|| s3_error(404, "NoSuchUpload", "no such artifact"))?
+    };
+    let token_ok = record
+        .put_token
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), tq.token.as_bytes()));
+    if !token_ok || record.put_expires.is_none_or(|e| now > e) {
+        return Err(s3_error(
+            403,
+            "AccessDenied",
+            "invalid or expired upload URL",
+        ));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if ct != Some(record.content_type.as_str()) {
+        return Err(s3_error(
+            403,
+            "SignatureDoesNotMatch",
+            "Content-Type differs from the one given to createArtifact",
+        ));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(s3_error(
+            501,
+            "NotImplemented",
+            "chunked uploads are not accepted",
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| s3_error(411, "MissingContentLength", "Content-Length is required"))?;
+    if declared > MAX_UPLOAD {
+        return Err(s3_error(400, "EntityTooLarge", "larger than 5 GiB"));
+    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let path = app.0.store.blob_path(&id, run, &name);
+    let parent = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    tokio::fs::create_dir_all(&parent).await.map_err(internal)?;
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let written = async {
+        let mut f = tokio::fs::File::create(&tmp).await.map_err(internal)?;
+        let mut stream = body.into_data_stream();
+        let mut n: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| s3_error(400, "IncompleteBody", &e.to_string()))?;
+            n += chunk.len() as u64;
+            if n > declared {
+                return Err(s3_error(
+                    400,
+                    "IncompleteBody",
+                    "body longer than Content-Length",
+                ));
+            }
+            f.write_all(&chunk).await.map_err(internal)?;
+        }
+        if n != declared {
+            return Err(s3_error(
+                400,
+                "IncompleteBody",
+                "body shorter than Content-Length",
+            ));
+        }
+        f.sync_all().await.map_err(internal)?;
+        Ok(n)
+    }
+    .await;
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    tokio::fs::rename(&tmp, &path).await.map_err(internal)?;
+    let mut q = app.0.state.lock().await;
+    if let Some(a) = q
+        .tasks
+        .get_mut(&id)
+        .and_then(|r| r.artifacts.get_mut(run as usize))
+        .and_then(|a| a.get_mut(&name))
+    {
+        a.uploaded = true;
+        a.content_length = Some(n);
+        a.content_encoding = encoding;
+    }
+    app.persist(&q, std::slice::from_ref(&id)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn get_blob(
+    State(app): State<App>,
+    Path((id, run, name)): Path<(String, String, String)>,
+    Query(tq): Query<TokenQuery>,
+) -> ApiResult {
+    let (id, run) = (task_id(&id)?, run_id(&run)?);
+    let record = {
+        let q = app.0.state.lock().await;
+        q.tasks
+            .get(&id)
+            .and_then(|r| r.artifacts.get(run as usize))
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .ok_or_else(|| s3_error(404, "NoSuchKey", "no such object"))?
+    };
+    let token_ok = record
+        .read_token
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), tq.token.as_bytes()));
+    if !token_ok {
+        return Err(s3_error(403, "AccessDenied", "invalid download URL"));
+    }
+    if !record.uploaded {
+        return Err(s3_error(
+            404,
+            "NoSuchKey",
+            "the artifact was never uploaded",
+        ));
+    }
+    let path = app.0.store.blob_path(&id, run, &name);
+    let file = tokio::fs::File::open(&path).await.map_err(internal)?;
+    let len = file.metadata().await.map_err(internal)?.len();
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, record.content_type)
+        .header(header::CONTENT_LENGTH, len);
+    if let Some(enc) = record.content_encoding {
+        resp = resp.header(header::CONTENT_ENCODING, enc);
+    }
+    resp.body(Body::from_stream(tokio_util::io::ReaderStream::new(file)))
+        .map_err(internal)
+}
+
+async fn get_run_artifact(
+    State(app): State<App>,
+    Path((id, run, name)): Path<(String, String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult {
+    let run = run_id(&run)?;
+    serve_artifact(app, id, Some(run), name, uri, method, headers).await
+}
+
+async fn get_latest_artifact(
+    State(app): State<App>,
+    Path((id, name)): Path<(String, String)>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult {
+    serve_artifact(app, id, None, name, uri, method, headers).await
+}
+
+async fn serve_artifact(
+    app: App,
+    id: String,
+    run: Option<u32>,
+    name: String,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &[])?;
+    let id = task_id(&id)?;
+    caller.require(&[format!("queue:get-artifact:{name}")])?;
+    let q = app.lock_swept().await?;
+    let rec = q.task(&id)?;
+    let run = match run {
+        Some(r) => r,
+        None => rec
+            .runs
+            .last()
+            .map(|r| r.run_id)
+            .ok_or_else(|| ApiError::not_found(format!("task {id} has no runs")))?,
+    };
+    rec.run(run)?;
+    let table = rec
+        .artifacts
+        .get(run as usize)
+        .ok_or_else(|| internal("run without artifact table"))?;
+    // Links are resolved here, server-side, as the real queue does.
+    let mut current = name.clone();
+    let mut seen = HashSet::new();
+    let art = loop {
+        let a = table.get(&current).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "artifact {current} of task {id} run {run} not found"
+            ))
+        })?;
+        if a.storage_type != "link" {
+            break a;
+        }
+        if !seen.insert(current.clone()) || seen.len() > 10 {
+            return Err(ApiError::input(format!("link cycle at artifact {current}")));
+        }
+        current = a.artifact.clone().unwrap_or_default();
+    };
+    let storage = art.storage_type.as_str();
+    let builder = Response::builder().header("x-taskcluster-artifact-storage-type", storage);
+    let redirect = |url: String| {
+        builder
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, &url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"storageType": storage, "url": url}).to_string(),
+            ))
+            .map_err(internal)
+    };
+    match storage {
+        "s3" => {
+            let token = art.read_token.clone().unwrap_or_default();
+            redirect(app.blob_url("blob", &id, run, &art.name, &token))
+        }
+        "reference" => redirect(art.url.clone().unwrap_or_default()),
+        "error" => Response::builder()
+            .status(StatusCode::FAILED_DEPENDENCY)
+            .header("x-taskcluster-artifact-storage-type", "error")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"reason": art.reason, "message": art.message}).to_string(),
+            ))
+            .map_err(internal),
+        other => Err(internal(format!("unknown storage type {other}"))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    continuation_token: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_run_artifacts(
+    State(app): State<App>,
+    Path((id, run)): Path<(String, String)>,
+    Query(lq): Query<ListQuery>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult {
+    let run = run_id(&run)?;
+    list(app, id, Some(run), lq, uri, method, headers).await
+}
+
+async fn list_latest_artifacts(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(lq): Query<ListQuery>,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult {
+    list(app, id, None, lq, uri, method, headers).await
+}
+
+async fn list(
+    app: App,
+    id: String,
+    run: Option<u32>,
+    lq: ListQuery,
+    uri: OriginalUri,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult {
+    let caller = app.authenticate(&method, &uri, &headers, &[])?;
+    let id = task_id(&id)?;
+    caller.require(&[format!("queue:list-artifacts:{id}")])?;
+    let limit = lq.limit.unwrap_or(1000).clamp(1, 1000);
+    let after = match lq.continuation_token.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::input("invalid continuationToken"))?,
+        ),
+    };
+    let q = app.lock_swept().await?;
+    let rec = q.task(&id)?;
+    let run = match run {
+        Some(r) => r,
+        None => rec
+            .runs
+            .last()
+            .map(|r| r.run_id)
+            .ok_or_else(|| ApiError::not_found(format!("task {id} has no runs")))?,
+    };
+    rec.run(run)?;
+    let table = rec
+        .artifacts
+        .get(run as usize)
+        .ok_or_else(|| internal("run without artifact table"))?;
+    let mut items = table
+        .values()
+        .filter(|a| after.as_ref().is_none_or(|after| a.name > *after));
+    let page: Vec<&ArtifactRecord> = items.by_ref().take(limit).collect();
+    let more = items.next().is_some();
+    let artifacts: Vec<Value> = page
+        .iter()
+        .map(|a| {
+            let mut v = json!({
+                "storageType": a.storage_type,
+                "name": a.name,
+                "expires": format_time(a.expires),
+                "contentType": a.content_type,
+            });
+            if let Some(len) = a.content_length {
+                v["contentLength"] = json!(len);
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({ "artifacts": artifacts });
+    if more && let Some(last) = page.last() {
+        body["continuationToken"] =
+            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last.name));
+    }
+    Ok(json_response(body))
+}

@@ -1,0 +1,231 @@
+//! `chainlock dev-queue`: a small Taskcluster-queue-compatible server for development, the
+//! quickstart and tests.
+//!
+//! **This is NOT a production queue.** It exists so chainlock (and the official Taskcluster
+//! clients) can be exercised end to end without a Taskcluster deployment: it speaks the real
+//! paths, JSON shapes, status codes and Hawk authentication (including temporary task
+//! credentials), and keeps its state in a directory so it survives restarts. It has no
+//! scalability, no high availability, no object service, no index, no cancellation API, and its
+//! artifact store is a local directory reached through tokenised URLs. It must never be exposed
+//! beyond a development machine.
+//!
+//! Layout: [`state`] holds the pure task state machine, `auth` verifies Hawk and scopes, `api`
+//! maps HTTP to both, `store` persists records (one JSON file per task, written atomically) and
+//! artifact blobs (streamed to and from disk).
+
+mod api;
+pub mod auth;
+pub mod state;
+mod store;
+
+pub use auth::Client;
+
+use crate::queue::credentials::EnvSource;
+use crate::secret::Secret;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Configuration of a dev queue.
+#[derive(Debug, Clone)]
+pub struct DevQueueConfig {
+    /// Address to listen on; port 0 picks a free port (see [`DevQueueHandle::root_url`]).
+    pub listen: SocketAddr,
+    /// Directory holding tasks, artifacts and the task-credentials issuer token.
+    pub data_dir: PathBuf,
+    /// Permanent clients accepted.
+    pub clients: Vec<Client>,
+    /// Claim duration (`takenUntil - now`). Default 1200 s, as the real queue.
+    pub claim_timeout: Duration,
+    /// How long `claimWork` waits for a task before answering `{"tasks": []}`. Default 20 s.
+    pub claim_work_timeout: Duration,
+}
+
+impl DevQueueConfig {
+    /// A config with the real queue's default timeouts.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, clients: Vec<Client>) -> Self {
+        DevQueueConfig {
+            listen,
+            data_dir,
+            clients,
+            claim_timeout: Duration::from_secs(1200),
+            claim_work_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why the dev queue could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevQueueError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in the data directory could not be read or written.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// Operation.
+        op: &'static str,
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored task file is not valid.
+    #[error("corrupt state file {path}: {source}")]
+    CorruptState {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The clients file is not valid TOML of the expected shape.
+    #[error("clients file {path}: {message}")]
+    ClientsFile {
+        /// File.
+        path: PathBuf,
+        /// Parser message (never contains the tokens: it names positions, not values).
+        message: String,
+    },
+    /// No clients configured.
+    #[error(
+        "no clients: give --clients FILE or set TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN"
+    )]
+    NoClients,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientsFile {
+    clients: Vec<Client>,
+}
+
+/// Reads `[[clients]] clientId / accessToken / scopes` from a TOML file.
+pub fn load_clients_file(path: &Path) -> Result<Vec<Client>, DevQueueError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DevQueueError::Io {
+        op: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: ClientsFile = toml::from_str(&text).map_err(|e| DevQueueError::ClientsFile {
+        path: path.to_owned(),
+        // toml's message quotes the offending line, which could be a token: keep only the
+        // description and position.
+        message: format!("{} (at byte {:?})", e.message(), e.span()),
+    })?;
+    if file.clients.is_empty() {
+        return Err(DevQueueError::NoClients);
+    }
+    Ok(file.clients)
+}
+
+/// The single client from `TASKCLUSTER_CLIENT_ID` / `TASKCLUSTER_ACCESS_TOKEN`, scopes `["*"]`.
+pub fn client_from_env(env: &impl EnvSource) -> Result<Client, DevQueueError> {
+    let id = env.var("TASKCLUSTER_CLIENT_ID").filter(|v| !v.is_empty());
+    let token = env
+        .var("TASKCLUSTER_ACCESS_TOKEN")
+        .filter(|v| !v.is_empty());
+    match (id, token) {
+        (Some(client_id), Some(token)) => Ok(Client {
+            client_id,
+            access_token: Secret::new(token),
+            scopes: vec!["*".into()],
+        }),
+        _ => Err(DevQueueError::NoClients),
+    }
+}
+
+/// A running dev queue.
+#[derive(Debug)]
+pub struct DevQueueHandle {
+    root_url: String,
+    addr: SocketAddr,
+    cancel: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl DevQueueHandle {
+    /// `http://<addr>`: the Taskcluster root URL of this queue.
+    pub fn root_url(&self) -> &str {
+        &self.root_url
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests, ends pending long polls and waits for the server to finish.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.server.await;
+    }
+
+    /// Waits until the server stops (it only stops through [`DevQueueHandle::shutdown`] or a
+    /// fatal accept error).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// Starts a dev queue in the current tokio runtime.
+pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError> {
+    if cfg.clients.is_empty() {
+        return Err(DevQueueError::NoClients);
+    }
+    let store = store::Store::open(&cfg.data_dir).await?;
+    let issuer_token = store.issuer_token().await?;
+    let tasks = store.load_tasks().await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| DevQueueError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DevQueueError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let root_url = format!("http://{addr}");
+    tracing::warn!(
+        root_url,
+        data_dir = %cfg.data_dir.display(),
+        "chainlock dev-queue: a development server, NOT a production Taskcluster queue"
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let app = api::App::new(
+        cfg,
+        root_url.clone(),
+        store,
+        issuer_token,
+        tasks,
+        cancel.clone(),
+    );
+    let router = api::router(app.clone());
+    let ticker = app.spawn_ticker();
+    let shutdown = cancel.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "dev-queue server stopped");
+        }
+        ticker.abort();
+    });
+    Ok(DevQueueHandle {
+        root_url,
+        addr,
+        cancel,
+        server,
+    })
+}

@@ -1,0 +1,118 @@
+//! Persistence of the dev queue: one JSON file per task (written to a temporary file and
+//! renamed, so a crash never leaves a half-written record) and artifact blobs on disk.
+
+use crate::devqueue::DevQueueError;
+use crate::devqueue::state::TaskRecord;
+use crate::ids::TaskId;
+use crate::secret::Secret;
+use sha2::Digest as _;
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// The data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    dir: PathBuf,
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevQueueError {
+    let path = path.to_owned();
+    move |source| DevQueueError::Io { op, path, source }
+}
+
+impl Store {
+    pub(crate) async fn open(dir: &Path) -> Result<Store, DevQueueError> {
+        for sub in ["", "tasks", "blobs"] {
+            let p = dir.join(sub);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(io("create directory", &p))?;
+        }
+        Ok(Store {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The task-credentials issuer token: generated at first start, kept with mode 0600.
+    pub(crate) async fn issuer_token(&self) -> Result<Secret, DevQueueError> {
+        let path = self.dir.join("issuer-token");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("read", &path)(e)),
+        }
+        let token = crate::queue::auth::random_token();
+        let tmp = self.dir.join("issuer-token.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            f.write_all(token.expose().as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io("write", &tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        Ok(token)
+    }
+
+    fn task_path(&self, id: &TaskId) -> PathBuf {
+        self.dir.join("tasks").join(format!("{id}.json"))
+    }
+
+    pub(crate) async fn load_tasks(&self) -> Result<HashMap<TaskId, TaskRecord>, DevQueueError> {
+        let dir = self.dir.join("tasks");
+        let mut out = HashMap::new();
+        let mut rd = tokio::fs::read_dir(&dir).await.map_err(io("list", &dir))?;
+        while let Some(entry) = rd.next_entry().await.map_err(io("list", &dir))? {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue; // leftovers of an interrupted write
+            }
+            let bytes = tokio::fs::read(&path).await.map_err(io("read", &path))?;
+            let rec: TaskRecord = serde_json::from_slice(&bytes)
+                .map_err(|source| DevQueueError::CorruptState { path, source })?;
+            out.insert(rec.task_id.clone(), rec);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn save_task(&self, rec: &TaskRecord) -> Result<(), DevQueueError> {
+        let path = self.task_path(&rec.task_id);
+        let tmp = path.with_extension("json.tmp");
+        // Records are plain data; serializing them cannot fail.
+        let bytes = serde_json::to_vec_pretty(rec).unwrap_or_default();
+        write_synced(&tmp, &bytes)
+            .await
+            .map_err(io("write", &tmp))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(io("rename", &tmp))
+    }
+
+    /// Where the bytes of an `s3` artifact live. The name is hashed so any artifact name maps
+    /// to one safe file name.
+    pub(crate) fn blob_path(&self, id: &TaskId, run_id: u32, name: &str) -> PathBuf {
+        let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+        self.dir
+            .join("blobs")
+            .join(id.as_str())
+            .join(run_id.to_string())
+            .join(digest)
+    }
+}
+
+async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut f = tokio::fs::File::create(path).await?;
+    f.write_all(bytes).await?;
+    f.sync_all().await
+}
