@@ -48,6 +48,8 @@ pub enum Command {
     DevQueue(DevQueueArgs),
     /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
     Demo(DemoArgs),
+    /// Manage the keys/ trust store: root keys, worker keys, rotation, signatures.
+    Keys(crate::keys_cli::KeysArgs),
 }
 
 /// Arguments of `chainlock run`.
@@ -101,6 +103,7 @@ pub struct DemoArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::DevQueue(args) => run_dev_queue(args).await,
+        Command::Keys(args) => crate::keys_cli::run(args),
         Command::Run(_) | Command::Config(_) | Command::Demo(_) => {
             Err(UsageError("not implemented yet".into()).into())
         }

@@ -14,6 +14,7 @@ pub mod cot;
 pub mod devqueue;
 pub mod evidence;
 pub mod ids;
+pub mod keys_cli;
 pub mod manifest;
 pub mod openpgp;
 pub mod queue;

@@ -1000,3 +1000,6 @@ pub fn read_version_dir(dir: &Path, limits: &Limits) -> Result<PolicyVersion, Tr
         signatures,
     })
 }
+
+#[cfg(test)]
+mod tests;
