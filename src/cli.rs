@@ -50,6 +50,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Manage the keys/ trust store: root keys, worker keys, rotation, signatures.
     Keys(crate::keys_cli::KeysArgs),
+    /// Verify a task's chain of trust, online (TASK_ID) or from an evidence bundle (--bundle).
+    ///
+    /// Exit 0 verified, 1 verification failed, 2 evidence unavailable, 64 usage.
+    Verify(crate::verify_cli::VerifyArgs),
 }
 
 /// Arguments of `chainlock run`.
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::DevQueue(args) => run_dev_queue(args).await,
         Command::Keys(args) => crate::keys_cli::run(args),
+        Command::Verify(args) => crate::verify_cli::run(args).await,
         Command::Run(_) | Command::Config(_) | Command::Demo(_) => {
             Err(UsageError("not implemented yet".into()).into())
         }

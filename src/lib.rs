@@ -21,3 +21,4 @@ pub mod queue;
 pub mod secret;
 pub mod trust;
 pub mod verify;
+pub mod verify_cli;
