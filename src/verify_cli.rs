@@ -83,7 +83,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let now = crate::clock::now();
     let limits = Limits::default();
     let judge = match (&args.policy, &args.keys) {
-        (Some(p), Some(k)) => Some((load_policy(p)?, load_trust(k, args.trust_pin.as_deref(), now)?)),
+        (Some(p), Some(k)) => Some((
+            load_policy(p)?,
+            load_trust(k, args.trust_pin.as_deref(), now)?,
+        )),
         (None, None) => None,
         _ => return Err(usage("--policy and --keys go together")),
     };
@@ -119,7 +122,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     };
     let task_id = TaskId::parse(task_id).map_err(|e| usage(e.to_string()))?;
     let Some(root_url) = &args.root_url else {
-        return Err(usage("online verification needs --root-url (or TASKCLUSTER_ROOT_URL)"));
+        return Err(usage(
+            "online verification needs --root-url (or TASKCLUSTER_ROOT_URL)",
+        ));
     };
     if judge.is_none() && args.export_bundle.is_none() {
         return Err(usage(
@@ -198,7 +203,11 @@ fn load_policy(path: &Path) -> anyhow::Result<ChainPolicy> {
 
 /// Loads the auditor's trust store, pinned at `pin` (`VERSION:SHA256`) or at version 1 of the
 /// directory the auditor pointed us at.
-pub fn load_trust(keys: &Path, pin: Option<&str>, now: DateTime<Utc>) -> anyhow::Result<TrustStore> {
+pub fn load_trust(
+    keys: &Path,
+    pin: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TrustStore> {
     let limits = trust::Limits::default();
     let pin = match pin {
         Some(p) => {
@@ -206,7 +215,9 @@ pub fn load_trust(keys: &Path, pin: Option<&str>, now: DateTime<Utc>) -> anyhow:
                 .split_once(':')
                 .ok_or_else(|| usage("--trust-pin is VERSION:SHA256"))?;
             TrustPin {
-                version: v.parse().map_err(|_| usage("--trust-pin version is a number"))?,
+                version: v
+                    .parse()
+                    .map_err(|_| usage("--trust-pin version is a number"))?,
                 sha256: sha.to_ascii_lowercase(),
             }
         }
@@ -225,5 +236,6 @@ pub fn load_trust(keys: &Path, pin: Option<&str>, now: DateTime<Utc>) -> anyhow:
             }
         }
     };
-    TrustStore::load(keys, &pin, now, &limits).map_err(|e| usage(format!("trust store {}: {e}", keys.display())))
+    TrustStore::load(keys, &pin, now, &limits)
+        .map_err(|e| usage(format!("trust store {}: {e}", keys.display())))
 }

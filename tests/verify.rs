@@ -24,10 +24,15 @@ use std::path::Path;
 const REPO: &str = "https://github.com/example/product";
 const RESTRICTED: &str = "project:example:releng:signing:cert:release-signing";
 
+/// One reference instant for the whole test process: an hour ago, in whole seconds (OpenPGP
+/// stores seconds). Relative to the real clock so the dev queue accepts the tasks; every pure
+/// check only depends on offsets from it.
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
+    static T0: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    *T0.get_or_init(|| {
+        let t = chainlock::clock::now() - Duration::hours(1);
+        DateTime::from_timestamp(t.timestamp(), 0).unwrap()
+    })
 }
 
 fn now() -> DateTime<Utc> {
@@ -159,7 +164,6 @@ fn trust_store(keys: &Keys, gw: &GwKeyWindow) -> TrustStore {
 }
 
 /// Writes the trust store as a `keys/` directory (for the CLI).
-#[allow(dead_code)]
 fn write_keys_dir(keys: &Keys, dir: &Path) {
     let bytes = Policy::to_toml(&trust_policy_file(keys, &GwKeyWindow::default()))
         .unwrap()
@@ -565,6 +569,9 @@ fn good_chain_verifies() {
     assert!(target.signer.as_deref().unwrap().contains("chainlock-test"));
 }
 
+/// Builds the evidence of a mutated chain.
+type Mutation = Box<dyn Fn(&mut Fixture, &Keys) -> Built>;
+
 /// A mutation of the good chain and the check + code it must fail with.
 struct Row {
     name: &'static str,
@@ -573,7 +580,7 @@ struct Row {
     mode: Mode,
     limits: Limits,
     gw: GwKeyWindow,
-    mutate: Box<dyn Fn(&mut Fixture, &Keys) -> Built>,
+    mutate: Mutation,
 }
 
 fn row(
@@ -1196,4 +1203,331 @@ fn ed25519_known_answers_verify_through_the_trust_store() {
     assert!(check("scriptworker", &msg, &flipped).is_err());
     assert!(check("scriptworker", &msg, &sig[..63]).is_err());
     assert!(check("scriptworker", &msg[..msg.len() - 1], &sig).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Online: the same chain published on the dev queue, verified by the worker API and the CLI.
+
+mod online {
+    use super::*;
+    use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+    use chainlock::evidence::{self, ChainFailure};
+    use chainlock::queue::types::{
+        ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, ExceptionReason,
+    };
+    use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+    use chainlock::secret::Secret;
+
+    const TOKEN: &str = "verify-test-admin-token";
+
+    async fn start_queue(dir: &Path) -> DevQueueHandle {
+        let clients = vec![Client {
+            client_id: "admin".into(),
+            access_token: Secret::new(TOKEN),
+            scopes: vec!["*".into()],
+        }];
+        let mut cfg = DevQueueConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_owned(), clients);
+        cfg.claim_work_timeout = std::time::Duration::from_millis(200);
+        devqueue::start(cfg).await.unwrap()
+    }
+
+    fn admin(h: &DevQueueHandle) -> QueueClient {
+        QueueClient::new(
+            h.root_url(),
+            Some(Credentials::permanent("admin", Secret::new(TOKEN))),
+            RetryPolicy::fast_for_tests(),
+        )
+        .unwrap()
+    }
+
+    async fn create_task(h: &DevQueueHandle, id: &TaskId, def: &Value) {
+        use chainlock::queue::auth::{
+            HawkRequest, authorization_header, payload_hash, random_nonce,
+        };
+        let resource = format!("/api/queue/v1/task/{id}");
+        let body = serde_json::to_vec(def).unwrap();
+        let hash = payload_hash("application/json", &body).unwrap();
+        let authz = authorization_header(
+            "admin",
+            &Secret::new(TOKEN),
+            &HawkRequest {
+                method: "PUT",
+                host: "127.0.0.1",
+                port: h.local_addr().port(),
+                resource: &resource,
+            },
+            Some(&hash),
+            None,
+            chainlock::clock::now(),
+            &random_nonce(),
+        )
+        .unwrap();
+        let resp = reqwest::Client::new()
+            .put(format!("{}{resource}", h.root_url()))
+            .header("authorization", authz)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// Creates the fixture's tasks on the dev queue, takes their stored definitions back into
+    /// the fixture (documents embed exactly what the queue stores), then runs each link as a
+    /// worker would: claim, upload outputs + signed document, complete. `skip` names artifacts
+    /// not uploaded.
+    async fn publish(h: &DevQueueHandle, fx: &mut Fixture, keys: &Keys, skip: &[(TaskId, &str)]) {
+        let q = admin(h);
+        for l in fx.links_mut() {
+            create_task(h, &l.id, &l.def).await;
+            l.def = q.task(&l.id).await.unwrap();
+        }
+        let built = fx.build(keys);
+        let tmp = tempfile::tempdir().unwrap();
+        for l in fx.links() {
+            let queue_id = format!("example-3/{}", l.def["workerType"].as_str().unwrap());
+            let req = ClaimWorkRequest {
+                worker_group: "wg".into(),
+                worker_id: "worker-1".into(),
+                tasks: 1,
+            };
+            let claim = q
+                .claim_work(&queue_id, &req)
+                .await
+                .unwrap()
+                .tasks
+                .pop()
+                .expect("task claimable");
+            assert_eq!(claim.status.task_id, l.id);
+            let tq = q.with_credentials(Credentials::from_task_credentials(&claim.credentials));
+            for ((id, name), bytes) in &built.files {
+                if id != &l.id || skip.iter().any(|(s, n)| s == id && n == name) {
+                    continue;
+                }
+                let src = tmp.path().join("upload");
+                std::fs::write(&src, bytes).unwrap();
+                let gzip = name.ends_with(".json");
+                let r = tq
+                    .create_artifact(
+                        id,
+                        0,
+                        name,
+                        &CreateArtifactRequest::S3 {
+                            expires: t0() + Duration::days(300),
+                            content_type: "application/octet-stream".into(),
+                            content_length: Some(bytes.len() as u64),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                let CreateArtifactResponse::S3 { put_url, .. } = r else {
+                    panic!("not s3")
+                };
+                tq.upload_file(&put_url, &src, "application/octet-stream", gzip)
+                    .await
+                    .unwrap();
+            }
+            tq.report_completed(&l.id, 0).await.unwrap();
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // tests run the real binary
+    async fn cli(args: Vec<String>) -> (i32, String, String) {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+                .args(&args)
+                .env_remove("TASKCLUSTER_CLIENT_ID")
+                .env_remove("TASKCLUSTER_ROOT_URL")
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    }
+
+    fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
+        x.as_ref().to_string_lossy().into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn online_worker_api_cli_and_bundle_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = start_queue(&dir.path().join("queue")).await;
+        let keys = Keys::new();
+        let keys_dir = dir.path().join("keys");
+        write_keys_dir(&keys, &keys_dir);
+        let policy_file = s(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/chain-policy.example.toml"
+        ));
+        let mut fx = Fixture::new();
+        publish(&h, &mut fx, &keys, &[]).await;
+
+        // Worker API: verified files land in cot/ with a manifest.
+        let trust = trust_store(&keys, &GwKeyWindow::default());
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let cot = work.join("cot");
+        let anon = admin(&h).anonymous();
+        let verified = evidence::fetch_and_verify(
+            &anon,
+            &fx.s.id,
+            &fx.s.def,
+            &cot,
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.log_text()));
+        assert_eq!(verified.target(), &fx.s.id);
+        let staged = cot
+            .join(fx.b.id.as_str())
+            .join("public/build/target.tar.gz");
+        assert_eq!(std::fs::read(&staged).unwrap(), b"the build output");
+        let manifest: chainlock::manifest::VerifiedManifest =
+            serde_json::from_slice(&std::fs::read(cot.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest.artifacts.len(), 2);
+        // Only cot/ is left in the work dir: the evidence staging area is gone.
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 1);
+
+        // CLI online, auditing the target's own OpenPGP-signed document as well.
+        let base = vec![
+            "verify".to_owned(),
+            fx.s.id.to_string(),
+            "--root-url".into(),
+            h.root_url().to_owned(),
+            "--policy".into(),
+            policy_file.clone(),
+            "--keys".into(),
+            s(&keys_dir),
+        ];
+        let mut args = base.clone();
+        args.extend(["--check-task".into(), "--format".into(), "json".into()]);
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        let json: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["verified"], json!(true));
+
+        // Export, then verify offline; then tamper with the bundle.
+        let bundle = dir.path().join("bundle");
+        let mut args = base.clone();
+        args.extend(["--export-bundle".into(), s(&bundle)]);
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("VERIFIED"), "{out}");
+        let offline = |fmt: &str| {
+            vec![
+                "verify".to_owned(),
+                "--bundle".into(),
+                s(&bundle),
+                "--policy".into(),
+                policy_file.clone(),
+                "--keys".into(),
+                s(&keys_dir),
+                "--format".into(),
+                fmt.into(),
+            ]
+        };
+        let (code, out, err) = cli(offline("text")).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        let artifact = bundle
+            .join(fx.b.id.as_str())
+            .join("artifacts/public/build/target.tar.gz");
+        std::fs::write(&artifact, b"the build outpuT").unwrap();
+        let (code, out, _) = cli(offline("dot")).await;
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("color=red"), "{out}");
+        let (code, out, _) = cli(offline("text")).await;
+        assert_eq!(code, 1);
+        assert!(out.contains("[FAIL] artifacts"), "{out}");
+
+        // Unreadable bundle: infrastructure (2). Missing flags: usage (64).
+        let mut args = offline("text");
+        args[2] = s(dir.path().join("no-such-bundle"));
+        assert_eq!(cli(args).await.0, 2);
+        assert_eq!(cli(vec!["verify".into()]).await.0, 64);
+        assert_eq!(cli(base[..4].to_vec()).await.0, 64);
+
+        // A 404 for a document that must exist is a verification failure (malformed-payload).
+        let mut fx404 = Fixture::new();
+        let b_id = fx404.b.id.clone();
+        publish(
+            &h,
+            &mut fx404,
+            &keys,
+            &[(b_id, "public/chain-of-trust.json")],
+        )
+        .await;
+        let cot404 = work.join("cot404");
+        let failure = evidence::fetch_and_verify(
+            &anon,
+            &fx404.s.id,
+            &fx404.s.def,
+            &cot404,
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            failure.exception_reason(),
+            ExceptionReason::MalformedPayload
+        );
+        let ChainFailure::Verification(report) = &failure else {
+            panic!("{failure}")
+        };
+        assert!(report.errors.iter().any(|e| e.code() == "document-missing"));
+        assert!(failure.log_text().contains("[FAIL] schema"));
+        assert!(!cot404.exists(), "nothing handed to the script on failure");
+        let mut args = base.clone();
+        args[1] = fx404.s.id.to_string();
+        assert_eq!(cli(args).await.0, 1);
+
+        // Queue down: infrastructure, never malformed-payload.
+        let root_url = h.root_url().to_owned();
+        h.shutdown().await;
+        let down = QueueClient::new(
+            &root_url,
+            None,
+            RetryPolicy {
+                max_attempts: 2,
+                ..RetryPolicy::fast_for_tests()
+            },
+        )
+        .unwrap();
+        let failure = evidence::fetch_and_verify(
+            &down,
+            &fx.s.id,
+            &fx.s.def,
+            &work.join("cot-down"),
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(failure, ChainFailure::Infrastructure(_)),
+            "{failure}"
+        );
+        assert_eq!(
+            failure.exception_reason(),
+            ExceptionReason::ResourceUnavailable
+        );
+        let mut args = base.clone();
+        args.extend(["--retries".into(), "0".into()]);
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 2, "{out}\n{err}");
+    }
 }

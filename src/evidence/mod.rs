@@ -44,7 +44,7 @@ pub enum EvidenceError {
         what: String,
         /// The queue client's error.
         #[source]
-        source: QueueError,
+        source: Box<QueueError>,
     },
     /// A local file operation failed.
     #[error("{path}: {source}")]
@@ -143,7 +143,7 @@ fn queue_err(task_id: &TaskId, what: &str, source: QueueError) -> EvidenceError 
     EvidenceError::Queue {
         task_id: task_id.clone(),
         what: what.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -102,9 +102,10 @@ pub fn source_info(
             if repository.as_ref().is_none_or(|r| repo.len() > r.len()) {
                 repository = Some(repo);
             }
-        } else if key.ends_with("_HEAD_BRANCH") {
-            branch = Some(value.trim_start_matches("refs/heads/").to_owned());
-        } else if key.ends_with("_HEAD_REF") && branch.is_none() && !is_revision(value) {
+        } else if key.ends_with("_HEAD_BRANCH")
+            || (key.ends_with("_HEAD_REF") && branch.is_none() && !is_revision(value))
+        {
+            // *_HEAD_BRANCH wins over a *_HEAD_REF that names a branch rather than a revision.
             branch = Some(value.trim_start_matches("refs/heads/").to_owned());
         } else if key.ends_with("_PULL_REQUEST_NUMBER") && !value.is_empty() {
             pull_request = true;
