@@ -53,6 +53,10 @@ pub enum Command {
     /// Run a script chainlock ships (the worker launches it; see the script contract).
     #[command(subcommand)]
     Script(ScriptCommand),
+    /// Verify a task's chain of trust, online (TASK_ID) or from an evidence bundle (--bundle).
+    ///
+    /// Exit 0 verified, 1 verification failed, 2 evidence unavailable, 64 usage.
+    Verify(crate::verify_cli::VerifyArgs),
 }
 
 /// `chainlock script ...`.
@@ -145,6 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Keys(args) => crate::keys_cli::run(args),
+        Command::Verify(args) => crate::verify_cli::run(args).await,
         Command::Script(ScriptCommand::Sign { config }) => {
             Ok(crate::scripts::sign::run(&config).await)
         }

@@ -8,12 +8,14 @@
 #![deny(missing_docs)]
 
 pub mod artifacts;
+pub mod chain_policy;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod cot;
 pub mod demo;
 pub mod devqueue;
+pub mod evidence;
 pub mod ids;
 pub mod keys_cli;
 pub mod launch;
@@ -24,4 +26,6 @@ pub mod scripts;
 pub mod secret;
 pub mod trust;
 pub mod validate;
+pub mod verify;
+pub mod verify_cli;
 pub mod worker;

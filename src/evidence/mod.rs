@@ -1,0 +1,497 @@
+//! Evidence fetching: the IO half of chain-of-trust verification.
+//!
+//! Why it exists: the verifier (`crate::verify`) is pure, so something must download the
+//! evidence it judges. This module discovers the chain with the same pure chain builder the
+//! verifier uses (definitions first, level by level, concurrently with a bound), then downloads
+//! run statuses, chain-of-trust documents, signatures and consumed artifacts into a bundle
+//! directory (`crate::verify::bundle` format). The worker then hands the verified copies to its
+//! script under `work_dir/cot/<taskId>/<path>` with `work_dir/cot/manifest.json`.
+//!
+//! What it must not do: judge anything (no check lives here), or turn a queue outage into a
+//! verification failure. A 404 (or 410/424) for evidence that must exist is recorded as absent
+//! and the verifier fails the chain (`malformed-payload`); a queue that cannot be reached or
+//! keeps answering 5xx after the client's retries is an infrastructure failure
+//! (`resource-unavailable`), which the reference implementation gets wrong.
+
+use crate::chain_policy::ChainPolicy;
+use crate::ids::TaskId;
+use crate::manifest::{MANIFEST_FILE, MANIFEST_VERSION, VerifiedArtifact, VerifiedManifest};
+use crate::queue::QueueClient;
+use crate::queue::QueueError;
+use crate::queue::types::ExceptionReason;
+use crate::trust::TrustStore;
+use crate::verify::bundle::{
+    BUNDLE_FILE, BUNDLE_VERSION, Bundle, BundleError, BundleIndex, hash_reader, open_no_symlinks,
+};
+use crate::verify::chain::{self, COT_DOCUMENT};
+use crate::verify::{self, ArtifactPath, Limits, Mode, Report, VerifiedChain};
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+/// Why evidence could not be fetched or handed over (never a verification verdict).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvidenceError {
+    /// The queue could not be asked (unreachable, 5xx after retries, refused our credentials).
+    #[error("cannot fetch {what} of task {task_id}: {source}")]
+    Queue {
+        /// The task.
+        task_id: TaskId,
+        /// What was being fetched.
+        what: String,
+        /// The queue client's error.
+        #[source]
+        source: Box<QueueError>,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle directory cannot be used.
+    #[error("bundle {path}: {detail}")]
+    BundleDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A bundle could not be opened.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A verified file changed between verification and hand-over.
+    #[error("{path} changed after verification (sha256 {actual}, verified {expected})")]
+    ChangedAfterVerification {
+        /// The file.
+        path: PathBuf,
+        /// The verified hash.
+        expected: String,
+        /// What it hashes to now.
+        actual: String,
+    },
+}
+
+/// Why a chain could not be accepted, as the worker must report it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ChainFailure {
+    /// The evidence does not verify: the task's input is untrusted. Carries the full report.
+    Verification(Box<Report>),
+    /// The evidence could not be fetched (queue unreachable, 5xx after retries).
+    Infrastructure(EvidenceError),
+    /// A local failure after verification (disk, a file changed under us).
+    Local(EvidenceError),
+}
+
+impl ChainFailure {
+    /// The Taskcluster exception reason for this failure (one reviewed place).
+    pub fn exception_reason(&self) -> ExceptionReason {
+        match self {
+            ChainFailure::Verification(_) => ExceptionReason::MalformedPayload,
+            ChainFailure::Infrastructure(_) => ExceptionReason::ResourceUnavailable,
+            ChainFailure::Local(_) => ExceptionReason::InternalError,
+        }
+    }
+
+    /// Text for `public/logs/chain_of_trust.log`.
+    pub fn log_text(&self) -> String {
+        match self {
+            ChainFailure::Verification(r) => r.to_text(),
+            ChainFailure::Infrastructure(e) => {
+                format!("chain of trust could not be verified: evidence unavailable: {e}\n")
+            }
+            ChainFailure::Local(e) => {
+                format!("chain of trust verified, but handing it over failed: {e}\n")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ChainFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainFailure::Verification(r) => write!(
+                f,
+                "chain of trust of task {} failed verification ({} problem(s))",
+                r.target,
+                r.failure_count()
+            ),
+            ChainFailure::Infrastructure(e) => {
+                write!(f, "chain-of-trust evidence unavailable: {e}")
+            }
+            ChainFailure::Local(e) => write!(f, "chain-of-trust hand-over failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ChainFailure {}
+
+/// Whether a queue error means "this evidence does not exist" (a verification matter) rather
+/// than "the queue cannot be asked" (infrastructure).
+fn is_absent(e: &QueueError) -> bool {
+    matches!(e.status(), Some(404 | 410 | 424))
+}
+
+fn queue_err(task_id: &TaskId, what: &str, source: QueueError) -> EvidenceError {
+    EvidenceError::Queue {
+        task_id: task_id.clone(),
+        what: what.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvidenceError + '_ {
+    move |source| EvidenceError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Downloads the evidence of `target`'s chain into `dir` (which must be empty or absent) and
+/// returns the bundle's index. `target_def` is the definition the caller already holds (the
+/// worker's claim); `include_target` also fetches the target's own status, document and
+/// signature (auditing a finished task).
+pub async fn fetch_bundle(
+    queue: &QueueClient,
+    target: &TaskId,
+    target_def: Option<&Value>,
+    dir: &Path,
+    limits: &Limits,
+    include_target: bool,
+) -> Result<BundleIndex, EvidenceError> {
+    prepare_empty_dir(dir)?;
+    let mut tasks: BTreeMap<TaskId, Value> = BTreeMap::new();
+    if let Some(def) = target_def {
+        tasks.insert(target.clone(), def.clone());
+    }
+    let mut not_found = BTreeSet::new();
+    let concurrency = limits.max_concurrent_fetches.max(1);
+
+    // Discover the chain level by level. Each round resolves every link the previous round
+    // revealed; the depth limit bounds the number of rounds.
+    let mut chain;
+    let mut rounds = 0usize;
+    loop {
+        chain = chain::build(target, &|id| tasks.get(id), limits);
+        let wanted: Vec<TaskId> = chain.unresolved.difference(&not_found).cloned().collect();
+        if wanted.is_empty() || rounds > limits.max_depth + 1 {
+            break;
+        }
+        rounds += 1;
+        let fetched: Vec<(TaskId, Option<Value>)> = stream::iter(wanted)
+            .map(|id| async move {
+                match queue.task(&id).await {
+                    Ok(v) => Ok((id, Some(v))),
+                    Err(e) if is_absent(&e) => Ok((id, None)),
+                    Err(e) => Err(queue_err(&id, "task definition", e)),
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+        for (id, v) in fetched {
+            match v {
+                Some(v) => {
+                    tasks.insert(id, v);
+                }
+                None => {
+                    not_found.insert(id);
+                }
+            }
+        }
+    }
+
+    // What to download, per task.
+    let consumed = chain::consumed_artifacts(&chain);
+    let mut jobs: Vec<(TaskId, Job)> = Vec::new();
+    for id in chain.nodes.keys() {
+        let with_document = id != target || include_target;
+        if with_document {
+            jobs.push((id.clone(), Job::Status));
+            for name in [
+                COT_DOCUMENT,
+                "public/chain-of-trust.json.asc",
+                "public/chain-of-trust.json.sig",
+            ] {
+                let p = ArtifactPath::parse(name).expect("constant, valid artifact names");
+                jobs.push((id.clone(), Job::Artifact(p)));
+            }
+        }
+        for p in consumed.get(id).into_iter().flatten() {
+            jobs.push((id.clone(), Job::Artifact(p.clone())));
+        }
+    }
+
+    for (id, def) in &tasks {
+        if !chain.nodes.contains_key(id) {
+            continue;
+        }
+        let task_dir = dir.join(id.as_str());
+        std::fs::create_dir_all(&task_dir).map_err(io_err(&task_dir))?;
+        let path = task_dir.join("task.json");
+        let bytes = serde_json::to_vec_pretty(def).expect("a JSON value always serialises");
+        std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    }
+
+    stream::iter(jobs)
+        .map(|(id, job)| fetch_job(queue, dir, id, job, limits))
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let index = BundleIndex {
+        bundle_version: BUNDLE_VERSION,
+        target: target.clone(),
+        tasks: chain.nodes.keys().cloned().collect(),
+        root_url: Some(queue.root_url().to_owned()),
+        fetched_at: None,
+    };
+    let path = dir.join(BUNDLE_FILE);
+    let bytes = serde_json::to_vec_pretty(&index).expect("the index always serialises");
+    std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    Ok(index)
+}
+
+enum Job {
+    Status,
+    Artifact(ArtifactPath),
+}
+
+async fn fetch_job(
+    queue: &QueueClient,
+    dir: &Path,
+    id: TaskId,
+    job: Job,
+    limits: &Limits,
+) -> Result<(), EvidenceError> {
+    match job {
+        Job::Status => match queue.status(&id).await {
+            Ok(status) => {
+                let path = dir.join(id.as_str()).join("status.json");
+                let bytes = serde_json::to_vec_pretty(&status).expect("a status always serialises");
+                std::fs::write(&path, bytes).map_err(io_err(&path))
+            }
+            Err(e) if is_absent(&e) => Ok(()),
+            Err(e) => Err(queue_err(&id, "status", e)),
+        },
+        Job::Artifact(name) => {
+            let dest = dir.join(Bundle::artifact_rel_path(&id, &name));
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let max = if name.as_str() == chain::TASK_GRAPH {
+                limits.max_task_graph_bytes
+            } else if name.as_str().starts_with("public/chain-of-trust.json") {
+                limits.max_document_bytes
+            } else {
+                limits.max_artifact_bytes
+            };
+            match queue
+                .get_latest_artifact_to_file(&id, name.as_str(), &dest, max)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_absent(&e) => Ok(()),
+                Err(e) => Err(queue_err(&id, &format!("artifact {name}"), e)),
+            }
+        }
+    }
+}
+
+fn prepare_empty_dir(dir: &Path) -> Result<(), EvidenceError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(EvidenceError::BundleDir {
+                    path: dir.to_owned(),
+                    detail: "directory is not empty".into(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))
+        }
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Copies the verified files from the bundle to `cot_dir/<taskId>/<path>`, re-hashing each
+/// copy against the verified sha256, and writes `cot_dir/manifest.json`. `cot_dir` must not
+/// exist yet or be empty; no symlink is followed or created.
+pub fn materialize(
+    bundle_root: &Path,
+    verified: &VerifiedChain,
+    cot_dir: &Path,
+) -> Result<VerifiedManifest, EvidenceError> {
+    prepare_empty_dir(cot_dir)?;
+    let mut artifacts = Vec::new();
+    for f in verified.files() {
+        let rel = Bundle::artifact_rel_path(&f.task_id, &f.path);
+        let src = open_no_symlinks(bundle_root, &rel)
+            .map_err(|e| EvidenceError::BundleDir {
+                path: bundle_root.join(&rel),
+                detail: e.detail,
+            })?
+            .ok_or_else(|| EvidenceError::BundleDir {
+                path: bundle_root.join(&rel),
+                detail: "verified file disappeared".into(),
+            })?;
+        let dest_rel = Path::new(f.task_id.as_str()).join(f.path.to_relative_path());
+        let dest = create_file_below(cot_dir, &dest_rel)?;
+        let copied = copy_hashing(src, dest, &cot_dir.join(&dest_rel))?;
+        if copied.sha256 != f.sha256 {
+            return Err(EvidenceError::ChangedAfterVerification {
+                path: cot_dir.join(&dest_rel),
+                expected: f.sha256.clone(),
+                actual: copied.sha256,
+            });
+        }
+        artifacts.push(VerifiedArtifact {
+            task_id: f.task_id.clone(),
+            path: f.path.to_string(),
+            sha256: f.sha256.clone(),
+            size: copied.size,
+        });
+    }
+    let manifest = VerifiedManifest {
+        version: MANIFEST_VERSION,
+        artifacts,
+    };
+    let path = cot_dir.join(MANIFEST_FILE);
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("the manifest always serialises");
+    std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    Ok(manifest)
+}
+
+/// Creates `root/rel` (new file, parents as needed), refusing existing symlinks on the way.
+fn create_file_below(root: &Path, rel: &Path) -> Result<std::fs::File, EvidenceError> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        let Component::Normal(part) = c else {
+            return Err(EvidenceError::BundleDir {
+                path: root.join(rel),
+                detail: "not a plain relative path".into(),
+            });
+        };
+        cur.push(part);
+        if i + 1 == comps.len() {
+            break;
+        }
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                return Err(EvidenceError::BundleDir {
+                    path: cur.clone(),
+                    detail: "exists and is not a plain directory".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&cur).map_err(io_err(&cur))?;
+            }
+            Err(e) => return Err(io_err(&cur)(e)),
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&cur)
+        .map_err(io_err(&cur))
+}
+
+fn copy_hashing(
+    src: std::fs::File,
+    mut dest: std::fs::File,
+    dest_path: &Path,
+) -> Result<verify::FileDigest, EvidenceError> {
+    use std::io::Write as _;
+    // Tee: hash what is written, in one streaming pass.
+    struct Tee<'a, R> {
+        inner: R,
+        out: &'a mut std::fs::File,
+        err: Option<std::io::Error>,
+    }
+    impl<R: std::io::Read> std::io::Read for Tee<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            if let Err(e) = self.out.write_all(buf.get(..n).unwrap_or_default()) {
+                self.err = Some(e);
+                return Err(std::io::Error::other("write failed"));
+            }
+            Ok(n)
+        }
+    }
+    let mut tee = Tee {
+        inner: src,
+        out: &mut dest,
+        err: None,
+    };
+    let digest = hash_reader(&mut tee, u64::MAX - 1);
+    if let Some(e) = tee.err.take() {
+        return Err(io_err(dest_path)(e));
+    }
+    let digest = digest.map_err(|e| EvidenceError::BundleDir {
+        path: dest_path.to_owned(),
+        detail: e.detail,
+    })?;
+    dest.sync_all().map_err(io_err(dest_path))?;
+    Ok(digest)
+}
+
+/// The worker's entry point: fetch the evidence of `task_id`'s chain (the task itself is the
+/// claimed `task_def`), verify it at `now`, and on success place the verified upstream files
+/// under `cot_dir/<taskId>/<path>` with `cot_dir/manifest.json`.
+///
+/// The evidence is staged in a private temporary directory next to `cot_dir` and removed
+/// afterwards; the script only ever sees the verified copies.
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch_and_verify(
+    queue: &QueueClient,
+    task_id: &TaskId,
+    task_def: &Value,
+    cot_dir: &Path,
+    policy: &ChainPolicy,
+    trust: &TrustStore,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<VerifiedChain, ChainFailure> {
+    let staging_parent = cot_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = tempfile::Builder::new()
+        .prefix(".chainlock-evidence-")
+        .tempdir_in(staging_parent)
+        .map_err(|e| ChainFailure::Local(io_err(staging_parent)(e)))?;
+    let bundle_dir = staging.path().join("bundle");
+    fetch_bundle(queue, task_id, Some(task_def), &bundle_dir, limits, false)
+        .await
+        .map_err(|e| match e {
+            EvidenceError::Queue { .. } => ChainFailure::Infrastructure(e),
+            other => ChainFailure::Local(other),
+        })?;
+    let bundle = Bundle::open(&bundle_dir, limits)
+        .map_err(|e| ChainFailure::Local(EvidenceError::Bundle(e)))?;
+    let verified = verify::verify(
+        &bundle,
+        task_id,
+        policy,
+        trust,
+        now,
+        limits,
+        Mode {
+            check_target: false,
+        },
+    )
+    .map_err(ChainFailure::Verification)?;
+    materialize(&bundle_dir, &verified, cot_dir).map_err(ChainFailure::Local)?;
+    Ok(verified)
+}

@@ -1,0 +1,284 @@
+//! The evidence bundle: a directory of downloaded evidence, read-only.
+//!
+//! Layout (**API Boundary:** auditors exchange bundles; `crate::evidence` writes them):
+//! ```text
+//! bundle.json                      {"bundleVersion": 1, "target": TASK_ID, "tasks": [TASK_ID...]}
+//! <taskId>/task.json               the task definition, as the queue returned it
+//! <taskId>/status.json             the task status (all runs)
+//! <taskId>/artifacts/<name>        chain-of-trust.json, its signature, consumed artifacts
+//! ```
+//! The bundle is untrusted evidence: `bundle.json` only names where to look; the verifier
+//! re-derives the chain from the task definitions, and policy and keys always come from the
+//! auditor. Files are read with size caps, and any symlink below the bundle root is refused (a
+//! bundle cannot make the verifier hash `/etc/shadow` or a file that changes under it).
+
+use super::{ArtifactPath, Evidence, EvidenceReadError, FileDigest, Limits};
+use crate::ids::TaskId;
+use crate::queue::types::TaskStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+/// Name of the bundle's index file.
+pub const BUNDLE_FILE: &str = "bundle.json";
+/// Current bundle format version.
+pub const BUNDLE_VERSION: u32 = 1;
+
+/// `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleIndex {
+    /// Always [`BUNDLE_VERSION`].
+    pub bundle_version: u32,
+    /// The task the bundle is evidence for.
+    pub target: TaskId,
+    /// The tasks whose evidence the bundle holds.
+    pub tasks: Vec<TaskId>,
+    /// Where the evidence was fetched from (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_url: Option<String>,
+    /// When it was fetched (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+}
+
+/// Why a bundle cannot be opened at all (an infrastructure error for the CLI, exit 2).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {detail}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// `bundle.json` or a task file is malformed.
+    #[error("{path} is malformed: {detail}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The bundle format version is not supported.
+    #[error("unsupported bundle version {0}")]
+    Version(u32),
+}
+
+/// An opened bundle: definitions and statuses in memory, artifacts read on demand.
+#[derive(Debug)]
+pub struct Bundle {
+    root: PathBuf,
+    index: BundleIndex,
+    tasks: BTreeMap<TaskId, Value>,
+    statuses: BTreeMap<TaskId, TaskStatus>,
+}
+
+impl Bundle {
+    /// Opens the bundle at `root`. Tasks named in `bundle.json` but without `task.json` are
+    /// simply absent (the verifier reports them as missing evidence).
+    pub fn open(root: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
+        let index_path = root.join(BUNDLE_FILE);
+        let bytes = read_capped(root, Path::new(BUNDLE_FILE), limits.max_document_bytes)
+            .map_err(|e| BundleError::Read {
+                path: index_path.clone(),
+                detail: e.detail,
+            })?
+            .ok_or_else(|| BundleError::Read {
+                path: index_path.clone(),
+                detail: "not found".into(),
+            })?;
+        let index: BundleIndex =
+            serde_json::from_slice(&bytes).map_err(|e| BundleError::Malformed {
+                path: index_path.clone(),
+                detail: e.to_string(),
+            })?;
+        if index.bundle_version != BUNDLE_VERSION {
+            return Err(BundleError::Version(index.bundle_version));
+        }
+        let mut tasks = BTreeMap::new();
+        let mut statuses = BTreeMap::new();
+        for id in &index.tasks {
+            let dir = PathBuf::from(id.as_str());
+            let task_rel = dir.join("task.json");
+            if let Some(b) =
+                read_capped(root, &task_rel, limits.max_document_bytes).map_err(|e| {
+                    BundleError::Read {
+                        path: root.join(&task_rel),
+                        detail: e.detail,
+                    }
+                })?
+            {
+                let v: Value = serde_json::from_slice(&b).map_err(|e| BundleError::Malformed {
+                    path: root.join(&task_rel),
+                    detail: e.to_string(),
+                })?;
+                tasks.insert(id.clone(), v);
+            }
+            let status_rel = dir.join("status.json");
+            if let Some(b) =
+                read_capped(root, &status_rel, limits.max_document_bytes).map_err(|e| {
+                    BundleError::Read {
+                        path: root.join(&status_rel),
+                        detail: e.detail,
+                    }
+                })?
+            {
+                let s: TaskStatus =
+                    serde_json::from_slice(&b).map_err(|e| BundleError::Malformed {
+                        path: root.join(&status_rel),
+                        detail: e.to_string(),
+                    })?;
+                statuses.insert(id.clone(), s);
+            }
+        }
+        Ok(Bundle {
+            root: root.to_owned(),
+            index,
+            tasks,
+            statuses,
+        })
+    }
+
+    /// The bundle's index.
+    pub fn index(&self) -> &BundleIndex {
+        &self.index
+    }
+
+    /// The bundle directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Relative path of an artifact inside the bundle.
+    pub fn artifact_rel_path(task_id: &TaskId, name: &ArtifactPath) -> PathBuf {
+        Path::new(task_id.as_str())
+            .join("artifacts")
+            .join(name.to_relative_path())
+    }
+}
+
+impl Evidence for Bundle {
+    fn task(&self, task_id: &TaskId) -> Option<&Value> {
+        self.tasks.get(task_id)
+    }
+
+    fn status(&self, task_id: &TaskId) -> Option<&TaskStatus> {
+        self.statuses.get(task_id)
+    }
+
+    fn read(
+        &self,
+        task_id: &TaskId,
+        name: &ArtifactPath,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, EvidenceReadError> {
+        read_capped(&self.root, &Bundle::artifact_rel_path(task_id, name), max)
+    }
+
+    fn digest(
+        &self,
+        task_id: &TaskId,
+        name: &ArtifactPath,
+        max: u64,
+    ) -> Result<Option<FileDigest>, EvidenceReadError> {
+        let Some(file) = open_no_symlinks(&self.root, &Bundle::artifact_rel_path(task_id, name))?
+        else {
+            return Ok(None);
+        };
+        hash_reader(file, max).map(Some)
+    }
+}
+
+/// Streams `reader` through sha256, refusing more than `max` bytes.
+pub fn hash_reader(reader: impl Read, max: u64) -> Result<FileDigest, EvidenceReadError> {
+    let mut reader = reader.take(max.saturating_add(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| EvidenceReadError {
+            detail: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > max {
+            return Err(EvidenceReadError {
+                detail: format!("larger than {max} bytes"),
+            });
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(FileDigest {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
+/// Opens `root/rel` for reading, refusing symlinks in every component below `root` and
+/// anything but a regular file at the end. `Ok(None)` when it does not exist.
+pub fn open_no_symlinks(
+    root: &Path,
+    rel: &Path,
+) -> Result<Option<std::fs::File>, EvidenceReadError> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        let Component::Normal(part) = c else {
+            return Err(EvidenceReadError {
+                detail: format!("{} is not a plain relative path", rel.display()),
+            });
+        };
+        cur.push(part);
+        let meta = match std::fs::symlink_metadata(&cur) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(EvidenceReadError {
+                    detail: format!("{}: {e}", cur.display()),
+                });
+            }
+        };
+        if meta.file_type().is_symlink() {
+            return Err(EvidenceReadError {
+                detail: format!("{} is a symlink", cur.display()),
+            });
+        }
+        let last = i + 1 == comps.len();
+        if last && !meta.is_file() {
+            return Err(EvidenceReadError {
+                detail: format!("{} is not a regular file", cur.display()),
+            });
+        }
+    }
+    std::fs::File::open(&cur)
+        .map(Some)
+        .map_err(|e| EvidenceReadError {
+            detail: format!("{}: {e}", cur.display()),
+        })
+}
+
+fn read_capped(root: &Path, rel: &Path, max: u64) -> Result<Option<Vec<u8>>, EvidenceReadError> {
+    let Some(file) = open_no_symlinks(root, rel)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| EvidenceReadError {
+            detail: e.to_string(),
+        })?;
+    if out.len() as u64 > max {
+        return Err(EvidenceReadError {
+            detail: format!("{} is larger than {max} bytes", rel.display()),
+        });
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,596 @@
+//! Every reason a chain can fail, and which numbered check each belongs to.
+
+use super::path::UnsafePathReason;
+use crate::ids::TaskId;
+use serde::Serialize;
+use std::fmt;
+
+/// The checks the verifier runs; every failure names one (brief "verify", checks 1-8, plus the
+/// building of the chain itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Building the chain: links, queues known to the policy, cycles, depth, evidence present.
+    Chain,
+    /// 1. Latest run completed; the document matches the queue's data for that run.
+    Run,
+    /// 2. The document validates against the chain-of-trust schema.
+    Schema,
+    /// 3. The signature verifies under the trust store for the link's worker implementation.
+    Signature,
+    /// 4. Consumed artifacts are listed in the link's document and their sha256 matches.
+    Artifacts,
+    /// 5. Decision/action tasks: allowed queue, task-graph.json describes every child.
+    TaskGraph,
+    /// 6. No interactive tasks.
+    Interactive,
+    /// 7. Docker images trace to a docker-image link of the chain.
+    DockerImage,
+    /// 8. Source repositories agree; restricted scopes only from allowed repositories/branches.
+    SourceAndScopes,
+}
+
+impl Check {
+    /// Every check, in report order.
+    pub const ALL: [Check; 9] = [
+        Check::Chain,
+        Check::Run,
+        Check::Schema,
+        Check::Signature,
+        Check::Artifacts,
+        Check::TaskGraph,
+        Check::Interactive,
+        Check::DockerImage,
+        Check::SourceAndScopes,
+    ];
+
+    /// The report name (`task-graph`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Chain => "chain",
+            Check::Run => "run",
+            Check::Schema => "schema",
+            Check::Signature => "signature",
+            Check::Artifacts => "artifacts",
+            Check::TaskGraph => "task-graph",
+            Check::Interactive => "interactive",
+            Check::DockerImage => "docker-image",
+            Check::SourceAndScopes => "source-and-scopes",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a link (or the chain) failed verification.
+///
+/// Foreign errors (schema validation, signature acceptance) are carried as their rendered text in
+/// `detail`, so the report stays self-contained and serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    // ---- chain ----
+    /// The link's queue is not in the chain policy.
+    #[error(
+        "task {task_id} runs on task queue {task_queue_id}, which the chain policy does not allow"
+    )]
+    UnknownQueue {
+        /// The link.
+        task_id: TaskId,
+        /// Its queue.
+        task_queue_id: String,
+    },
+    /// A link leads back to a task already on the path.
+    #[error("cycle in the chain: {}", join_ids(path))]
+    Cycle {
+        /// The path, ending with the repeated task.
+        path: Vec<TaskId>,
+    },
+    /// The chain is deeper than the limit.
+    #[error("task {task_id} is {depth} links from the target, more than the limit of {max}")]
+    TooDeep {
+        /// The link that is too deep.
+        task_id: TaskId,
+        /// Its depth.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More links than the limit.
+    #[error("the chain has more than {max} links")]
+    TooManyLinks {
+        /// The limit.
+        max: usize,
+    },
+    /// A task of the chain is not in the evidence (its definition could not be fetched: 404).
+    #[error("task {task_id} is part of the chain but its definition is not in the evidence")]
+    MissingTask {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// The task definition cannot be read as a Taskcluster task.
+    #[error("task {task_id} has an invalid task definition: {detail}")]
+    InvalidTaskDefinition {
+        /// The task.
+        task_id: TaskId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A field that should name a task does not hold a taskId.
+    #[error("task {task_id}: {field} is not a valid taskId: {value:?}")]
+    InvalidLinkId {
+        /// The task.
+        task_id: TaskId,
+        /// Where (`payload.upstreamArtifacts[0].taskId`).
+        field: String,
+        /// The value (truncated).
+        value: String,
+    },
+    /// A non-decision task with no decision task above it.
+    #[error("task {task_id} ({kind}) has no decision task: its taskGroupId is itself")]
+    NoDecisionRoot {
+        /// The task.
+        task_id: TaskId,
+        /// Its kind.
+        kind: String,
+    },
+    /// A task lists more upstream artifacts than the limit.
+    #[error("task {task_id} lists more than {max} upstream artifacts")]
+    TooManyUpstreamArtifacts {
+        /// The task.
+        task_id: TaskId,
+        /// The limit.
+        max: usize,
+    },
+
+    // ---- 1. run ----
+    /// No status for the link in the evidence.
+    #[error("task {task_id}: no run status in the evidence")]
+    StatusMissing {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// The task's latest run did not complete.
+    #[error("task {task_id}: latest run {run_id:?} is {state}, not completed")]
+    RunNotCompleted {
+        /// The task.
+        task_id: TaskId,
+        /// The latest run, if any.
+        run_id: Option<u32>,
+        /// Its state.
+        state: String,
+    },
+    /// A document field differs from the queue's data for the run.
+    #[error("task {task_id}: chain-of-trust.json {field} is {actual}, the queue says {expected}")]
+    DocumentMismatch {
+        /// The task.
+        task_id: TaskId,
+        /// The field (`taskId`, `runId`, `workerType`, `task`, `workerGroup`, `workerId`).
+        field: String,
+        /// The queue's value.
+        expected: String,
+        /// The document's value.
+        actual: String,
+    },
+
+    // ---- 2. schema ----
+    /// The chain-of-trust document is missing (404).
+    #[error("task {task_id}: {artifact} is missing")]
+    DocumentMissing {
+        /// The task.
+        task_id: TaskId,
+        /// The artifact name.
+        artifact: String,
+    },
+    /// The document is not a valid chain-of-trust document.
+    #[error("task {task_id}: chain-of-trust.json is invalid: {detail}")]
+    DocumentInvalid {
+        /// The task.
+        task_id: TaskId,
+        /// What is wrong.
+        detail: String,
+    },
+
+    // ---- 3. signature ----
+    /// The signature artifact is missing.
+    #[error("task {task_id}: signature {artifact} is missing")]
+    SignatureMissing {
+        /// The task.
+        task_id: TaskId,
+        /// The signature artifact.
+        artifact: String,
+    },
+    /// The trust store refused the signature.
+    #[error("task {task_id}: signature refused for worker implementation {worker_impl}: {detail}")]
+    SignatureRejected {
+        /// The task.
+        task_id: TaskId,
+        /// The worker implementation whose keys were tried.
+        worker_impl: String,
+        /// The trust store's reason.
+        detail: String,
+    },
+
+    // ---- 4. artifacts ----
+    /// An artifact name is not a safe relative path.
+    #[error("task {task_id}: artifact name {path:?} is unsafe ({reason})")]
+    UnsafePath {
+        /// The task the artifact belongs to.
+        task_id: TaskId,
+        /// The name (truncated).
+        path: String,
+        /// Why.
+        reason: UnsafePathReason,
+    },
+    /// A consumed artifact is not listed in its task's document.
+    #[error("task {task_id}: {path} is consumed but not listed in its chain-of-trust.json")]
+    ArtifactNotInDocument {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The artifact.
+        path: String,
+    },
+    /// The document lists the artifact without a usable sha256.
+    #[error("task {task_id}: chain-of-trust.json lists {path} without a valid sha256")]
+    ArtifactHashInvalid {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The artifact.
+        path: String,
+    },
+    /// The artifact bytes are not in the evidence (404).
+    #[error("task {task_id}: artifact {path} is missing")]
+    ArtifactMissing {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The artifact.
+        path: String,
+    },
+    /// The artifact bytes cannot be read from the evidence.
+    #[error("task {task_id}: artifact {path} cannot be read: {detail}")]
+    ArtifactUnreadable {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The artifact.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// The bytes do not hash to the signed value.
+    #[error(
+        "task {task_id}: sha256 of {path} is {actual}, its chain-of-trust.json says {expected}"
+    )]
+    HashMismatch {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The artifact.
+        path: String,
+        /// The signed hash.
+        expected: String,
+        /// The hash of the bytes.
+        actual: String,
+    },
+
+    // ---- 5. task graph ----
+    /// A task that created other links is not on a decision or action queue.
+    #[error(
+        "task {task_id} created links of the chain but its queue {task_queue_id} is not a decision or action queue"
+    )]
+    NotDecisionQueue {
+        /// The task.
+        task_id: TaskId,
+        /// Its queue.
+        task_queue_id: String,
+    },
+    /// task-graph.json is not a JSON object of tasks.
+    #[error("task {task_id}: task-graph.json is invalid: {detail}")]
+    GraphInvalid {
+        /// The decision task.
+        task_id: TaskId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A child of a decision task is not in its graph.
+    #[error("task {task_id} is not in the task-graph.json of its decision task {decision}")]
+    TaskNotInGraph {
+        /// The child.
+        task_id: TaskId,
+        /// The decision task.
+        decision: TaskId,
+    },
+    /// A key of the task definition differs from the graph.
+    #[error(
+        "task {task_id}: {key} differs from task-graph.json of {decision}: graph {graph}, task {runtime}"
+    )]
+    GraphMismatch {
+        /// The child.
+        task_id: TaskId,
+        /// The decision task.
+        decision: TaskId,
+        /// The key.
+        key: String,
+        /// The graph's value (truncated JSON).
+        graph: String,
+        /// The runtime value (truncated JSON).
+        runtime: String,
+    },
+    /// A key present at run time but not in the graph (a reference gap we close).
+    #[error(
+        "task {task_id}: {key} is set at run time but absent from task-graph.json of {decision}"
+    )]
+    RuntimeOnlyKey {
+        /// The child.
+        task_id: TaskId,
+        /// The decision task.
+        decision: TaskId,
+        /// The key.
+        key: String,
+    },
+    /// A runtime dependency that the graph does not declare.
+    #[error("task {task_id}: dependency {dependency} is not in task-graph.json of {decision}")]
+    UnexpectedDependency {
+        /// The child.
+        task_id: TaskId,
+        /// The decision task.
+        decision: TaskId,
+        /// The extra dependency.
+        dependency: String,
+    },
+
+    // ---- 6. interactive ----
+    /// The task is (or may be) interactive.
+    #[error("task {task_id} is interactive ({indicator})")]
+    Interactive {
+        /// The task.
+        task_id: TaskId,
+        /// Which field says so.
+        indicator: String,
+    },
+
+    // ---- 7. docker images ----
+    /// The image specification cannot be understood.
+    #[error("task {task_id}: payload.image is not understood: {detail}")]
+    BadImage {
+        /// The task.
+        task_id: TaskId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A task-image whose task is not a docker-image link.
+    #[error("task {task_id}: image task {image_task} is not on a docker-image queue")]
+    ImageTaskNotDockerImage {
+        /// The consumer.
+        task_id: TaskId,
+        /// The image task.
+        image_task: TaskId,
+    },
+    /// `extra.chainOfTrust.inputs["docker-image"]` disagrees with `payload.image.taskId`.
+    #[error(
+        "task {task_id}: extra.chainOfTrust.inputs docker-image {declared} differs from payload.image.taskId {image_task}"
+    )]
+    ImageInputMismatch {
+        /// The consumer.
+        task_id: TaskId,
+        /// The image task.
+        image_task: TaskId,
+        /// The declared input.
+        declared: String,
+    },
+    /// The consumer's document does not record the hash of the image it ran.
+    #[error("task {task_id}: chain-of-trust.json has no environment.imageArtifactHash")]
+    ImageHashMissing {
+        /// The consumer.
+        task_id: TaskId,
+    },
+    /// The image the consumer ran is not the one the docker-image link built.
+    #[error("task {task_id}: ran image {actual}, but {image_task} lists {path} as {expected}")]
+    ImageHashMismatch {
+        /// The consumer.
+        task_id: TaskId,
+        /// The image task.
+        image_task: TaskId,
+        /// The image path.
+        path: String,
+        /// The docker-image link's hash.
+        expected: String,
+        /// The consumer's recorded hash.
+        actual: String,
+    },
+    /// An indexed or unpinned registry image in a chain with restricted scopes.
+    #[error(
+        "task {task_id} ({kind}) runs an image that no link of the chain built ({image}) while the chain uses restricted scopes"
+    )]
+    UnpinnedImage {
+        /// The task.
+        task_id: TaskId,
+        /// Its kind.
+        kind: String,
+        /// The image (truncated).
+        image: String,
+    },
+
+    // ---- 8. source and scopes ----
+    /// A `*_HEAD_REPOSITORY` variable disagrees with `metadata.source`.
+    #[error("task {task_id}: {variable}={value} does not match metadata.source {source_url}")]
+    RepositoryEnvMismatch {
+        /// The task.
+        task_id: TaskId,
+        /// The variable.
+        variable: String,
+        /// Its value.
+        value: String,
+        /// metadata.source.
+        source_url: String,
+    },
+    /// A link's repository differs from its decision task's.
+    #[error(
+        "task {task_id} comes from {repository}, its decision task {decision} from {decision_repository}"
+    )]
+    DecisionRepositoryMismatch {
+        /// The task.
+        task_id: TaskId,
+        /// Its repository.
+        repository: String,
+        /// Its decision task.
+        decision: TaskId,
+        /// The decision task's repository.
+        decision_repository: String,
+    },
+    /// More than one restricted-scope rule matches a scope.
+    #[error("scope {scope} matches more than one restricted-scope rule")]
+    AmbiguousScopeRule {
+        /// The scope.
+        scope: String,
+    },
+    /// A restricted scope used from a repository the rule does not allow.
+    #[error(
+        "restricted scope {scope}: task {task_id} comes from {repository}, which the policy does not allow for it"
+    )]
+    RestrictedScopeRepository {
+        /// The scope.
+        scope: String,
+        /// The link.
+        task_id: TaskId,
+        /// Its repository (or `unknown`).
+        repository: String,
+    },
+    /// A restricted scope used from a branch the rule does not allow.
+    #[error(
+        "restricted scope {scope}: task {task_id} comes from branch {branch}, which the policy does not allow for it"
+    )]
+    RestrictedScopeBranch {
+        /// The scope.
+        scope: String,
+        /// The link.
+        task_id: TaskId,
+        /// Its branch (or `unknown`).
+        branch: String,
+    },
+    /// A restricted scope in a chain that contains a pull-request or try-like task.
+    #[error("restricted scope {scope}: task {task_id} is untrusted ({why})")]
+    RestrictedScopeUntrusted {
+        /// The scope.
+        scope: String,
+        /// The untrusted link.
+        task_id: TaskId,
+        /// Why it is untrusted.
+        why: String,
+    },
+}
+
+fn join_ids(ids: &[TaskId]) -> String {
+    ids.iter()
+        .map(TaskId::as_str)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+impl VerifyError {
+    /// The check this failure belongs to.
+    pub fn check(&self) -> Check {
+        use VerifyError::*;
+        match self {
+            UnknownQueue { .. }
+            | Cycle { .. }
+            | TooDeep { .. }
+            | TooManyLinks { .. }
+            | MissingTask { .. }
+            | InvalidTaskDefinition { .. }
+            | InvalidLinkId { .. }
+            | NoDecisionRoot { .. }
+            | TooManyUpstreamArtifacts { .. } => Check::Chain,
+            StatusMissing { .. } | RunNotCompleted { .. } | DocumentMismatch { .. } => Check::Run,
+            DocumentMissing { .. } | DocumentInvalid { .. } => Check::Schema,
+            SignatureMissing { .. } | SignatureRejected { .. } => Check::Signature,
+            UnsafePath { .. }
+            | ArtifactNotInDocument { .. }
+            | ArtifactHashInvalid { .. }
+            | ArtifactMissing { .. }
+            | ArtifactUnreadable { .. }
+            | HashMismatch { .. } => Check::Artifacts,
+            NotDecisionQueue { .. }
+            | GraphInvalid { .. }
+            | TaskNotInGraph { .. }
+            | GraphMismatch { .. }
+            | RuntimeOnlyKey { .. }
+            | UnexpectedDependency { .. } => Check::TaskGraph,
+            Interactive { .. } => Check::Interactive,
+            BadImage { .. }
+            | ImageTaskNotDockerImage { .. }
+            | ImageInputMismatch { .. }
+            | ImageHashMissing { .. }
+            | ImageHashMismatch { .. }
+            | UnpinnedImage { .. } => Check::DockerImage,
+            RepositoryEnvMismatch { .. }
+            | DecisionRepositoryMismatch { .. }
+            | AmbiguousScopeRule { .. }
+            | RestrictedScopeRepository { .. }
+            | RestrictedScopeBranch { .. }
+            | RestrictedScopeUntrusted { .. } => Check::SourceAndScopes,
+        }
+    }
+
+    /// A stable machine-readable code (`hash-mismatch`, ...), used in the JSON report.
+    pub fn code(&self) -> &'static str {
+        use VerifyError::*;
+        match self {
+            UnknownQueue { .. } => "unknown-queue",
+            Cycle { .. } => "cycle",
+            TooDeep { .. } => "too-deep",
+            TooManyLinks { .. } => "too-many-links",
+            MissingTask { .. } => "missing-task",
+            InvalidTaskDefinition { .. } => "invalid-task-definition",
+            InvalidLinkId { .. } => "invalid-link-id",
+            NoDecisionRoot { .. } => "no-decision-root",
+            TooManyUpstreamArtifacts { .. } => "too-many-upstream-artifacts",
+            StatusMissing { .. } => "status-missing",
+            RunNotCompleted { .. } => "run-not-completed",
+            DocumentMismatch { .. } => "document-mismatch",
+            DocumentMissing { .. } => "document-missing",
+            DocumentInvalid { .. } => "document-invalid",
+            SignatureMissing { .. } => "signature-missing",
+            SignatureRejected { .. } => "signature-rejected",
+            UnsafePath { .. } => "unsafe-path",
+            ArtifactNotInDocument { .. } => "artifact-not-in-document",
+            ArtifactHashInvalid { .. } => "artifact-hash-invalid",
+            ArtifactMissing { .. } => "artifact-missing",
+            ArtifactUnreadable { .. } => "artifact-unreadable",
+            HashMismatch { .. } => "hash-mismatch",
+            NotDecisionQueue { .. } => "not-decision-queue",
+            GraphInvalid { .. } => "graph-invalid",
+            TaskNotInGraph { .. } => "task-not-in-graph",
+            GraphMismatch { .. } => "graph-mismatch",
+            RuntimeOnlyKey { .. } => "runtime-only-key",
+            UnexpectedDependency { .. } => "unexpected-dependency",
+            Interactive { .. } => "interactive",
+            BadImage { .. } => "bad-image",
+            ImageTaskNotDockerImage { .. } => "image-task-not-docker-image",
+            ImageInputMismatch { .. } => "image-input-mismatch",
+            ImageHashMissing { .. } => "image-hash-missing",
+            ImageHashMismatch { .. } => "image-hash-mismatch",
+            UnpinnedImage { .. } => "unpinned-image",
+            RepositoryEnvMismatch { .. } => "repository-env-mismatch",
+            DecisionRepositoryMismatch { .. } => "decision-repository-mismatch",
+            AmbiguousScopeRule { .. } => "ambiguous-scope-rule",
+            RestrictedScopeRepository { .. } => "restricted-scope-repository",
+            RestrictedScopeBranch { .. } => "restricted-scope-branch",
+            RestrictedScopeUntrusted { .. } => "restricted-scope-untrusted",
+        }
+    }
+}
+
+/// Shortens untrusted text placed in errors and reports.
+pub(crate) fn clip(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(MAX).collect();
+        out.push('…');
+        out
+    }
+}

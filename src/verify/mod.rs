@@ -1,0 +1,973 @@
+//! Chain-of-trust verification: the pure judge.
+//!
+//! Why it exists: before chainlock runs its script, everything upstream of the task (the
+//! decision task, the builds whose artifacts it consumes, the docker images those ran in) must
+//! be proven to be what a trusted repository asked for, run by trusted workers. This module
+//! takes the evidence ([`Evidence`]: task definitions, run statuses, chain-of-trust documents,
+//! signatures and consumed artifacts), the auditor's [`ChainPolicy`], the [`TrustStore`] and a
+//! reference time, and returns either a [`VerifiedChain`] or a [`Report`] of every failure.
+//!
+//! What it must not do: touch the network, write files or read the clock. It reads evidence
+//! through [`Evidence`] only (a bundle directory on disk is one implementation: reading files to
+//! hash them is the only IO). The worker, `chainlock verify TASK_ID` and
+//! `chainlock verify --bundle DIR` all run [`verify`]; the fetching lives in `crate::evidence`.
+//!
+//! The evidence is untrusted: the chain is re-derived here from the task definitions, never
+//! taken from a list handed over with the evidence, and every piece is bound to the others
+//! (document to run, document to task definition, artifact to the signed hash).
+//!
+//! Checks, in the order of the project brief (each failure names its check in the report):
+//! 1. run: the latest run completed; the document's taskId, runId, workerType, worker and
+//!    embedded task match the queue's data for that run;
+//! 2. schema: the document validates against the cot-v1 schema (`cot::parse_and_validate`);
+//! 3. signature: the trust store accepts the signature for the link's worker implementation
+//!    (from the policy, never from the task);
+//! 4. artifacts: every consumed artifact is listed in its task's document and hashes to it;
+//! 5. task-graph: decision/action tasks are on decision queues and their task-graph.json
+//!    describes every task they created;
+//! 6. interactive: no interactive task anywhere;
+//! 7. docker-image: images trace to a docker-image link, or are allowed prebuilt images;
+//! 8. source-and-scopes: repositories agree; restricted scopes only from allowed sources.
+
+pub mod bundle;
+pub mod chain;
+pub mod error;
+pub mod graph;
+pub mod path;
+pub mod report;
+pub mod source;
+
+pub use error::{Check, VerifyError};
+pub use path::ArtifactPath;
+pub use report::Report;
+
+use crate::chain_policy::{ChainPolicy, LinkKind, QueueRole, SignatureFormat};
+use crate::cot::{self, CotDocument};
+use crate::ids::TaskId;
+use crate::queue::types::{TaskState, TaskStatus};
+use crate::trust::{CotSignature, TrustStore};
+use chain::{Chain, ImageSpec, LinkRole, Node};
+use chrono::{DateTime, Duration, Utc};
+use error::clip;
+use report::{CheckReport, CheckStatus, EdgeReport, Finding, LinkReport};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Caps and tolerances of verification. Documented defaults via [`Limits::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest link, counted from the target (default 20, as the reference).
+    pub max_depth: usize,
+    /// Most tasks in one chain (default 500).
+    pub max_links: usize,
+    /// Most upstream artifact paths one task may list (default 1000).
+    pub max_upstream_artifacts: usize,
+    /// Largest chain-of-trust document (default 8 MiB).
+    pub max_document_bytes: u64,
+    /// Largest signature file (default 64 KiB).
+    pub max_signature_bytes: u64,
+    /// Largest task-graph.json (default 256 MiB; it is parsed in memory).
+    pub max_task_graph_bytes: u64,
+    /// Largest consumed artifact (default 16 GiB; streamed, never held in memory).
+    pub max_artifact_bytes: u64,
+    /// Most downloads in flight while fetching evidence (default 8).
+    pub max_concurrent_fetches: usize,
+    /// How far an OpenPGP signature may be dated after the run's resolution (default 5 min).
+    pub max_signature_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 20,
+            max_links: 500,
+            max_upstream_artifacts: 1000,
+            max_document_bytes: 8 * 1024 * 1024,
+            max_signature_bytes: 64 * 1024,
+            max_task_graph_bytes: 256 * 1024 * 1024,
+            max_artifact_bytes: 16 * 1024 * 1024 * 1024,
+            max_concurrent_fetches: 8,
+            max_signature_skew: Duration::minutes(5),
+        }
+    }
+}
+
+/// A file's digest as read from the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Lower-case hex sha256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a piece of evidence could not be read (distinct from "absent").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct EvidenceReadError {
+    /// What went wrong (IO error, too large, symlink).
+    pub detail: String,
+}
+
+/// Read access to the evidence of a chain. Everything returned is untrusted.
+pub trait Evidence {
+    /// The raw task definition, if the evidence has it.
+    fn task(&self, task_id: &TaskId) -> Option<&Value>;
+    /// The task's status (all runs), if the evidence has it.
+    fn status(&self, task_id: &TaskId) -> Option<&TaskStatus>;
+    /// An artifact's bytes (`Ok(None)` when absent), refusing more than `max` bytes.
+    fn read(
+        &self,
+        task_id: &TaskId,
+        name: &ArtifactPath,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, EvidenceReadError>;
+    /// An artifact's sha256 and size, streamed (`Ok(None)` when absent).
+    fn digest(
+        &self,
+        task_id: &TaskId,
+        name: &ArtifactPath,
+        max: u64,
+    ) -> Result<Option<FileDigest>, EvidenceReadError>;
+}
+
+/// How the target task is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Also verify the target's own run, document and signature (auditing a finished task).
+    /// Off in the worker, where the target is the task about to run.
+    pub check_target: bool,
+}
+
+/// One upstream artifact that passed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedFile {
+    /// The task that produced it.
+    pub task_id: TaskId,
+    /// Its name.
+    pub path: ArtifactPath,
+    /// The signed, matching sha256.
+    pub sha256: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Proof that a task's chain of trust verified. Only [`verify`] constructs it; the worker
+/// requires it to launch the script.
+#[derive(Debug, Clone)]
+pub struct VerifiedChain {
+    target: TaskId,
+    files: Vec<VerifiedFile>,
+    report: Report,
+}
+
+impl VerifiedChain {
+    /// The task whose chain this is.
+    pub fn target(&self) -> &TaskId {
+        &self.target
+    }
+
+    /// The verified upstream artifacts (what the script may consume).
+    pub fn files(&self) -> &[VerifiedFile] {
+        &self.files
+    }
+
+    /// The audit report (all checks passed).
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+}
+
+struct LinkState<'a> {
+    role: Option<QueueRole<'a>>,
+    errors: Vec<VerifyError>,
+    skipped: BTreeMap<Check, String>,
+    doc: Option<CotDocument>,
+    signer: Option<String>,
+}
+
+/// Judges the chain of `target` from `evidence`, at `now`.
+pub fn verify(
+    evidence: &dyn Evidence,
+    target: &TaskId,
+    policy: &ChainPolicy,
+    trust: &TrustStore,
+    now: DateTime<Utc>,
+    limits: &Limits,
+    mode: Mode,
+) -> Result<VerifiedChain, Box<Report>> {
+    let chain = chain::build(target, &|id| evidence.task(id), limits);
+    let mut chain_errors = chain.errors.clone();
+    for missing in &chain.unresolved {
+        chain_errors.push(VerifyError::MissingTask {
+            task_id: missing.clone(),
+        });
+    }
+
+    let mut states: BTreeMap<TaskId, LinkState<'_>> = BTreeMap::new();
+    for (id, node) in &chain.nodes {
+        let mut st = LinkState {
+            role: None,
+            errors: node.errors.clone(),
+            skipped: BTreeMap::new(),
+            doc: None,
+            signer: None,
+        };
+        if let Some(q) = node.task_queue_id() {
+            st.role = policy.queue(&q);
+            if st.role.is_none() {
+                st.errors.push(VerifyError::UnknownQueue {
+                    task_id: id.clone(),
+                    task_queue_id: clip(&q),
+                });
+            }
+        }
+        if node.parent.is_none()
+            && let Some(role) = &st.role
+            && !role.kind.is_graph_creator()
+        {
+            st.errors.push(VerifyError::NoDecisionRoot {
+                task_id: id.clone(),
+                kind: role.kind.to_string(),
+            });
+        }
+        states.insert(id.clone(), st);
+    }
+
+    // Checks 1-3: run, schema, signature.
+    for (id, node) in &chain.nodes {
+        let Some(st) = states.get_mut(id) else {
+            continue;
+        };
+        if id == target && !mode.check_target {
+            for c in [Check::Run, Check::Schema, Check::Signature] {
+                st.skipped
+                    .insert(c, "the task under verification has no document yet".into());
+            }
+            continue;
+        }
+        check_document(evidence, node, st, trust, now, limits);
+    }
+
+    // Check 4: consumed artifacts.
+    let mut files = Vec::new();
+    check_artifacts(evidence, &chain, &mut states, limits, &mut files);
+
+    // Check 5: decision and action tasks, task graphs.
+    check_graphs(evidence, &chain, &mut states, limits);
+
+    // Restricted scopes of the target decide checks 7 and 8.
+    let restricted: Vec<String> = chain
+        .nodes
+        .get(target)
+        .and_then(|n| n.def.as_ref())
+        .map(|d| {
+            d.scopes
+                .iter()
+                .filter(|s| !policy.restricted_rules_for(s).is_empty())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+
+    for (id, node) in &chain.nodes {
+        // Check 6.
+        let interactive = interactive_indicators(&node.raw);
+        // Check 7.
+        let docker = check_image(node, &states, policy, !restricted.is_empty());
+        if let Some(st) = states.get_mut(id) {
+            st.errors.extend(
+                interactive
+                    .into_iter()
+                    .map(|indicator| VerifyError::Interactive {
+                        task_id: id.clone(),
+                        indicator,
+                    }),
+            );
+            st.errors.extend(docker);
+        }
+    }
+
+    // Check 8.
+    check_sources(&chain, &mut states, policy, &restricted);
+
+    // Assemble the report.
+    let mut links = Vec::new();
+    let mut all_errors = chain_errors.clone();
+    for id in &chain.order {
+        let (Some(node), Some(st)) = (chain.nodes.get(id), states.get(id)) else {
+            continue;
+        };
+        all_errors.extend(st.errors.iter().cloned());
+        links.push(link_report(node, st, id == target));
+    }
+    let report = Report {
+        report_version: report::REPORT_VERSION,
+        target: target.clone(),
+        verified: all_errors.is_empty(),
+        reference_time: crate::queue::types::format_time(now),
+        chain_findings: chain_errors.iter().map(Finding::from).collect(),
+        links,
+        errors: all_errors,
+    };
+    if report.verified {
+        Ok(VerifiedChain {
+            target: target.clone(),
+            files,
+            report,
+        })
+    } else {
+        Err(Box::new(report))
+    }
+}
+
+fn link_report(node: &Node, st: &LinkState<'_>, is_target: bool) -> LinkReport {
+    let checks = Check::ALL
+        .iter()
+        .map(|&check| {
+            let findings: Vec<Finding> = st
+                .errors
+                .iter()
+                .filter(|e| e.check() == check)
+                .map(Finding::from)
+                .collect();
+            let (status, note) = if !findings.is_empty() {
+                (CheckStatus::Fail, None)
+            } else if let Some(n) = st.skipped.get(&check) {
+                (CheckStatus::Skipped, Some(n.clone()))
+            } else {
+                (CheckStatus::Pass, None)
+            };
+            CheckReport {
+                check,
+                status,
+                note,
+                findings,
+            }
+        })
+        .collect();
+    LinkReport {
+        task_id: node.task_id.clone(),
+        is_target,
+        depth: node.depth,
+        name: node
+            .raw
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(clip),
+        task_queue_id: node.task_queue_id().map(|q| clip(&q)),
+        worker_implementation: st.role.as_ref().map(|r| r.worker_impl.to_owned()),
+        kind: st.role.as_ref().map(|r| r.kind.to_string()),
+        signer: st.signer.clone(),
+        links: node
+            .edges
+            .iter()
+            .map(|e| EdgeReport {
+                task_id: e.to.clone(),
+                role: e.role.describe(),
+            })
+            .collect(),
+        checks,
+    }
+}
+
+fn document_path() -> ArtifactPath {
+    ArtifactPath::parse(chain::COT_DOCUMENT).expect("a constant, valid artifact name")
+}
+
+/// Checks 1-3 for one link.
+fn check_document(
+    evidence: &dyn Evidence,
+    node: &Node,
+    st: &mut LinkState<'_>,
+    trust: &TrustStore,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) {
+    let id = &node.task_id;
+    // 1. The latest run completed.
+    let status = evidence.status(id).filter(|s| &s.task_id == id);
+    let latest = status.and_then(|s| s.runs.last());
+    match (status, latest) {
+        (None, _) => st.errors.push(VerifyError::StatusMissing {
+            task_id: id.clone(),
+        }),
+        (Some(s), None) => st.errors.push(VerifyError::RunNotCompleted {
+            task_id: id.clone(),
+            run_id: None,
+            state: format!("{:?}", s.state).to_lowercase(),
+        }),
+        (Some(_), Some(run)) if run.state != TaskState::Completed => {
+            st.errors.push(VerifyError::RunNotCompleted {
+                task_id: id.clone(),
+                run_id: Some(run.run_id),
+                state: format!("{:?}", run.state).to_lowercase(),
+            })
+        }
+        _ => {}
+    }
+
+    let doc_bytes = match evidence.read(id, &document_path(), limits.max_document_bytes) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            st.errors.push(VerifyError::DocumentMissing {
+                task_id: id.clone(),
+                artifact: chain::COT_DOCUMENT.into(),
+            });
+            skip_after_document(st);
+            return;
+        }
+        Err(e) => {
+            st.errors.push(VerifyError::DocumentInvalid {
+                task_id: id.clone(),
+                detail: e.detail,
+            });
+            skip_after_document(st);
+            return;
+        }
+    };
+
+    // 3. The signature, over the exact downloaded bytes, before anything reads them.
+    let Some(role) = st.role.clone() else {
+        st.skipped.insert(
+            Check::Signature,
+            "the link's queue is not in the policy".into(),
+        );
+        st.skipped
+            .insert(Check::Schema, "the signature could not be checked".into());
+        return;
+    };
+    let sig_name = role.signature.artifact_name();
+    let sig_path = ArtifactPath::parse(sig_name).expect("a constant, valid artifact name");
+    let sig_bytes = match evidence.read(id, &sig_path, limits.max_signature_bytes) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            st.errors.push(VerifyError::SignatureMissing {
+                task_id: id.clone(),
+                artifact: sig_name.into(),
+            });
+            st.skipped
+                .insert(Check::Schema, "the signature could not be checked".into());
+            return;
+        }
+        Err(e) => {
+            st.errors.push(VerifyError::SignatureRejected {
+                task_id: id.clone(),
+                worker_impl: role.worker_impl.to_owned(),
+                detail: e.detail,
+            });
+            st.skipped
+                .insert(Check::Schema, "the signature could not be checked".into());
+            return;
+        }
+    };
+    // ed25519 signatures carry no time: judge them at the run's resolution, never later than
+    // the reference time (a resolution "in the future" is not believed).
+    let observed_at = latest.and_then(|r| r.resolved).map_or(now, |t| t.min(now));
+    let sig = match role.signature {
+        SignatureFormat::Openpgp => CotSignature::OpenPgpArmored(&sig_bytes),
+        SignatureFormat::Ed25519 => CotSignature::Ed25519Raw(&sig_bytes),
+    };
+    match trust.verify_cot_signature(
+        role.worker_impl,
+        &doc_bytes,
+        sig,
+        observed_at,
+        limits.max_signature_skew,
+    ) {
+        Ok(accepted) => {
+            st.signer = Some(format!(
+                "{} ({}, trust policy v{})",
+                accepted.key_name, accepted.key_id, accepted.policy_version
+            ));
+        }
+        Err(e) => {
+            st.errors.push(VerifyError::SignatureRejected {
+                task_id: id.clone(),
+                worker_impl: role.worker_impl.to_owned(),
+                detail: e.to_string(),
+            });
+            st.skipped
+                .insert(Check::Schema, "the signature did not verify".into());
+            return;
+        }
+    }
+
+    // 2. The schema.
+    let doc = match cot::parse_and_validate(&doc_bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            st.errors.push(VerifyError::DocumentInvalid {
+                task_id: id.clone(),
+                detail: clip(&e.to_string()),
+            });
+            return;
+        }
+    };
+
+    // 1. The document is about this task's latest run, as the queue knows it.
+    let mismatch = |field: &str, expected: String, actual: String| VerifyError::DocumentMismatch {
+        task_id: id.clone(),
+        field: field.into(),
+        expected: clip(&expected),
+        actual: clip(&actual),
+    };
+    if &doc.task_id != id {
+        st.errors
+            .push(mismatch("taskId", id.to_string(), doc.task_id.to_string()));
+    }
+    if let Some(run) = latest {
+        if doc.run_id != run.run_id {
+            st.errors.push(mismatch(
+                "runId",
+                run.run_id.to_string(),
+                doc.run_id.to_string(),
+            ));
+        }
+        if let Some(wg) = &run.worker_group
+            && wg != &doc.worker_group
+        {
+            st.errors.push(mismatch(
+                "workerGroup",
+                wg.clone(),
+                doc.worker_group.clone(),
+            ));
+        }
+        if let Some(wid) = &run.worker_id
+            && wid != &doc.worker_id
+        {
+            st.errors
+                .push(mismatch("workerId", wid.clone(), doc.worker_id.clone()));
+        }
+    }
+    if let Some(def) = &node.def {
+        if let Some(wt) = &doc.worker_type
+            && wt != &def.worker_type
+        {
+            st.errors
+                .push(mismatch("workerType", def.worker_type.clone(), wt.clone()));
+        }
+        if doc.task_worker_type() != Some(def.worker_type.as_str()) {
+            st.errors.push(mismatch(
+                "task.workerType",
+                def.worker_type.clone(),
+                doc.task_worker_type().unwrap_or("absent").to_owned(),
+            ));
+        }
+    }
+    if doc.task != node.raw {
+        st.errors.push(mismatch(
+            "task",
+            "the queue's task definition".into(),
+            "a different definition".into(),
+        ));
+    }
+    st.doc = Some(doc);
+}
+
+fn skip_after_document(st: &mut LinkState<'_>) {
+    st.skipped
+        .insert(Check::Signature, "no document to check".into());
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+struct Consumption {
+    consumer: TaskId,
+    upstream: TaskId,
+    path: String,
+    optional: bool,
+    download: bool,
+}
+
+/// Check 4.
+fn check_artifacts(
+    evidence: &dyn Evidence,
+    chain: &Chain,
+    states: &mut BTreeMap<TaskId, LinkState<'_>>,
+    limits: &Limits,
+    files: &mut Vec<VerifiedFile>,
+) {
+    let mut uses = Vec::new();
+    for (id, node) in &chain.nodes {
+        for edge in &node.edges {
+            if let LinkRole::UpstreamArtifacts { paths, optional } = &edge.role {
+                for p in paths {
+                    uses.push(Consumption {
+                        consumer: id.clone(),
+                        upstream: edge.to.clone(),
+                        path: p.clone(),
+                        optional: *optional,
+                        // Only the target's inputs are handed to our script; intermediate
+                        // links' inputs were verified by the workers that consumed them, so
+                        // here they must only be listed.
+                        download: id == &chain.target,
+                    });
+                }
+            }
+        }
+        if chain.is_parent(id) {
+            uses.push(Consumption {
+                consumer: id.clone(),
+                upstream: id.clone(),
+                path: chain::TASK_GRAPH.into(),
+                optional: false,
+                download: true,
+            });
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for u in uses {
+        let path = match ArtifactPath::parse(&u.path) {
+            Ok(p) => p,
+            Err(reason) => {
+                if let Some(st) = states.get_mut(&u.consumer) {
+                    st.errors.push(VerifyError::UnsafePath {
+                        task_id: u.upstream.clone(),
+                        path: clip(&u.path),
+                        reason,
+                    });
+                }
+                continue;
+            }
+        };
+        if !seen.insert((u.upstream.clone(), path.clone(), u.download)) {
+            continue;
+        }
+        let Some(st) = states.get_mut(&u.upstream) else {
+            continue; // missing task: reported by the chain check
+        };
+        let Some(doc) = &st.doc else {
+            if u.upstream != chain.target {
+                st.skipped.insert(
+                    Check::Artifacts,
+                    "no verified document to check artifacts against".into(),
+                );
+            }
+            continue;
+        };
+        let Some(expected) = doc.artifacts.get(path.as_str()).cloned() else {
+            if !u.optional {
+                st.errors.push(VerifyError::ArtifactNotInDocument {
+                    task_id: u.upstream.clone(),
+                    path: path.to_string(),
+                });
+            }
+            continue;
+        };
+        if !is_sha256_hex(&expected) {
+            st.errors.push(VerifyError::ArtifactHashInvalid {
+                task_id: u.upstream.clone(),
+                path: path.to_string(),
+            });
+            continue;
+        }
+        if !u.download {
+            continue;
+        }
+        match evidence.digest(&u.upstream, &path, limits.max_artifact_bytes) {
+            Ok(Some(d)) if d.sha256 == expected => files.push(VerifiedFile {
+                task_id: u.upstream.clone(),
+                path,
+                sha256: d.sha256,
+                size: d.size,
+            }),
+            Ok(Some(d)) => st.errors.push(VerifyError::HashMismatch {
+                task_id: u.upstream.clone(),
+                path: path.to_string(),
+                expected,
+                actual: d.sha256,
+            }),
+            Ok(None) => st.errors.push(VerifyError::ArtifactMissing {
+                task_id: u.upstream.clone(),
+                path: path.to_string(),
+            }),
+            Err(e) => st.errors.push(VerifyError::ArtifactUnreadable {
+                task_id: u.upstream.clone(),
+                path: path.to_string(),
+                detail: e.detail,
+            }),
+        }
+    }
+}
+
+/// Check 5.
+fn check_graphs(
+    evidence: &dyn Evidence,
+    chain: &Chain,
+    states: &mut BTreeMap<TaskId, LinkState<'_>>,
+    limits: &Limits,
+) {
+    let graph_path = chain::task_graph_path();
+    for (pid, parent) in &chain.nodes {
+        if !chain.is_parent(pid) {
+            continue;
+        }
+        let kind = states
+            .get(pid)
+            .and_then(|s| s.role.as_ref())
+            .map(|r| r.kind);
+        if let Some(k) = kind
+            && !k.is_graph_creator()
+        {
+            if let Some(st) = states.get_mut(pid) {
+                st.errors.push(VerifyError::NotDecisionQueue {
+                    task_id: pid.clone(),
+                    task_queue_id: parent.task_queue_id().unwrap_or_default(),
+                });
+            }
+            continue;
+        }
+        // The graph must be the one the decision task's signed document hashes.
+        let expected = states
+            .get(pid)
+            .and_then(|s| s.doc.as_ref())
+            .and_then(|d| d.artifacts.get(chain::TASK_GRAPH).cloned());
+        let Some(expected) = expected else {
+            if let Some(st) = states.get_mut(pid) {
+                st.skipped.insert(
+                    Check::TaskGraph,
+                    "no verified task-graph.json to compare against".into(),
+                );
+            }
+            continue;
+        };
+        let bytes = match evidence.read(pid, &graph_path, limits.max_task_graph_bytes) {
+            Ok(Some(b)) => b,
+            _ => continue, // reported by check 4
+        };
+        let actual = crate::trust::sha256_hex(&bytes);
+        if actual != expected {
+            continue; // reported by check 4
+        }
+        let graph = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) | Err(_) => {
+                if let Some(st) = states.get_mut(pid) {
+                    st.errors.push(VerifyError::GraphInvalid {
+                        task_id: pid.clone(),
+                        detail: "not a JSON object of tasks".into(),
+                    });
+                }
+                continue;
+            }
+        };
+        for child in chain.children_of(pid) {
+            let child_kind = states
+                .get(&child.task_id)
+                .and_then(|s| s.role.as_ref())
+                .map(|r| r.kind);
+            // Action tasks are created by hooks, not by the graph of their decision task.
+            if child_kind.is_some_and(LinkKind::is_graph_creator) {
+                continue;
+            }
+            let errs = graph::compare(&child.task_id, &child.raw, pid, &parent.raw, &graph);
+            if let Some(st) = states.get_mut(&child.task_id) {
+                st.errors.extend(errs);
+            }
+        }
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Check 6: every reason a task may be interactive (whatever its worker implementation).
+fn interactive_indicators(raw: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if raw
+        .pointer("/payload/features/interactive")
+        .is_some_and(truthy)
+    {
+        out.push("payload.features.interactive".into());
+    }
+    if raw
+        .pointer("/payload/env/TASKCLUSTER_INTERACTIVE")
+        .is_some_and(truthy)
+    {
+        out.push("payload.env.TASKCLUSTER_INTERACTIVE".into());
+    }
+    if raw.pointer("/payload/rdpInfo").is_some_and(truthy) {
+        out.push("payload.rdpInfo".into());
+    }
+    if let Some(scopes) = raw.get("scopes").and_then(Value::as_array) {
+        for s in scopes.iter().filter_map(Value::as_str) {
+            if s.starts_with("generic-worker:allow-rdp:") {
+                out.push(format!("scope {}", clip(s)));
+            }
+        }
+    }
+    out
+}
+
+/// Check 7.
+fn check_image(
+    node: &Node,
+    states: &BTreeMap<TaskId, LinkState<'_>>,
+    policy: &ChainPolicy,
+    restricted: bool,
+) -> Vec<VerifyError> {
+    let id = &node.task_id;
+    let kind = states.get(id).and_then(|s| s.role.as_ref()).map(|r| r.kind);
+    let kind_name = kind.map_or_else(|| "unknown".to_owned(), |k| k.to_string());
+    let danger = policy
+        .docker
+        .danger_allow_unpinned_images_with_restricted_scopes;
+    match chain::image_spec(&node.raw) {
+        ImageSpec::None => Vec::new(),
+        ImageSpec::Invalid(detail) => vec![VerifyError::BadImage {
+            task_id: id.clone(),
+            detail,
+        }],
+        ImageSpec::Indexed(ns) => {
+            if restricted && !danger {
+                vec![VerifyError::UnpinnedImage {
+                    task_id: id.clone(),
+                    kind: kind_name,
+                    image: format!("indexed-image {ns}"),
+                }]
+            } else {
+                Vec::new()
+            }
+        }
+        ImageSpec::Registry { reference, pinned } => {
+            let prebuilt_ok =
+                pinned && kind.is_some_and(|k| policy.docker.prebuilt_image_kinds.contains(&k));
+            if restricted && !prebuilt_ok && !danger {
+                vec![VerifyError::UnpinnedImage {
+                    task_id: id.clone(),
+                    kind: kind_name,
+                    image: clip(&reference),
+                }]
+            } else {
+                Vec::new()
+            }
+        }
+        ImageSpec::TaskImage {
+            task_id: image_task,
+            path,
+        } => {
+            let mut errs = Vec::new();
+            if let Some(declared) = node.raw.pointer("/extra/chainOfTrust/inputs/docker-image")
+                && declared.as_str() != Some(image_task.as_str())
+            {
+                errs.push(VerifyError::ImageInputMismatch {
+                    task_id: id.clone(),
+                    image_task: image_task.clone(),
+                    declared: clip(&declared.to_string()),
+                });
+            }
+            let image_state = states.get(&image_task);
+            let image_kind = image_state.and_then(|s| s.role.as_ref()).map(|r| r.kind);
+            if image_state.is_some() && image_kind != Some(LinkKind::DockerImage) {
+                errs.push(VerifyError::ImageTaskNotDockerImage {
+                    task_id: id.clone(),
+                    image_task: image_task.clone(),
+                });
+            }
+            // The consumer's signed document records the hash of the image it ran; it must be
+            // the hash the docker-image link's signed document lists for that artifact.
+            let Some(consumer_doc) = states.get(id).and_then(|s| s.doc.as_ref()) else {
+                return errs; // no verified document (target, or failed checks 1-3)
+            };
+            let Some(actual) = consumer_doc
+                .environment
+                .get("imageArtifactHash")
+                .and_then(Value::as_str)
+            else {
+                errs.push(VerifyError::ImageHashMissing {
+                    task_id: id.clone(),
+                });
+                return errs;
+            };
+            let Some(image_doc) = image_state.and_then(|s| s.doc.as_ref()) else {
+                return errs;
+            };
+            let expected = image_doc
+                .artifacts
+                .get(&path)
+                .map(|h| format!("sha256:{h}"));
+            if expected.as_deref() != Some(actual) {
+                errs.push(VerifyError::ImageHashMismatch {
+                    task_id: id.clone(),
+                    image_task,
+                    path: clip(&path),
+                    expected: expected.unwrap_or_else(|| "(not listed)".into()),
+                    actual: clip(actual),
+                });
+            }
+            errs
+        }
+    }
+}
+
+/// Check 8.
+fn check_sources(
+    chain: &Chain,
+    states: &mut BTreeMap<TaskId, LinkState<'_>>,
+    policy: &ChainPolicy,
+    restricted: &[String],
+) {
+    let mut infos = BTreeMap::new();
+    for (id, node) in &chain.nodes {
+        let (info, errs) = source::source_info(id, &node.raw, policy);
+        if let Some(st) = states.get_mut(id) {
+            st.errors.extend(errs);
+        }
+        infos.insert(id.clone(), info);
+    }
+    for (id, node) in &chain.nodes {
+        let Some(parent) = &node.parent else { continue };
+        let (Some(mine), Some(theirs)) = (infos.get(id), infos.get(parent)) else {
+            continue;
+        };
+        if mine.repository != theirs.repository
+            && let Some(st) = states.get_mut(id)
+        {
+            st.errors.push(VerifyError::DecisionRepositoryMismatch {
+                task_id: id.clone(),
+                repository: mine.repository.clone().unwrap_or_else(|| "unknown".into()),
+                decision: parent.clone(),
+                decision_repository: theirs
+                    .repository
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into()),
+            });
+        }
+    }
+    for scope in restricted {
+        for (id, info) in &infos {
+            let is_root = states
+                .get(id)
+                .and_then(|s| s.role.as_ref())
+                .is_some_and(|r| r.kind.is_graph_creator());
+            let errs = source::check_restricted(scope, id, info, is_root, policy);
+            let ambiguous = errs
+                .iter()
+                .any(|e| matches!(e, VerifyError::AmbiguousScopeRule { .. }));
+            let owner = if ambiguous { &chain.target } else { id };
+            if let Some(st) = states.get_mut(owner) {
+                for e in errs {
+                    if !st.errors.contains(&e) {
+                        st.errors.push(e);
+                    }
+                }
+            }
+            if ambiguous {
+                break;
+            }
+        }
+    }
+}

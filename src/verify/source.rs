@@ -1,0 +1,250 @@
+//! Check 8: where each link comes from, and whether that may use restricted scopes.
+//!
+//! A task's repository is read from `metadata.source` and its `*_HEAD_REPOSITORY` variables,
+//! which must agree (same host, path prefix on component boundaries). Every link must come from
+//! the same repository as its decision task. A restricted scope (policy) is allowed only when
+//! every link of the chain comes from a repository (and branch) the rule names, and no link is
+//! a pull request or try-like. "Try-like" and "pull request" are policy data, not hard-coded
+//! names; the reference's substring test for `try` is deliberately not reproduced.
+
+use super::error::{VerifyError, clip};
+use crate::chain_policy::{ChainPolicy, pattern_matches};
+use crate::ids::TaskId;
+use serde_json::Value;
+
+/// What a task says about its origin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceInfo {
+    /// `metadata.source`, normalised.
+    pub source: Option<String>,
+    /// Repository URL, normalised (from `*_HEAD_REPOSITORY`, else the policy repository that
+    /// contains `metadata.source`); `None` when unknown.
+    pub repository: Option<String>,
+    /// Branch from `*_HEAD_BRANCH`, else a non-revision `*_HEAD_REF`.
+    pub branch: Option<String>,
+    /// Why the task is untrusted (pull request, try-like), if it is.
+    pub untrusted: Option<String>,
+}
+
+/// Normalises a repository or source URL for comparison: `git@host:path` and `ssh://` become
+/// `https://`, the host is lower-cased, `.git` and trailing `/` are dropped.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim();
+    let rest = if let Some(r) = url.strip_prefix("git@") {
+        r.replacen(':', "/", 1)
+    } else if let Some(r) = url.strip_prefix("ssh://") {
+        r.strip_prefix("git@").unwrap_or(r).to_owned()
+    } else if let Some(r) = url.strip_prefix("https://") {
+        r.to_owned()
+    } else if let Some(r) = url.strip_prefix("http://") {
+        r.to_owned()
+    } else {
+        return url.to_owned();
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((&rest, ""));
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    if path.is_empty() {
+        format!("https://{}", host.to_ascii_lowercase())
+    } else {
+        format!("https://{}/{}", host.to_ascii_lowercase(), path)
+    }
+}
+
+/// Whether `url` is `base` or below it, on path-component boundaries (both normalised).
+pub fn url_within(base: &str, url: &str) -> bool {
+    url == base
+        || url
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn env(raw: &Value) -> impl Iterator<Item = (&String, &str)> {
+    raw.pointer("/payload/env")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+}
+
+fn is_revision(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Reads a task's origin; reports `*_HEAD_REPOSITORY` values that disagree with the source.
+pub fn source_info(
+    task_id: &TaskId,
+    raw: &Value,
+    policy: &ChainPolicy,
+) -> (SourceInfo, Vec<VerifyError>) {
+    let mut errors = Vec::new();
+    let source = raw
+        .pointer("/metadata/source")
+        .and_then(Value::as_str)
+        .map(normalize_url);
+    let mut repository: Option<String> = None;
+    let mut branch = None;
+    let mut pull_request = false;
+    for (key, value) in env(raw) {
+        if key.ends_with("_HEAD_REPOSITORY") {
+            let repo = normalize_url(value);
+            let agrees = source.as_deref().is_some_and(|s| url_within(&repo, s));
+            if !agrees {
+                errors.push(VerifyError::RepositoryEnvMismatch {
+                    task_id: task_id.clone(),
+                    variable: clip(key),
+                    value: clip(value),
+                    source_url: clip(source.as_deref().unwrap_or("absent")),
+                });
+            }
+            // Several variables (a product and its sub-repository) all agree with the source;
+            // the longest is the most specific.
+            if repository.as_ref().is_none_or(|r| repo.len() > r.len()) {
+                repository = Some(repo);
+            }
+        } else if key.ends_with("_HEAD_BRANCH")
+            || (key.ends_with("_HEAD_REF") && branch.is_none() && !is_revision(value))
+        {
+            // *_HEAD_BRANCH wins over a *_HEAD_REF that names a branch rather than a revision.
+            branch = Some(value.trim_start_matches("refs/heads/").to_owned());
+        } else if key.ends_with("_PULL_REQUEST_NUMBER") && !value.is_empty() {
+            pull_request = true;
+        }
+    }
+    if repository.is_none()
+        && let Some(src) = &source
+    {
+        repository = policy
+            .repositories
+            .iter()
+            .map(|r| normalize_url(&r.url))
+            .chain(
+                policy
+                    .untrusted
+                    .repositories
+                    .iter()
+                    .map(|u| normalize_url(u)),
+            )
+            .filter(|base| url_within(base, src))
+            .max_by_key(String::len);
+    }
+
+    let tasks_for = raw.pointer("/extra/tasks_for").and_then(Value::as_str);
+    let scheduler = raw.get("schedulerId").and_then(Value::as_str);
+    let untrusted = if let Some(tf) = tasks_for.filter(|tf| {
+        policy
+            .untrusted
+            .pull_request_tasks_for
+            .iter()
+            .any(|p| p == tf)
+    }) {
+        Some(format!("pull request (tasks_for {})", clip(tf)))
+    } else if pull_request {
+        Some("pull request (*_PULL_REQUEST_NUMBER is set)".to_owned())
+    } else if let Some(s) =
+        scheduler.filter(|s| policy.untrusted.scheduler_ids.iter().any(|u| u == s))
+    {
+        Some(format!("untrusted scheduler id {}", clip(s)))
+    } else {
+        policy
+            .untrusted
+            .repositories
+            .iter()
+            .map(|u| normalize_url(u))
+            .find(|u| {
+                repository.as_deref().is_some_and(|r| url_within(u, r))
+                    || source.as_deref().is_some_and(|s| url_within(u, s))
+            })
+            .map(|u| format!("try-like repository {}", clip(&u)))
+    };
+    (
+        SourceInfo {
+            source,
+            repository,
+            branch,
+            untrusted,
+        },
+        errors,
+    )
+}
+
+/// Checks a restricted scope's rule against one link. `is_root` is true for decision and action
+/// links, whose branch must be known when the rule restricts branches.
+pub fn check_restricted(
+    scope: &str,
+    task_id: &TaskId,
+    info: &SourceInfo,
+    is_root: bool,
+    policy: &ChainPolicy,
+) -> Vec<VerifyError> {
+    let mut errors = Vec::new();
+    let rules = policy.restricted_rules_for(scope);
+    let rule = match rules.as_slice() {
+        [] => return errors,
+        [rule] => *rule,
+        _ => {
+            return vec![VerifyError::AmbiguousScopeRule {
+                scope: scope.to_owned(),
+            }];
+        }
+    };
+    if let Some(why) = &info.untrusted {
+        errors.push(VerifyError::RestrictedScopeUntrusted {
+            scope: scope.to_owned(),
+            task_id: task_id.clone(),
+            why: why.clone(),
+        });
+    }
+    let allowed = rule
+        .repositories
+        .iter()
+        .filter_map(|alias| policy.repository(alias))
+        .find(|r| info.repository.as_deref() == Some(normalize_url(&r.url).as_str()));
+    let Some(repo) = allowed else {
+        errors.push(VerifyError::RestrictedScopeRepository {
+            scope: scope.to_owned(),
+            task_id: task_id.clone(),
+            repository: info.repository.clone().unwrap_or_else(|| "unknown".into()),
+        });
+        return errors;
+    };
+    if let Some(branches) = rule.branches.as_ref().or(repo.branches.as_ref()) {
+        let ok = match &info.branch {
+            Some(b) => branches.iter().any(|p| pattern_matches(p, b)),
+            None => !is_root,
+        };
+        if !ok {
+            errors.push(VerifyError::RestrictedScopeBranch {
+                scope: scope.to_owned(),
+                task_id: task_id.clone(),
+                branch: info.branch.clone().unwrap_or_else(|| "unknown".into()),
+            });
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize_url("git@github.com:Org/Repo.git"),
+            "https://github.com/Org/Repo"
+        );
+        assert_eq!(
+            normalize_url("https://GitHub.com/org/repo/"),
+            "https://github.com/org/repo"
+        );
+        assert!(url_within(
+            "https://github.com/org/repo",
+            "https://github.com/org/repo/raw/abc/.taskcluster.yml"
+        ));
+        assert!(!url_within(
+            "https://github.com/org/repo",
+            "https://github.com/org/repo-try/raw/abc/.taskcluster.yml"
+        ));
+    }
+}

@@ -1,0 +1,1533 @@
+//! Chain-of-trust verification: a good chain built at run time (decision task with a signed
+//! task-graph.json, docker-image task, build task, target signing task), then one mutation per
+//! security check, each asserting the check and the error code it fails with. Bundle form
+//! (pure verifier) here; the online path runs against the dev queue at the end of the file.
+
+use base64::Engine as _;
+use chainlock::chain_policy::ChainPolicy;
+use chainlock::ids::TaskId;
+use chainlock::openpgp::{self, SigningKey};
+use chainlock::queue::types::{RunStatus, TaskState, TaskStatus, format_time};
+use chainlock::trust::policy::{
+    KeyType, Policy, PolicyFile, Revocation, RevocationReason, RootKey, RootRole, WorkerKey,
+};
+use chainlock::trust::{self, CotSignature, PolicyVersion, TrustPin, TrustStore};
+use chainlock::verify::bundle::Bundle;
+use chainlock::verify::{self, Check, Limits, Mode, Report, VerifiedChain};
+use chrono::{DateTime, Duration, Utc};
+use ed25519_dalek::Signer as _;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const REPO: &str = "https://github.com/example/product";
+const RESTRICTED: &str = "project:example:releng:signing:cert:release-signing";
+
+/// One reference instant for the whole test process: an hour ago, in whole seconds (OpenPGP
+/// stores seconds). Relative to the real clock so the dev queue accepts the tasks; every pure
+/// check only depends on offsets from it.
+fn t0() -> DateTime<Utc> {
+    static T0: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    *T0.get_or_init(|| {
+        let t = chainlock::clock::now() - Duration::hours(1);
+        DateTime::from_timestamp(t.timestamp(), 0).unwrap()
+    })
+}
+
+fn now() -> DateTime<Utc> {
+    t0() + Duration::hours(2)
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn ed25519_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+}
+
+/// Keys generated at run time, never committed.
+struct Keys {
+    root: SigningKey,
+    chainlock: SigningKey,
+    generic_worker: ed25519_dalek::SigningKey,
+    docker_worker: ed25519_dalek::SigningKey,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        let created = t0() - Duration::days(10);
+        Keys {
+            root: openpgp::generate_key("root <root@example.invalid>", created, None).unwrap(),
+            chainlock: openpgp::generate_key("chainlock <w@example.invalid>", created, None)
+                .unwrap(),
+            generic_worker: ed25519_key(),
+            docker_worker: ed25519_key(),
+        }
+    }
+}
+
+/// How the generic-worker key is listed in the trust store.
+#[derive(Clone)]
+struct GwKeyWindow {
+    valid_from: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
+    revocation: Option<Revocation>,
+}
+
+impl Default for GwKeyWindow {
+    fn default() -> Self {
+        GwKeyWindow {
+            valid_from: t0() - Duration::days(5),
+            valid_until: t0() + Duration::days(300),
+            revocation: None,
+        }
+    }
+}
+
+fn trust_policy_file(keys: &Keys, gw: &GwKeyWindow) -> PolicyFile {
+    let mut workers = BTreeMap::new();
+    workers.insert(
+        "chainlock".to_owned(),
+        vec![WorkerKey {
+            name: "chainlock-test".into(),
+            key_type: KeyType::Openpgp,
+            fingerprint: Some(keys.chainlock.fingerprint()),
+            cert: Some(String::from_utf8(keys.chainlock.public_cert_armored().unwrap()).unwrap()),
+            public_key: None,
+            valid_from: t0() - Duration::days(5),
+            valid_until: t0() + Duration::days(300),
+            revocation: None,
+        }],
+    );
+    workers.insert(
+        "generic-worker".to_owned(),
+        vec![WorkerKey {
+            name: "gw-test".into(),
+            key_type: KeyType::Ed25519,
+            fingerprint: None,
+            cert: None,
+            public_key: Some(b64(&keys.generic_worker.verifying_key().to_bytes())),
+            valid_from: gw.valid_from,
+            valid_until: gw.valid_until,
+            revocation: gw.revocation,
+        }],
+    );
+    workers.insert(
+        "docker-worker".to_owned(),
+        vec![WorkerKey {
+            name: "dw-test".into(),
+            key_type: KeyType::Ed25519,
+            fingerprint: None,
+            cert: None,
+            public_key: Some(b64(&keys.docker_worker.verifying_key().to_bytes())),
+            valid_from: t0() - Duration::days(5),
+            valid_until: t0() + Duration::days(300),
+            revocation: None,
+        }],
+    );
+    PolicyFile {
+        version: 1,
+        expires: t0() + Duration::days(365),
+        root: RootRole {
+            threshold: 1,
+            keys: vec![RootKey {
+                name: "root".into(),
+                fingerprint: keys.root.fingerprint(),
+                cert: String::from_utf8(keys.root.public_cert_armored().unwrap()).unwrap(),
+            }],
+        },
+        workers,
+    }
+}
+
+fn trust_store(keys: &Keys, gw: &GwKeyWindow) -> TrustStore {
+    let bytes = Policy::to_toml(&trust_policy_file(keys, gw))
+        .unwrap()
+        .into_bytes();
+    let sig = openpgp::sign_detached_armored(&keys.root, &bytes, t0() - Duration::days(1)).unwrap();
+    let pin = TrustPin {
+        version: 1,
+        sha256: trust::sha256_hex(&bytes),
+    };
+    let v = PolicyVersion {
+        source: "memory".into(),
+        bytes,
+        signatures: vec![sig],
+    };
+    TrustStore::from_versions(&pin, &[v], now(), &trust::Limits::default()).unwrap()
+}
+
+/// Writes the trust store as a `keys/` directory (for the CLI).
+fn write_keys_dir(keys: &Keys, dir: &Path) {
+    let bytes = Policy::to_toml(&trust_policy_file(keys, &GwKeyWindow::default()))
+        .unwrap()
+        .into_bytes();
+    let sig = openpgp::sign_detached_armored(&keys.root, &bytes, t0() - Duration::days(1)).unwrap();
+    std::fs::create_dir_all(dir.join("sigs")).unwrap();
+    std::fs::write(dir.join("trust.toml"), &bytes).unwrap();
+    std::fs::write(dir.join("sigs/root.asc"), sig).unwrap();
+}
+
+fn policy_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/etc/chain-policy.example.toml"
+    ))
+    .unwrap()
+}
+
+fn policy() -> ChainPolicy {
+    ChainPolicy::from_toml(&policy_text()).unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Impl {
+    GenericWorker,
+    Chainlock,
+}
+
+/// One task of the chain, as the fixture builds it.
+#[derive(Clone)]
+struct Link {
+    id: TaskId,
+    def: Value,
+    imp: Impl,
+    outputs: BTreeMap<String, Vec<u8>>,
+    environment: Value,
+    state: TaskState,
+}
+
+/// A good chain: decision D -> docker-image I -> build B -> target signing task S.
+#[derive(Clone)]
+struct Fixture {
+    d: Link,
+    i: Link,
+    b: Link,
+    s: Link,
+}
+
+fn task_def(
+    group: &TaskId,
+    worker_type: &str,
+    name: &str,
+    scopes: Vec<&str>,
+    payload: Value,
+) -> Value {
+    json!({
+        "provisionerId": "example-3",
+        "workerType": worker_type,
+        "taskQueueId": format!("example-3/{worker_type}"),
+        "schedulerId": "example-level-3",
+        "projectId": "none",
+        "taskGroupId": group.as_str(),
+        "dependencies": [],
+        "requires": "all-completed",
+        "routes": [],
+        "priority": "lowest",
+        "retries": 5,
+        "created": format_time(t0()),
+        "deadline": format_time(t0() + Duration::days(1)),
+        "expires": format_time(t0() + Duration::days(365)),
+        "scopes": scopes,
+        "payload": payload,
+        "metadata": {
+            "name": name,
+            "description": name,
+            "owner": "release@example.invalid",
+            "source": format!("{REPO}/raw/0123456789abcdef0123456789abcdef01234567/.taskcluster.yml"),
+        },
+        "tags": {},
+        "extra": {"tasks_for": "github-push"},
+    })
+}
+
+fn repo_env() -> Value {
+    json!({
+        "PRODUCT_HEAD_REPOSITORY": REPO,
+        "PRODUCT_HEAD_BRANCH": "release/1.0",
+        "PRODUCT_HEAD_REV": "0123456789abcdef0123456789abcdef01234567",
+    })
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let d_id = TaskId::generate();
+        let (i_id, b_id, s_id) = (TaskId::generate(), TaskId::generate(), TaskId::generate());
+        let image = b"docker image layers".to_vec();
+        let target = b"the build output".to_vec();
+        let d = Link {
+            id: d_id.clone(),
+            def: task_def(
+                &d_id,
+                "decision",
+                "Decision Task",
+                vec![],
+                json!({"image": format!("example/decision@sha256:{}", "ab".repeat(32)), "env": repo_env()}),
+            ),
+            imp: Impl::GenericWorker,
+            outputs: BTreeMap::new(),
+            environment: json!({"instanceType": "test"}),
+            state: TaskState::Completed,
+        };
+        let i = Link {
+            id: i_id.clone(),
+            def: task_def(
+                &d_id,
+                "images",
+                "build docker image",
+                vec![],
+                json!({"env": repo_env()}),
+            ),
+            imp: Impl::GenericWorker,
+            outputs: BTreeMap::from([("public/image.tar.zst".to_owned(), image.clone())]),
+            environment: json!({}),
+            state: TaskState::Completed,
+        };
+        let mut b_def = task_def(
+            &d_id,
+            "b-linux",
+            "build linux",
+            vec![],
+            json!({
+                "image": {"type": "task-image", "taskId": i_id.as_str(), "path": "public/image.tar.zst"},
+                "env": repo_env(),
+                "features": {"chainOfTrust": true},
+            }),
+        );
+        b_def["dependencies"] = json!([i_id.as_str()]);
+        b_def["extra"]["chainOfTrust"] = json!({"inputs": {"docker-image": i_id.as_str()}});
+        b_def["payload"]["artifacts"] =
+            json!([{"expires": format_time(t0() + Duration::days(365)), "path": "x"}]);
+        let b = Link {
+            id: b_id.clone(),
+            def: b_def,
+            imp: Impl::GenericWorker,
+            outputs: BTreeMap::from([("public/build/target.tar.gz".to_owned(), target)]),
+            environment: json!({"imageArtifactHash": format!("sha256:{}", sha256(&image))}),
+            state: TaskState::Completed,
+        };
+        let mut s_def = task_def(
+            &d_id,
+            "signing",
+            "sign the build",
+            vec![RESTRICTED],
+            json!({
+                "upstreamArtifacts": [
+                    {"taskId": b_id.as_str(), "taskType": "build", "paths": ["public/build/target.tar.gz"]}
+                ],
+                "env": repo_env(),
+            }),
+        );
+        s_def["dependencies"] = json!([b_id.as_str()]);
+        let s = Link {
+            id: s_id,
+            def: s_def,
+            imp: Impl::Chainlock,
+            outputs: BTreeMap::from([(
+                "public/build/target.tar.gz.sig".to_owned(),
+                b"sig".to_vec(),
+            )]),
+            environment: json!({}),
+            state: TaskState::Completed,
+        };
+        Fixture { d, i, b, s }
+    }
+
+    fn links(&self) -> [&Link; 4] {
+        [&self.d, &self.i, &self.b, &self.s]
+    }
+
+    fn links_mut(&mut self) -> [&mut Link; 4] {
+        [&mut self.d, &mut self.i, &mut self.b, &mut self.s]
+    }
+
+    /// The decision task's graph: its children's definitions, with one expiry written as a
+    /// relative datestamp the way taskgraph writes it.
+    fn graph(&self) -> serde_json::Map<String, Value> {
+        let mut g = serde_json::Map::new();
+        for l in [&self.i, &self.b, &self.s] {
+            let mut task = l.def.clone();
+            task["expires"] = json!({"relative-datestamp": "365 days"});
+            if task["payload"]["artifacts"][0]["expires"].is_string() {
+                task["payload"]["artifacts"][0]["expires"] =
+                    json!({"relative-datestamp": "1 year"});
+            }
+            if let Some(o) = task.as_object_mut() {
+                o.remove("taskGroupId");
+                o.remove("schedulerId");
+                o.remove("taskQueueId");
+            }
+            g.insert(
+                l.id.to_string(),
+                json!({"label": l.def["metadata"]["name"], "task": task}),
+            );
+        }
+        g
+    }
+
+    fn build(&self, keys: &Keys) -> Built {
+        self.build_with_graph(keys, |_| {})
+    }
+
+    fn build_with_graph(
+        &self,
+        keys: &Keys,
+        edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+    ) -> Built {
+        let mut graph = self.graph();
+        edit(&mut graph);
+        let mut built = Built {
+            target: self.s.id.clone(),
+            tasks: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            files: BTreeMap::new(),
+        };
+        for l in self.links() {
+            let mut outputs = l.outputs.clone();
+            if l.id == self.d.id {
+                outputs.insert(
+                    "public/task-graph.json".into(),
+                    serde_json::to_vec_pretty(&Value::Object(graph.clone())).unwrap(),
+                );
+            }
+            let artifacts: serde_json::Map<String, Value> = outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), json!({"sha256": sha256(v)})))
+                .collect();
+            let doc = json!({
+                "chainOfTrustVersion": 1,
+                "artifacts": artifacts,
+                "task": l.def,
+                "taskId": l.id.as_str(),
+                "runId": 0,
+                "workerGroup": "wg",
+                "workerId": "worker-1",
+                "workerType": l.def["workerType"],
+                "environment": l.environment,
+            });
+            let doc_bytes = serde_json::to_vec_pretty(&doc).unwrap();
+            for (k, v) in outputs {
+                built.files.insert((l.id.clone(), k), v);
+            }
+            match l.imp {
+                Impl::GenericWorker => {
+                    let sig = keys.generic_worker.sign(&doc_bytes).to_bytes().to_vec();
+                    built
+                        .files
+                        .insert((l.id.clone(), "public/chain-of-trust.json.sig".into()), sig);
+                }
+                Impl::Chainlock => {
+                    let sig = openpgp::sign_detached_armored(
+                        &keys.chainlock,
+                        &doc_bytes,
+                        t0() + Duration::minutes(59),
+                    )
+                    .unwrap();
+                    built
+                        .files
+                        .insert((l.id.clone(), "public/chain-of-trust.json.asc".into()), sig);
+                }
+            }
+            built.files.insert(
+                (l.id.clone(), "public/chain-of-trust.json".into()),
+                doc_bytes,
+            );
+            built.tasks.insert(l.id.clone(), l.def.clone());
+            built
+                .statuses
+                .insert(l.id.clone(), status(&l.id, &l.def, l.state));
+        }
+        built
+    }
+}
+
+fn status(id: &TaskId, def: &Value, state: TaskState) -> TaskStatus {
+    TaskStatus {
+        task_id: id.clone(),
+        provisioner_id: "example-3".into(),
+        worker_type: def["workerType"].as_str().unwrap().into(),
+        task_queue_id: None,
+        scheduler_id: None,
+        project_id: None,
+        task_group_id: TaskId::parse(def["taskGroupId"].as_str().unwrap()).unwrap(),
+        deadline: t0() + Duration::days(1),
+        expires: t0() + Duration::days(365),
+        retries_left: 5,
+        state,
+        runs: vec![RunStatus {
+            run_id: 0,
+            state,
+            reason_created: "scheduled".into(),
+            reason_resolved: Some("completed".into()),
+            worker_group: Some("wg".into()),
+            worker_id: Some("worker-1".into()),
+            taken_until: None,
+            scheduled: t0(),
+            started: Some(t0() + Duration::minutes(1)),
+            resolved: Some(t0() + Duration::hours(1)),
+        }],
+    }
+}
+
+/// The evidence of a chain, before it is written as a bundle.
+struct Built {
+    target: TaskId,
+    tasks: BTreeMap<TaskId, Value>,
+    statuses: BTreeMap<TaskId, TaskStatus>,
+    files: BTreeMap<(TaskId, String), Vec<u8>>,
+}
+
+impl Built {
+    fn file(&mut self, id: &TaskId, name: &str) -> &mut Vec<u8> {
+        self.files.get_mut(&(id.clone(), name.to_owned())).unwrap()
+    }
+
+    fn write(&self, dir: &Path) {
+        let index = json!({
+            "bundleVersion": 1,
+            "target": self.target.as_str(),
+            "tasks": self.tasks.keys().map(TaskId::as_str).collect::<Vec<_>>(),
+        });
+        std::fs::write(dir.join("bundle.json"), index.to_string()).unwrap();
+        for (id, def) in &self.tasks {
+            std::fs::create_dir_all(dir.join(id.as_str())).unwrap();
+            std::fs::write(dir.join(id.as_str()).join("task.json"), def.to_string()).unwrap();
+        }
+        for (id, st) in &self.statuses {
+            std::fs::create_dir_all(dir.join(id.as_str())).unwrap();
+            std::fs::write(
+                dir.join(id.as_str()).join("status.json"),
+                serde_json::to_vec(st).unwrap(),
+            )
+            .unwrap();
+        }
+        for ((id, name), bytes) in &self.files {
+            let p = dir.join(id.as_str()).join("artifacts").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+
+    fn verify_with(
+        &self,
+        trust: &TrustStore,
+        limits: &Limits,
+        mode: Mode,
+    ) -> Result<VerifiedChain, Box<Report>> {
+        let dir = tempfile::tempdir().unwrap();
+        self.write(dir.path());
+        let bundle = Bundle::open(dir.path(), limits).unwrap();
+        verify::verify(&bundle, &self.target, &policy(), trust, now(), limits, mode)
+    }
+}
+
+const WORKER: Mode = Mode {
+    check_target: false,
+};
+
+#[test]
+fn good_chain_verifies() {
+    let keys = Keys::new();
+    let trust = trust_store(&keys, &GwKeyWindow::default());
+    let fx = Fixture::new();
+    let built = fx.build(&keys);
+    let verified = match built.verify_with(&trust, &Limits::default(), WORKER) {
+        Ok(v) => v,
+        Err(r) => panic!("good chain failed:\n{}", r.to_text()),
+    };
+    let report = verified.report();
+    assert!(report.verified);
+    assert_eq!(report.links.len(), 4);
+    // The script gets the build output and the task graph, both hash-verified.
+    let mut names: Vec<_> = verified
+        .files()
+        .iter()
+        .map(|f| (f.task_id.clone(), f.path.to_string()))
+        .collect();
+    names.sort();
+    let mut want = vec![
+        (fx.b.id.clone(), "public/build/target.tar.gz".to_owned()),
+        (fx.d.id.clone(), "public/task-graph.json".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    let text = report.to_text();
+    assert!(text.contains("VERIFIED"), "{text}");
+    assert!(!text.contains("[FAIL]"), "{text}");
+
+    // The target's own document (OpenPGP, chainlock) verifies too when auditing it.
+    let audited = built
+        .verify_with(&trust, &Limits::default(), Mode { check_target: true })
+        .unwrap_or_else(|r| panic!("{}", r.to_text()));
+    let target = &audited.report().links[0];
+    assert!(target.signer.as_deref().unwrap().contains("chainlock-test"));
+}
+
+/// Builds the evidence of a mutated chain.
+type Mutation = Box<dyn Fn(&mut Fixture, &Keys) -> Built>;
+
+/// A mutation of the good chain and the check + code it must fail with.
+struct Row {
+    name: &'static str,
+    check: Check,
+    code: &'static str,
+    mode: Mode,
+    limits: Limits,
+    gw: GwKeyWindow,
+    mutate: Mutation,
+}
+
+fn row(
+    name: &'static str,
+    check: Check,
+    code: &'static str,
+    mutate: impl Fn(&mut Fixture, &Keys) -> Built + 'static,
+) -> Row {
+    Row {
+        name,
+        check,
+        code,
+        mode: WORKER,
+        limits: Limits::default(),
+        gw: GwKeyWindow::default(),
+        mutate: Box::new(mutate),
+    }
+}
+
+fn resign_gw(built: &mut Built, id: &TaskId, key: &ed25519_dalek::SigningKey) {
+    let doc = built.file(id, "public/chain-of-trust.json").clone();
+    *built.file(id, "public/chain-of-trust.json.sig") = key.sign(&doc).to_bytes().to_vec();
+}
+
+/// Edits the doc of `id` as JSON and re-signs it with the generic-worker key.
+fn edit_doc(built: &mut Built, keys: &Keys, id: &TaskId, edit: impl FnOnce(&mut Value)) {
+    let mut doc: Value =
+        serde_json::from_slice(built.file(id, "public/chain-of-trust.json")).unwrap();
+    edit(&mut doc);
+    *built.file(id, "public/chain-of-trust.json") = serde_json::to_vec_pretty(&doc).unwrap();
+    resign_gw(built, id, &keys.generic_worker);
+}
+
+fn rows() -> Vec<Row> {
+    let gw_window = |valid_until: DateTime<Utc>, revocation: Option<Revocation>| GwKeyWindow {
+        valid_until,
+        revocation,
+        ..GwKeyWindow::default()
+    };
+    vec![
+        row(
+            "tampered artifact byte",
+            Check::Artifacts,
+            "hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, "public/build/target.tar.gz")[0] ^= 1;
+                b
+            },
+        ),
+        row(
+            "tampered document",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let doc = b.file(&fx.b.id, "public/chain-of-trust.json");
+                let pos = doc.len() / 2;
+                doc[pos] ^= 0x20;
+                b
+            },
+        ),
+        row(
+            "signature by an untrusted key",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                resign_gw(&mut b, &fx.b.id, &ed25519_key());
+                b
+            },
+        ),
+        row(
+            "signature by another worker implementation's key",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                resign_gw(&mut b, &fx.b.id, &k.docker_worker);
+                b
+            },
+        ),
+        Row {
+            gw: gw_window(t0() + Duration::minutes(30), None),
+            ..row(
+                "expired key",
+                Check::Signature,
+                "signature-rejected",
+                |fx, k| fx.build(k),
+            )
+        },
+        Row {
+            gw: gw_window(
+                t0() + Duration::days(300),
+                Some(Revocation {
+                    at: t0() + Duration::minutes(30),
+                    reason: RevocationReason::Retired,
+                }),
+            ),
+            ..row(
+                "retired key",
+                Check::Signature,
+                "signature-rejected",
+                |fx, k| fx.build(k),
+            )
+        },
+        Row {
+            gw: gw_window(
+                t0() + Duration::days(300),
+                Some(Revocation {
+                    at: t0() + Duration::hours(1) + Duration::minutes(30),
+                    reason: RevocationReason::Compromised,
+                }),
+            ),
+            ..row(
+                "revoked (compromised) key, revoked after signing",
+                Check::Signature,
+                "signature-rejected",
+                |fx, k| fx.build(k),
+            )
+        },
+        row(
+            "task definition differs from the graph",
+            Check::TaskGraph,
+            "graph-mismatch",
+            |fx, k| {
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    g[&id]["task"]["payload"]["env"]["EXTRA"] = json!("injected");
+                })
+            },
+        ),
+        row(
+            "task missing from the graph",
+            Check::TaskGraph,
+            "task-not-in-graph",
+            |fx, k| {
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    g.remove(&id);
+                })
+            },
+        ),
+        row(
+            "key present only at run time",
+            Check::TaskGraph,
+            "runtime-only-key",
+            |fx, k| {
+                fx.b.def["routes"] = json!(["index.project.example.latest"]);
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    g[&id]["task"].as_object_mut().unwrap().remove("routes");
+                })
+            },
+        ),
+        row(
+            "dependency absent from the graph",
+            Check::TaskGraph,
+            "unexpected-dependency",
+            |fx, k| {
+                let graph = fx.graph();
+                fx.b.def["dependencies"] = json!([fx.i.id.as_str(), TaskId::generate().as_str()]);
+                fx.build_with_graph(k, |g| *g = graph)
+            },
+        ),
+        row(
+            "decision task on a build queue",
+            Check::TaskGraph,
+            "not-decision-queue",
+            |fx, k| {
+                fx.d.def["workerType"] = json!("b-linux");
+                fx.d.def["taskQueueId"] = json!("example-3/b-linux");
+                fx.build(k)
+            },
+        ),
+        row("wrong queue", Check::Chain, "unknown-queue", |fx, k| {
+            fx.b.def["workerType"] = json!("b-unknown");
+            fx.b.def["taskQueueId"] = json!("example-3/b-unknown");
+            fx.build(k)
+        }),
+        row(
+            "interactive task",
+            Check::Interactive,
+            "interactive",
+            |fx, k| {
+                fx.b.def["payload"]["features"]["interactive"] = json!(true);
+                fx.build(k)
+            },
+        ),
+        row("rdp scope", Check::Interactive, "interactive", |fx, k| {
+            fx.i.def["scopes"] = json!(["generic-worker:allow-rdp:example-3/images"]);
+            fx.build(k)
+        }),
+        row(
+            "unpinned (indexed) image",
+            Check::DockerImage,
+            "unpinned-image",
+            |fx, k| {
+                fx.b.def["payload"]["image"] = json!({"type": "indexed-image", "namespace": "x.y", "path": "public/image.tar"});
+                fx.build(k)
+            },
+        ),
+        row(
+            "image hash not the one built",
+            Check::DockerImage,
+            "image-hash-mismatch",
+            |fx, k| {
+                fx.b.environment =
+                    json!({"imageArtifactHash": format!("sha256:{}", "0".repeat(64))});
+                fx.build(k)
+            },
+        ),
+        row(
+            "image from a non docker-image task",
+            Check::DockerImage,
+            "image-task-not-docker-image",
+            |fx, k| {
+                fx.i.def["workerType"] = json!("b-linux");
+                fx.i.def["taskQueueId"] = json!("example-3/b-linux");
+                fx.build(k)
+            },
+        ),
+        row(
+            "restricted scope from a disallowed repository",
+            Check::SourceAndScopes,
+            "restricted-scope-repository",
+            |fx, k| {
+                for l in fx.links_mut() {
+                    l.def["metadata"]["source"] =
+                        json!("https://github.com/evil/product/raw/x/.taskcluster.yml");
+                    l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
+                        json!("https://github.com/evil/product");
+                }
+                fx.build(k)
+            },
+        ),
+        row(
+            "restricted scope from a disallowed branch",
+            Check::SourceAndScopes,
+            "restricted-scope-branch",
+            |fx, k| {
+                fx.d.def["payload"]["env"]["PRODUCT_HEAD_BRANCH"] = json!("main");
+                fx.build(k)
+            },
+        ),
+        row(
+            "restricted scope from a pull request",
+            Check::SourceAndScopes,
+            "restricted-scope-untrusted",
+            |fx, k| {
+                fx.d.def["extra"]["tasks_for"] = json!("github-pull-request");
+                fx.build(k)
+            },
+        ),
+        row(
+            "link from another repository than its decision",
+            Check::SourceAndScopes,
+            "decision-repository-mismatch",
+            |fx, k| {
+                fx.i.def["metadata"]["source"] =
+                    json!("https://github.com/example/other/raw/x/.taskcluster.yml");
+                fx.i.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
+                    json!("https://github.com/example/other");
+                fx.build(k)
+            },
+        ),
+        row(
+            "head repository disagrees with metadata.source",
+            Check::SourceAndScopes,
+            "repository-env-mismatch",
+            |fx, k| {
+                fx.b.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
+                    json!("https://github.com/example/product-try");
+                fx.build(k)
+            },
+        ),
+        row("cycle", Check::Chain, "cycle", |fx, k| {
+            fx.b.def["payload"]["upstreamArtifacts"] = json!([
+                {"taskId": fx.s.id.as_str(), "paths": ["public/build/target.tar.gz.sig"]}
+            ]);
+            fx.build(k)
+        }),
+        Row {
+            limits: Limits {
+                max_depth: 1,
+                ..Limits::default()
+            },
+            ..row("depth over the limit", Check::Chain, "too-deep", |fx, k| {
+                fx.build(k)
+            })
+        },
+        row(
+            "run not completed",
+            Check::Run,
+            "run-not-completed",
+            |fx, k| {
+                fx.b.state = TaskState::Failed;
+                fx.build(k)
+            },
+        ),
+        row(
+            "document for another run",
+            Check::Run,
+            "document-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                edit_doc(&mut b, k, &fx.b.id, |d| d["runId"] = json!(1));
+                b
+            },
+        ),
+        row(
+            "document embeds another task definition",
+            Check::Run,
+            "document-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                edit_doc(&mut b, k, &fx.b.id, |d| {
+                    d["task"]["payload"]["env"]["X"] = json!("y")
+                });
+                b
+            },
+        ),
+        row(
+            "document breaks the schema",
+            Check::Schema,
+            "document-invalid",
+            |fx, k| {
+                let mut b = fx.build(k);
+                edit_doc(&mut b, k, &fx.b.id, |d| {
+                    d.as_object_mut().unwrap().remove("environment");
+                });
+                b
+            },
+        ),
+        row(
+            "consumed artifact not in the document",
+            Check::Artifacts,
+            "artifact-not-in-document",
+            |fx, k| {
+                let mut b = fx.build(k);
+                edit_doc(&mut b, k, &fx.b.id, |d| {
+                    d["artifacts"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("public/build/target.tar.gz");
+                });
+                b
+            },
+        ),
+        row(
+            "path traversal in upstreamArtifacts",
+            Check::Artifacts,
+            "unsafe-path",
+            |fx, k| {
+                fx.s.def["payload"]["upstreamArtifacts"][0]["paths"] =
+                    json!(["public/../../../etc/passwd"]);
+                fx.build(k)
+            },
+        ),
+        row(
+            "absolute path in upstreamArtifacts",
+            Check::Artifacts,
+            "unsafe-path",
+            |fx, k| {
+                fx.s.def["payload"]["upstreamArtifacts"][0]["paths"] = json!(["/etc/passwd"]);
+                fx.build(k)
+            },
+        ),
+        row(
+            "404 document",
+            Check::Schema,
+            "document-missing",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.files
+                    .remove(&(fx.b.id.clone(), "public/chain-of-trust.json".into()));
+                b
+            },
+        ),
+        row(
+            "404 signature",
+            Check::Signature,
+            "signature-missing",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.files
+                    .remove(&(fx.b.id.clone(), "public/chain-of-trust.json.sig".into()));
+                b
+            },
+        ),
+        row(
+            "404 consumed artifact",
+            Check::Artifacts,
+            "artifact-missing",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.files
+                    .remove(&(fx.b.id.clone(), "public/build/target.tar.gz".into()));
+                b
+            },
+        ),
+        row(
+            "404 task definition",
+            Check::Chain,
+            "missing-task",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.tasks.remove(&fx.i.id);
+                b
+            },
+        ),
+        row(
+            "task without a decision task",
+            Check::Chain,
+            "no-decision-root",
+            |fx, k| {
+                fx.i.def["taskGroupId"] = json!(fx.i.id.as_str());
+                fx.build(k)
+            },
+        ),
+        Row {
+            mode: Mode { check_target: true },
+            ..row(
+                "audited target signed by a generic-worker key",
+                Check::Signature,
+                "signature-missing",
+                |fx, k| {
+                    fx.s.imp = Impl::GenericWorker;
+                    fx.build(k)
+                },
+            )
+        },
+    ]
+}
+
+#[test]
+fn every_check_rejects_its_mutation() {
+    let keys = Keys::new();
+    let good_trust = trust_store(&keys, &GwKeyWindow::default());
+    let base = Fixture::new();
+    let mut failures = Vec::new();
+    for r in rows() {
+        let mut fx = base.clone();
+        let built = (r.mutate)(&mut fx, &keys);
+        let trust;
+        let trust = if r.gw.valid_until == GwKeyWindow::default().valid_until
+            && r.gw.revocation.is_none()
+        {
+            &good_trust
+        } else {
+            trust = trust_store(&keys, &r.gw);
+            &trust
+        };
+        match built.verify_with(trust, &r.limits, r.mode) {
+            Ok(_) => failures.push(format!(
+                "{}: verified, expected {} {}",
+                r.name, r.check, r.code
+            )),
+            Err(report) => {
+                let hit = report
+                    .errors
+                    .iter()
+                    .any(|e| e.check() == r.check && e.code() == r.code);
+                let text = report.to_text();
+                if !hit || !text.contains(&format!("[FAIL] {}", r.check)) {
+                    failures.push(format!(
+                        "{}: expected {} {}, got:\n{text}",
+                        r.name, r.check, r.code
+                    ));
+                }
+                assert!(!report.verified);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn soft_revocation_after_signing_keeps_old_signatures() {
+    let keys = Keys::new();
+    let trust = trust_store(
+        &keys,
+        &GwKeyWindow {
+            revocation: Some(Revocation {
+                at: t0() + Duration::hours(1) + Duration::minutes(30),
+                reason: RevocationReason::Superseded,
+            }),
+            ..GwKeyWindow::default()
+        },
+    );
+    let built = Fixture::new().build(&keys);
+    if let Err(r) = built.verify_with(&trust, &Limits::default(), WORKER) {
+        panic!("{}", r.to_text());
+    }
+}
+
+#[test]
+fn bundle_symlinks_are_refused() {
+    let keys = Keys::new();
+    let trust = trust_store(&keys, &GwKeyWindow::default());
+    let fx = Fixture::new();
+    let built = fx.build(&keys);
+    let dir = tempfile::tempdir().unwrap();
+    built.write(dir.path());
+    let artifact = dir
+        .path()
+        .join(fx.b.id.as_str())
+        .join("artifacts/public/build/target.tar.gz");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::rename(&artifact, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &artifact).unwrap();
+    let bundle = Bundle::open(dir.path(), &Limits::default()).unwrap();
+    let report = verify::verify(
+        &bundle,
+        &fx.s.id,
+        &policy(),
+        &trust,
+        now(),
+        &Limits::default(),
+        WORKER,
+    )
+    .unwrap_err();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.code() == "artifact-unreadable"),
+        "{}",
+        report.to_text()
+    );
+}
+
+#[test]
+fn report_renders_json_and_dot() {
+    let keys = Keys::new();
+    let trust = trust_store(&keys, &GwKeyWindow::default());
+    let fx = Fixture::new();
+    let mut built = fx.build(&keys);
+    built.file(&fx.b.id, "public/build/target.tar.gz")[0] ^= 1;
+    let report = built
+        .verify_with(&trust, &Limits::default(), WORKER)
+        .unwrap_err();
+    let json: Value = serde_json::from_str(&report.to_json()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/verify-report.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&json), "{json}");
+    assert_eq!(json["verified"], json!(false));
+    let dot = report.to_dot();
+    assert!(dot.starts_with("digraph"));
+    assert!(dot.contains(&format!("\"{}\" [label=", fx.b.id)));
+    assert!(dot.contains("color=red"));
+}
+
+/// The scriptworker ed25519 known-answer vectors go through the same acceptance path the
+/// verifier uses (`TrustStore::verify_cot_signature`), with per-implementation isolation.
+#[test]
+fn ed25519_known_answers_verify_through_the_trust_store() {
+    let data = Path::new("/work/shared/testdata/scriptworker/tests/data/ed25519");
+    let msg = std::fs::read(data.join("foo.json")).unwrap();
+    let sig = std::fs::read(data.join("foo.json.scriptworker.sig")).unwrap();
+    let key_of = |name: &str| std::fs::read_to_string(data.join(name)).unwrap();
+    let keys = Keys::new();
+    let mut file = trust_policy_file(&keys, &GwKeyWindow::default());
+    for (imp, key) in [
+        ("scriptworker", "scriptworker_public_key"),
+        ("docker-worker", "docker-worker_public_key"),
+    ] {
+        file.workers.insert(
+            imp.into(),
+            vec![WorkerKey {
+                name: format!("{imp}-kat"),
+                key_type: KeyType::Ed25519,
+                fingerprint: None,
+                cert: None,
+                public_key: Some(key_of(key).trim().to_owned()),
+                valid_from: t0() - Duration::days(5),
+                valid_until: t0() + Duration::days(5),
+                revocation: None,
+            }],
+        );
+    }
+    let bytes = Policy::to_toml(&file).unwrap().into_bytes();
+    let root_sig = openpgp::sign_detached_armored(&keys.root, &bytes, t0()).unwrap();
+    let pin = TrustPin {
+        version: 1,
+        sha256: trust::sha256_hex(&bytes),
+    };
+    let store = TrustStore::from_versions(
+        &pin,
+        &[PolicyVersion {
+            source: "memory".into(),
+            bytes,
+            signatures: vec![root_sig],
+        }],
+        now(),
+        &trust::Limits::default(),
+    )
+    .unwrap();
+    let check = |imp: &str, m: &[u8], s: &[u8]| {
+        store.verify_cot_signature(
+            imp,
+            m,
+            CotSignature::Ed25519Raw(s),
+            t0(),
+            Duration::minutes(5),
+        )
+    };
+    assert!(check("scriptworker", &msg, &sig).is_ok());
+    assert!(check("docker-worker", &msg, &sig).is_err());
+    assert!(check("generic-worker", &msg, &sig).is_err());
+    let mut flipped = sig.clone();
+    flipped[0] ^= 1;
+    assert!(check("scriptworker", &msg, &flipped).is_err());
+    assert!(check("scriptworker", &msg, &sig[..63]).is_err());
+    assert!(check("scriptworker", &msg[..msg.len() - 1], &sig).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Online: the same chain published on the dev queue, verified by the worker API and the CLI.
+
+mod online {
+    use super::*;
+    use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+    use chainlock::evidence::{self, ChainFailure};
+    use chainlock::queue::types::{
+        ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, ExceptionReason,
+    };
+    use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+    use chainlock::secret::Secret;
+
+    const TOKEN: &str = "verify-test-admin-token";
+
+    async fn start_queue(dir: &Path) -> DevQueueHandle {
+        let clients = vec![Client {
+            client_id: "admin".into(),
+            access_token: Secret::new(TOKEN),
+            scopes: vec!["*".into()],
+        }];
+        let mut cfg = DevQueueConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_owned(), clients);
+        cfg.claim_work_timeout = std::time::Duration::from_millis(200);
+        devqueue::start(cfg).await.unwrap()
+    }
+
+    fn admin(h: &DevQueueHandle) -> QueueClient {
+        QueueClient::new(
+            h.root_url(),
+            Some(Credentials::permanent("admin", Secret::new(TOKEN))),
+            RetryPolicy::fast_for_tests(),
+        )
+        .unwrap()
+    }
+
+    async fn create_task(h: &DevQueueHandle, id: &TaskId, def: &Value) {
+        use chainlock::queue::auth::{
+            HawkRequest, authorization_header, payload_hash, random_nonce,
+        };
+        let resource = format!("/api/queue/v1/task/{id}");
+        let body = serde_json::to_vec(def).unwrap();
+        let hash = payload_hash("application/json", &body).unwrap();
+        let authz = authorization_header(
+            "admin",
+            &Secret::new(TOKEN),
+            &HawkRequest {
+                method: "PUT",
+                host: "127.0.0.1",
+                port: h.local_addr().port(),
+                resource: &resource,
+            },
+            Some(&hash),
+            None,
+            chainlock::clock::now(),
+            &random_nonce(),
+        )
+        .unwrap();
+        let resp = reqwest::Client::new()
+            .put(format!("{}{resource}", h.root_url()))
+            .header("authorization", authz)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// Creates the fixture's tasks on the dev queue, takes their stored definitions back into
+    /// the fixture (documents embed exactly what the queue stores), then runs each link as a
+    /// worker would: claim, upload outputs + signed document, complete. `skip` names artifacts
+    /// not uploaded.
+    async fn publish(h: &DevQueueHandle, fx: &mut Fixture, keys: &Keys, skip: &[(TaskId, &str)]) {
+        let q = admin(h);
+        for l in fx.links_mut() {
+            create_task(h, &l.id, &l.def).await;
+            l.def = q.task(&l.id).await.unwrap();
+        }
+        let built = fx.build(keys);
+        let tmp = tempfile::tempdir().unwrap();
+        for l in fx.links() {
+            let queue_id = format!("example-3/{}", l.def["workerType"].as_str().unwrap());
+            let req = ClaimWorkRequest {
+                worker_group: "wg".into(),
+                worker_id: "worker-1".into(),
+                tasks: 1,
+            };
+            let claim = q
+                .claim_work(&queue_id, &req)
+                .await
+                .unwrap()
+                .tasks
+                .pop()
+                .expect("task claimable");
+            assert_eq!(claim.status.task_id, l.id);
+            let tq = q.with_credentials(Credentials::from_task_credentials(&claim.credentials));
+            for ((id, name), bytes) in &built.files {
+                if id != &l.id || skip.iter().any(|(s, n)| s == id && n == name) {
+                    continue;
+                }
+                let src = tmp.path().join("upload");
+                std::fs::write(&src, bytes).unwrap();
+                let gzip = name.ends_with(".json");
+                let r = tq
+                    .create_artifact(
+                        id,
+                        0,
+                        name,
+                        &CreateArtifactRequest::S3 {
+                            expires: t0() + Duration::days(300),
+                            content_type: "application/octet-stream".into(),
+                            content_length: Some(bytes.len() as u64),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                let CreateArtifactResponse::S3 { put_url, .. } = r else {
+                    panic!("not s3")
+                };
+                tq.upload_file(&put_url, &src, "application/octet-stream", gzip)
+                    .await
+                    .unwrap();
+            }
+            tq.report_completed(&l.id, 0).await.unwrap();
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // tests run the real binary
+    async fn cli(args: Vec<String>) -> (i32, String, String) {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+                .args(&args)
+                .env_remove("TASKCLUSTER_CLIENT_ID")
+                .env_remove("TASKCLUSTER_ROOT_URL")
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .unwrap()
+    }
+
+    fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
+        x.as_ref().to_string_lossy().into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn online_worker_api_cli_and_bundle_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = start_queue(&dir.path().join("queue")).await;
+        let keys = Keys::new();
+        let keys_dir = dir.path().join("keys");
+        write_keys_dir(&keys, &keys_dir);
+        let policy_file = s(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/chain-policy.example.toml"
+        ));
+        let mut fx = Fixture::new();
+        publish(&h, &mut fx, &keys, &[]).await;
+
+        // Worker API: verified files land in cot/ with a manifest.
+        let trust = trust_store(&keys, &GwKeyWindow::default());
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let cot = work.join("cot");
+        let anon = admin(&h).anonymous();
+        let verified = evidence::fetch_and_verify(
+            &anon,
+            &fx.s.id,
+            &fx.s.def,
+            &cot,
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.log_text()));
+        assert_eq!(verified.target(), &fx.s.id);
+        let staged = cot
+            .join(fx.b.id.as_str())
+            .join("public/build/target.tar.gz");
+        assert_eq!(std::fs::read(&staged).unwrap(), b"the build output");
+        let manifest: chainlock::manifest::VerifiedManifest =
+            serde_json::from_slice(&std::fs::read(cot.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest.artifacts.len(), 2);
+        // Only cot/ is left in the work dir: the evidence staging area is gone.
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 1);
+
+        // CLI online, auditing the target's own OpenPGP-signed document as well.
+        let base = vec![
+            "verify".to_owned(),
+            fx.s.id.to_string(),
+            "--root-url".into(),
+            h.root_url().to_owned(),
+            "--policy".into(),
+            policy_file.clone(),
+            "--keys".into(),
+            s(&keys_dir),
+        ];
+        let mut args = base.clone();
+        args.extend(["--check-task".into(), "--format".into(), "json".into()]);
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        let json: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["verified"], json!(true));
+
+        // Export, then verify offline; then tamper with the bundle.
+        let bundle = dir.path().join("bundle");
+        let mut args = base.clone();
+        args.extend(["--export-bundle".into(), s(&bundle)]);
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("VERIFIED"), "{out}");
+        let offline = |fmt: &str| {
+            vec![
+                "verify".to_owned(),
+                "--bundle".into(),
+                s(&bundle),
+                "--policy".into(),
+                policy_file.clone(),
+                "--keys".into(),
+                s(&keys_dir),
+                "--format".into(),
+                fmt.into(),
+            ]
+        };
+        let (code, out, err) = cli(offline("text")).await;
+        assert_eq!(code, 0, "{out}\n{err}");
+        let artifact = bundle
+            .join(fx.b.id.as_str())
+            .join("artifacts/public/build/target.tar.gz");
+        std::fs::write(&artifact, b"the build outpuT").unwrap();
+        let (code, out, _) = cli(offline("dot")).await;
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("color=red"), "{out}");
+        let (code, out, _) = cli(offline("text")).await;
+        assert_eq!(code, 1);
+        assert!(out.contains("[FAIL] artifacts"), "{out}");
+
+        // Unreadable bundle: infrastructure (2). Missing flags: usage (64).
+        let mut args = offline("text");
+        args[2] = s(dir.path().join("no-such-bundle"));
+        assert_eq!(cli(args).await.0, 2);
+        assert_eq!(cli(vec!["verify".into()]).await.0, 64);
+        assert_eq!(cli(base[..4].to_vec()).await.0, 64);
+
+        // A 404 for a document that must exist is a verification failure (malformed-payload).
+        let mut fx404 = Fixture::new();
+        let b_id = fx404.b.id.clone();
+        publish(
+            &h,
+            &mut fx404,
+            &keys,
+            &[(b_id, "public/chain-of-trust.json")],
+        )
+        .await;
+        let cot404 = work.join("cot404");
+        let failure = evidence::fetch_and_verify(
+            &anon,
+            &fx404.s.id,
+            &fx404.s.def,
+            &cot404,
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            failure.exception_reason(),
+            ExceptionReason::MalformedPayload
+        );
+        let ChainFailure::Verification(report) = &failure else {
+            panic!("{failure}")
+        };
+        assert!(report.errors.iter().any(|e| e.code() == "document-missing"));
+        assert!(failure.log_text().contains("[FAIL] schema"));
+        assert!(!cot404.exists(), "nothing handed to the script on failure");
+        let mut args = base.clone();
+        args[1] = fx404.s.id.to_string();
+        assert_eq!(cli(args).await.0, 1);
+
+        // Queue down: infrastructure, never malformed-payload.
+        let root_url = h.root_url().to_owned();
+        h.shutdown().await;
+        let down = QueueClient::new(
+            &root_url,
+            None,
+            RetryPolicy {
+                max_attempts: 2,
+                ..RetryPolicy::fast_for_tests()
+            },
+        )
+        .unwrap();
+        let failure = evidence::fetch_and_verify(
+            &down,
+            &fx.s.id,
+            &fx.s.def,
+            &work.join("cot-down"),
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(failure, ChainFailure::Infrastructure(_)),
+            "{failure}"
+        );
+        assert_eq!(
+            failure.exception_reason(),
+            ExceptionReason::ResourceUnavailable
+        );
+        let mut args = base.clone();
+        args.extend(["--retries".into(), "0".into()]);
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 2, "{out}\n{err}");
+    }
+}
