@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod artifact_path;
 pub mod artifacts;
 pub mod chain_policy;
 pub mod cli;

@@ -758,7 +758,7 @@ impl TaskValidator {
                     c.push(at_p, Rule::UpstreamShape, "path must be a string");
                     continue;
                 };
-                match ArtifactPath::parse(s) {
+                match path::parse_input_path(s) {
                     Ok(ap) => {
                         let key = (
                             task_id.as_ref().map(|t| t.as_str().to_owned()),

@@ -6,8 +6,6 @@
 //! guarantees that no name can leave the directory it is joined to. The check is purely lexical
 //! (no filesystem access); callers that open files still refuse symlinks themselves.
 
-use std::fmt;
-
 /// Longest accepted relative path, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
 
@@ -47,73 +45,41 @@ pub enum PathError {
 }
 
 /// Checks that `path` is a plain relative path made of `/`-separated, non-empty segments that
-/// never climb out of the directory it is joined to.
+/// never climb out of the directory it is joined to ([`crate::artifact_path`]'s rule), and, for
+/// task input, names exactly one file: no glob characters.
 pub fn check_relative_path(path: &str) -> Result<(), PathError> {
-    if path.is_empty() {
-        return Err(PathError::Empty);
-    }
+    parse_input_path(path).map(|_| ())
+}
+
+/// [`check_relative_path`], returning the checked name.
+pub fn parse_input_path(path: &str) -> Result<ArtifactPath, PathError> {
+    use crate::artifact_path::UnsafePathReason as Unsafe;
     if path.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong {
             limit: MAX_PATH_BYTES,
             actual: path.len(),
         });
     }
-    if path.chars().any(char::is_control) {
-        return Err(PathError::ControlCharacter);
-    }
-    if path.contains('\\') {
-        return Err(PathError::Backslash);
-    }
-    if path.starts_with('/') {
-        return Err(PathError::Absolute);
-    }
+    let parsed = ArtifactPath::parse(path).map_err(|reason| match reason {
+        Unsafe::Empty => PathError::Empty,
+        Unsafe::Absolute => PathError::Absolute,
+        Unsafe::Backslash => PathError::Backslash,
+        Unsafe::ControlCharacter => PathError::ControlCharacter,
+        Unsafe::ParentComponent => PathError::ParentTraversal,
+        Unsafe::NonNormalComponent => PathError::EmptySegment,
+        // Covered by the explicit length check above; map conservatively all the same.
+        Unsafe::TooLong => PathError::TooLong {
+            limit: MAX_PATH_BYTES,
+            actual: path.len(),
+        },
+    })?;
     if path.contains(['*', '?', '[', ']']) {
         return Err(PathError::Glob);
     }
-    for segment in path.split('/') {
-        match segment {
-            ".." => return Err(PathError::ParentTraversal),
-            "" | "." => return Err(PathError::EmptySegment),
-            _ => {}
-        }
-    }
-    Ok(())
+    Ok(parsed)
 }
 
-/// A relative artifact path that passed [`check_relative_path`]; safe to join to a directory.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
-pub struct ArtifactPath(String);
-
-impl ArtifactPath {
-    /// Checks and wraps `path`.
-    pub fn parse(path: &str) -> Result<ArtifactPath, PathError> {
-        check_relative_path(path).map(|()| ArtifactPath(path.to_owned()))
-    }
-
-    /// The path as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The last segment (`public/build/x.zip` -> `x.zip`).
-    pub fn file_name(&self) -> &str {
-        // Checked paths have at least one non-empty segment.
-        self.0.rsplit('/').next().unwrap_or(&self.0)
-    }
-}
-
-impl fmt::Display for ArtifactPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ArtifactPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ArtifactPath({:?})", self.0)
-    }
-}
+pub use crate::artifact_path::ArtifactPath;
 
 #[cfg(test)]
 mod tests {
@@ -150,8 +116,8 @@ mod tests {
 
     #[test]
     fn file_name_is_last_segment() {
-        let p = ArtifactPath::parse("public/build/x.zip").unwrap();
+        let p = parse_input_path("public/build/x.zip").unwrap();
         assert_eq!(p.file_name(), "x.zip");
-        assert_eq!(ArtifactPath::parse("x").unwrap().file_name(), "x");
+        assert_eq!(parse_input_path("x").unwrap().file_name(), "x");
     }
 }

@@ -16,7 +16,7 @@
 
 use super::Limits;
 use super::error::{VerifyError, clip};
-use super::path::ArtifactPath;
+use crate::artifact_path::ArtifactPath;
 use crate::ids::TaskId;
 use crate::queue::types::TaskDefinition;
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! Every reason a chain can fail, and which numbered check each belongs to.
 
-use super::path::UnsafePathReason;
+use crate::artifact_path::UnsafePathReason;
 use crate::ids::TaskId;
 use serde::Serialize;
 use std::fmt;

@@ -33,12 +33,12 @@ pub mod bundle;
 pub mod chain;
 pub mod error;
 pub mod graph;
-pub mod path;
+
 pub mod report;
 pub mod source;
 
+pub use crate::artifact_path::{ArtifactPath, UnsafePathReason};
 pub use error::{Check, VerifyError};
-pub use path::ArtifactPath;
 pub use report::Report;
 
 use crate::chain_policy::{ChainPolicy, LinkKind, QueueRole, SignatureFormat};

@@ -1,7 +1,9 @@
-//! Artifact names that are safe to use as relative paths.
+//! Artifact names that are safe to use as relative paths: the one lexical path rule.
 //!
-//! Artifact names come from task payloads (`upstreamArtifacts[].paths`) and from upstream
-//! chain-of-trust documents: attacker-controlled. An [`ArtifactPath`] can only be built by
+//! Artifact names come from task payloads (`upstreamArtifacts[].paths`), from upstream
+//! chain-of-trust documents and from script configs: attacker- or operator-controlled. Every
+//! place that joins such a name to a directory or an object prefix (verification, validation,
+//! the sign and push scripts) uses this one check, so the rule cannot drift between them. An [`ArtifactPath`] can only be built by
 //! [`ArtifactPath::parse`], which refuses anything that could leave the directory it is joined
 //! to: absolute paths, `..`, `.`, empty components, backslashes, NUL and other control
 //! characters. Symlinks are a property of the file system, not of the name: the code that opens
@@ -85,6 +87,12 @@ impl ArtifactPath {
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The last component (`public/build/x.zip` -> `x.zip`).
+    pub fn file_name(&self) -> &str {
+        // A parsed name has at least one non-empty component.
+        self.0.rsplit('/').next().unwrap_or(&self.0)
     }
 
     /// The name as a relative path (only normal components, by construction).
