@@ -1335,7 +1335,11 @@ impl Material {
             }
             Script::Argv(argv) => (argv.clone(), None, sign_schema, CERT_SCOPE_PREFIX),
         };
-        let _ = (&payload_schema, scope_prefix);
+        let allowed_scope = if scope_prefix == BUCKET_SCOPE_PREFIX {
+            BUCKET_NAME
+        } else {
+            CERT_NAME
+        };
 
         let work_dir = base.join("work");
         let log_dir = base.join("logs");
@@ -1369,6 +1373,32 @@ impl Material {
         timing.insert("poll_interval_secs".into(), 1.into());
         timing.insert("backoff_max_secs".into(), 5.into());
         t.insert("timing".into(), timing.into());
+        let mut task = toml::Table::new();
+        task.insert("payload_schema".into(), path_str(&payload_schema).into());
+        task.insert("scope_prefix".into(), scope_prefix.into());
+        task.insert(
+            "allowed_scopes".into(),
+            toml::Value::Array(vec![allowed_scope.into()]),
+        );
+        t.insert("task".into(), task.into());
+        let mut cot = toml::Table::new();
+        cot.insert("signing_key".into(), path_str(&self.worker_key).into());
+        cot.insert("worker_impl".into(), CHAINLOCK_IMPL.into());
+        cot.insert("keys_dir".into(), path_str(&self.keys_dir).into());
+        cot.insert(
+            "pinned_version".into(),
+            i64::try_from(self.pin.version).unwrap_or(i64::MAX).into(),
+        );
+        cot.insert("pinned_sha256".into(), self.pin.sha256.clone().into());
+        cot.insert(
+            "state_file".into(),
+            path_str(&base.join("trust-state.json")).into(),
+        );
+        cot.insert("max_clock_skew_seconds".into(), 300.into());
+        t.insert("chain_of_trust".into(), cot.into());
+        let mut verify = toml::Table::new();
+        verify.insert("policy".into(), path_str(&self.chain_policy).into());
+        t.insert("verify".into(), verify.into());
 
         let config = base.join("worker.toml");
         let header = format!(
