@@ -10,6 +10,8 @@
 //! What it must not do: touch anything outside its data directory, or talk to anything but
 //! loopback. The demo credentials are random and die with the process.
 
+pub mod seed;
+
 use crate::cli::{DemoArgs, UsageError};
 use crate::config::Config;
 use crate::devqueue::{Client, DevQueueConfig};
