@@ -1169,6 +1169,24 @@ async fn unreachable_evidence_is_resource_unavailable_not_malformed_payload() {
     env.stop().await;
 }
 
+/// The worker's log without terminal colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn path_env() -> std::collections::HashMap<String, String> {
     std::collections::HashMap::from([(
         "PATH".to_owned(),
@@ -1297,7 +1315,10 @@ async fn trust_policy_is_reloaded_between_tasks_and_logged_per_task() {
     let second = env.create(json!({"behaviour": "ok"})).await;
     let (status, log) = worker.wait().await;
     assert!(status.success(), "{log}");
-    assert!(log.contains("previous_version=Some(1) version=2"), "{log}");
+    assert!(
+        plain(&log).contains("trust policy reloaded previous_version=Some(1) version=2"),
+        "{log}"
+    );
     assert_eq!(env.last_run(&first).await.0, TaskState::Completed);
     assert_eq!(env.last_run(&second).await.0, TaskState::Completed);
     assert!(
@@ -1344,7 +1365,14 @@ async fn invalid_policy_on_disk_stops_claims_until_a_valid_one_is_back() {
     std::fs::write(&trust_toml, &good).unwrap();
     let (status, log) = worker.wait().await;
     assert!(status.success(), "{log}");
-    assert!(log.contains("ThresholdNotMet") || log.contains("threshold"), "{log}");
+    // Refused for the tampered bytes (they no longer hash to the pinned version), then the
+    // restored policy was loaded again.
+    let log = plain(&log);
+    assert!(log.contains("is pinned"), "{log}");
+    assert!(
+        log.contains("trust policy reloaded previous_version=None version=1"),
+        "{log}"
+    );
     assert_eq!(env.last_run(&id).await.0, TaskState::Completed);
     env.stop().await;
 }
@@ -1386,7 +1414,13 @@ async fn run_as_isolates_the_script_from_the_worker_secrets() {
         "root's supplementary groups kept: {identity}"
     );
     assert_eq!(identity["probe"], "denied", "the script read the signing key");
-    assert_eq!(identity["verified"], json!([seed::BUILD_ARTIFACT]));
+    assert!(
+        identity["verified"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(seed::BUILD_ARTIFACT)),
+        "{identity}"
+    );
     assert!(
         env.artifact_names(&id)
             .await
