@@ -287,3 +287,146 @@ fn generated_worker_configs_load() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `chainlock demo`, the real binary.
+
+#[allow(clippy::disallowed_methods)] // the test runs the real binary
+fn run_demo(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+        .arg("demo")
+        .args(args)
+        .env_remove("TASKCLUSTER_CLIENT_ID")
+        .env_remove("TASKCLUSTER_ACCESS_TOKEN")
+        .env_remove("TASKCLUSTER_ROOT_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn gpg_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("gpg").is_file()))
+}
+
+#[test]
+fn demo_with_data_dir_signs_verifies_publishes_and_keeps_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("kept");
+    let (code, out, err) = run_demo(&["--data-dir".as_ref(), dir.as_os_str()]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for n in 1..=7 {
+        assert!(
+            out.contains(&format!("==> [{n}/7]")),
+            "step {n} missing:\n{out}"
+        );
+    }
+    let dir = dir.canonicalize().unwrap();
+    assert!(
+        out.contains(&format!("keeping everything in {}", dir.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("everything is kept in {}", dir.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy version 1, 2 root keys, threshold 2"),
+        "{out}"
+    );
+    // Both workers verified before running their script; both targets verify for an auditor.
+    assert_eq!(out.matches(": VERIFIED").count(), 4, "{out}");
+    assert!(!out.contains("[FAIL]"), "{out}");
+    assert!(
+        out.contains("chainlock trust store: GOOD signature by chainlock key"),
+        "{out}"
+    );
+    if gpg_installed() {
+        assert!(
+            out.contains("gpg --verify: Good signature from \"chainlock demo worker"),
+            "{out}"
+        );
+    } else {
+        assert!(out.contains("gpg: not installed, skipped"), "{out}");
+    }
+    for name in [
+        "public/build/target.tar.gz.asc",
+        "public/SHA256SUMS.asc",
+        "public/chain-of-trust.json.asc",
+        "public/manifest.json",
+    ] {
+        assert!(
+            out.contains(&format!("  {name} (s3")),
+            "{name} not uploaded:\n{out}"
+        );
+    }
+    assert_eq!(out.matches("Completed (completed)").count(), 5, "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with(&format!("everything is kept in {}", dir.display()))
+    );
+    assert!(out.contains("DEMO OK"), "{out}");
+
+    // Kept: the trust store, private keys (0600), configs, queue state, published tree.
+    let published = dir.join("published/pub/product/candidates/1.0/linux64");
+    let tarball = std::fs::read(published.join("target.tar.gz")).unwrap();
+    assert!(tarball.starts_with(&[0x1f, 0x8b]), "gzip");
+    let sig = std::fs::read_to_string(published.join("target.tar.gz.asc")).unwrap();
+    assert!(sig.starts_with("-----BEGIN PGP SIGNATURE-----"));
+    assert!(dir.join("keys/trust.toml").is_file());
+    assert!(dir.join("signing/worker.toml").is_file());
+    assert!(dir.join("push/worker.toml").is_file());
+    assert!(dir.join("chain-policy.toml").is_file());
+    assert!(
+        std::fs::read_dir(dir.join("queue"))
+            .unwrap()
+            .next()
+            .is_some()
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.join("private/chainlock-worker.key.asc"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0);
+    // The queue's secret never reaches the output or the kept configs.
+    let creds = std::fs::read_to_string(dir.join("signing/credentials.json")).unwrap();
+    let token: serde_json::Value = serde_json::from_str(&creds).unwrap();
+    let token = token["accessToken"].as_str().unwrap();
+    assert!(!out.contains(token) && !err.contains(token));
+    for cfg in ["signing/worker.toml", "push/worker.toml"] {
+        assert!(
+            !std::fs::read_to_string(dir.join(cfg))
+                .unwrap()
+                .contains(token)
+        );
+    }
+
+    // A second run into the same (now non-empty) directory is a usage error: keys are never
+    // overwritten.
+    let (code, out, err) = run_demo(&["--data-dir".as_ref(), dir.as_os_str()]);
+    assert_eq!(code, 64, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("is not empty"), "{err}");
+}
+
+#[test]
+fn demo_without_data_dir_removes_its_temporary_directory() {
+    let (code, out, err) = run_demo(&[]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("working in temporary directory"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let path = line
+        .split("temporary directory ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (removed").next())
+        .unwrap();
+    assert!(out.contains(&format!("removing {path}")), "{out}");
+    assert!(!Path::new(path).exists(), "{path} still exists");
+    assert!(out.contains("DEMO OK"), "{out}");
+}

@@ -210,7 +210,7 @@ async fn stages(
         .map(|b| b.len())
         .unwrap_or(0);
     info(&format!(
-        "build task         {} on {} ({} , {tarball} bytes)",
+        "build task         {} on {} ({}, {tarball} bytes)",
         chain.build.id,
         seed::BUILD_QUEUE,
         seed::BUILD_ARTIFACT
@@ -255,6 +255,7 @@ async fn stages(
     .await?;
     let signing_completed = show_run(client, &chain.signing.id, &signed).await?;
     *ok &= signing_completed;
+    show_worker_verdict(client, &chain.signing.id, data_dir).await;
     *ok &= audit(client, material, &chain.signing.id, data_dir).await?;
 
     // 5. Our own signature, checked with the trust store and with GnuPG.
@@ -288,6 +289,7 @@ async fn stages(
     )
     .await?;
     *ok &= show_run(client, &push.id, &pushed).await?;
+    show_worker_verdict(client, &push.id, data_dir).await;
     let published = data_dir.join("published");
     info(&format!("published tree {}:", published.display()));
     let mut files = Vec::new();
@@ -435,6 +437,35 @@ async fn show_run(
         info("see the task log: public/logs/live_backing.log");
     }
     Ok(completed)
+}
+
+/// Prints the verdict line of the worker's own verification report (`chain_of_trust.log`).
+async fn show_worker_verdict(client: &QueueClient, task_id: &TaskId, data_dir: &Path) {
+    const LOG: &str = "public/logs/chain_of_trust.log";
+    let dest = data_dir.join("worker-verdicts").join(task_id.as_str());
+    let fetched = match std::fs::create_dir_all(&dest) {
+        Ok(()) => {
+            let file = dest.join("chain_of_trust.log");
+            client
+                .anonymous()
+                .get_latest_artifact_to_file(task_id, LOG, &file, 16 * 1024 * 1024)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|_| std::fs::read_to_string(&file).map_err(|e| e.to_string()))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match fetched {
+        Ok(text) => info(&format!(
+            "worker's verification before launching the script ({LOG}): {}",
+            text.lines()
+                .find(|l| l.contains("chain of trust for task"))
+                .or_else(|| text.lines().next())
+                .unwrap_or("(empty)")
+                .trim()
+        )),
+        Err(e) => info(&format!("no {LOG}: {e}")),
+    }
 }
 
 /// Fetches the evidence of `task_id` (including its own document) into `<data>/audit/<task>`

@@ -212,13 +212,8 @@ impl TrustGuard {
         now: DateTime<Utc>,
         limits: &trust::Limits,
     ) -> Result<TrustGuard, TrustError> {
-        let store = TrustStore::load_with_state(
-            &cfg.keys_dir,
-            &cfg.pin(),
-            &cfg.state_file,
-            now,
-            limits,
-        )?;
+        let store =
+            TrustStore::load_with_state(&cfg.keys_dir, &cfg.pin(), &cfg.state_file, now, limits)?;
         Ok(TrustGuard {
             cfg: cfg.clone(),
             limits: *limits,
@@ -351,13 +346,12 @@ impl Startup {
                 check_not_readable_by(source, "/credentials/file", creds, run_as)?;
             }
         }
-        let trust = TrustGuard::load(cot, now, trust_limits).map_err(|e| {
-            StartupError::TrustStore {
+        let trust =
+            TrustGuard::load(cot, now, trust_limits).map_err(|e| StartupError::TrustStore {
                 config: source.clone(),
                 keys_dir: cot.keys_dir.clone(),
                 source: e,
-            }
-        })?;
+            })?;
         if let Some(store) = &trust.current {
             check_own_key(store, &signing_key, cot, now).map_err(|e| {
                 StartupError::KeyNotTrusted {
