@@ -698,7 +698,10 @@ policy = "chain-policy.toml"
             cot.state_file,
             Path::new("/var/lib/chainlock/trust-state.json")
         );
-        assert_eq!(c.verify.policy, Path::new("/etc/chainlock/chain-policy.toml"));
+        assert_eq!(
+            c.verify.policy,
+            Path::new("/etc/chainlock/chain-policy.toml")
+        );
         assert_eq!(cot.max_clock_skew_seconds, 300);
         assert_eq!(cot.pin().version, 1);
         assert_eq!(c.task.limits, crate::validate::Limits::default());
@@ -719,12 +722,22 @@ policy = "chain-policy.toml"
                 .map_or(GOOD.len(), |i| start + 1 + i);
             let text = format!("{}{}", &GOOD[..start], &GOOD[end..]);
             let name = section.trim_matches(['[', ']']);
-            assert_eq!(schema_pointers(&text), vec![format!("/{name}")], "{section}");
+            assert_eq!(
+                schema_pointers(&text),
+                vec![format!("/{name}")],
+                "{section}"
+            );
         }
         let table = [
             ("pinned_version = 1\n", "/chain_of_trust/pinned_version"),
-            ("signing_key = \"cot-key.asc\"\n", "/chain_of_trust/signing_key"),
-            ("allowed_scopes = [\"dep-signing\"]\n", "/task/allowed_scopes"),
+            (
+                "signing_key = \"cot-key.asc\"\n",
+                "/chain_of_trust/signing_key",
+            ),
+            (
+                "allowed_scopes = [\"dep-signing\"]\n",
+                "/task/allowed_scopes",
+            ),
             ("policy = \"chain-policy.toml\"\n", "/verify/policy"),
         ];
         for (line, pointer) in table {
@@ -767,11 +780,17 @@ policy = "chain-policy.toml"
                 vec!["/chain_of_trust/pinned_sha256"],
             ),
             (
-                GOOD.replace("worker_impl = \"chainlock\"", "worker_impl = \"Chain Lock\""),
+                GOOD.replace(
+                    "worker_impl = \"chainlock\"",
+                    "worker_impl = \"Chain Lock\"",
+                ),
                 vec!["/chain_of_trust/worker_impl"],
             ),
             (
-                GOOD.replace("allowed_scopes = [\"dep-signing\"]", "allowed_scopes = [\"*\"]"),
+                GOOD.replace(
+                    "allowed_scopes = [\"dep-signing\"]",
+                    "allowed_scopes = [\"*\"]",
+                ),
                 vec!["/task/allowed_scopes/0"],
             ),
             (
@@ -827,7 +846,10 @@ policy = "chain-policy.toml"
                 "/script/env_allowlist/1",
             ),
             (
-                GOOD.replace("/var/lib/chainlock/trust-state.json", "/var/lib/chainlock/work/s"),
+                GOOD.replace(
+                    "/var/lib/chainlock/trust-state.json",
+                    "/var/lib/chainlock/work/s",
+                ),
                 "/chain_of_trust/state_file",
             ),
         ];

@@ -7,8 +7,8 @@
 //! artifact the task consumes. Failing cases mutate that evidence.
 
 use chainlock::demo::seed::{
-    self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Link,
-    Material, SEED_RUN, SIGNING_QUEUE,
+    self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Link, Material,
+    SEED_RUN, SIGNING_QUEUE,
 };
 use chainlock::devqueue::{Client, DevQueueConfig, DevQueueHandle};
 use chainlock::ids::TaskId;
@@ -535,7 +535,10 @@ async fn completed_task_is_signed_uploads_everything_and_leaks_no_secret() {
     assert_eq!(doc.task_id, id);
     assert_eq!(doc.run_id, 0);
     assert_eq!(doc.worker_type.as_deref(), Some("signing"));
-    assert_eq!((doc.worker_group.as_str(), doc.worker_id.as_str()), ("wg", "w1"));
+    assert_eq!(
+        (doc.worker_group.as_str(), doc.worker_id.as_str()),
+        ("wg", "w1")
+    );
     assert_eq!(doc.task, env.client.task(&id).await.unwrap());
     let listed: Vec<&str> = doc.artifacts.keys().map(String::as_str).collect();
     assert_eq!(
@@ -657,7 +660,11 @@ fn gpg_verify(env: &Env, doc: &[u8], asc: &[u8]) {
         home.join("doc.json").as_os_str(),
     ]);
     assert!(verify.status.success(), "{}", stderr(&verify));
-    assert!(stderr(&verify).contains("Good signature"), "{}", stderr(&verify));
+    assert!(
+        stderr(&verify).contains("Good signature"),
+        "{}",
+        stderr(&verify)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -755,7 +762,10 @@ async fn timeout_kills_the_whole_tree() {
     assert!(log.contains("exceeded max run time of 2 seconds"), "{log}");
     // No chain-of-trust document after a timeout (as the reference).
     let names = env.artifact_names(&id).await;
-    assert!(!names.contains(&"public/chain-of-trust.json".to_owned()), "{names:?}");
+    assert!(
+        !names.contains(&"public/chain-of-trust.json".to_owned()),
+        "{names:?}"
+    );
     env.stop().await;
 }
 
@@ -950,7 +960,10 @@ async fn config_errors_exit_64_naming_the_key_and_claim_nothing() {
             "/verify/policy",
         ),
         (
-            good.replace("worker_impl = \"chainlock\"", "worker_impl = \"generic-worker\""),
+            good.replace(
+                "worker_impl = \"chainlock\"",
+                "worker_impl = \"generic-worker\"",
+            ),
             "/chain_of_trust/worker_impl",
         ),
     ];
@@ -1109,7 +1122,10 @@ async fn unreachable_evidence_is_resource_unavailable_not_malformed_payload() {
     let env = Env::new(Duration::from_secs(1200)).await;
     let marker = env.dir.join("ran");
     let (chain, tasks, mut evidence) = env
-        .prepare_chain(vec![json!({"behaviour": "ok", "marker": marker})], |_, _| {})
+        .prepare_chain(
+            vec![json!({"behaviour": "ok", "marker": marker})],
+            |_, _| {},
+        )
         .await;
     // The decision task's graph lives behind a reference artifact on a dead port: every
     // download attempt is refused at the TCP level, as when the storage is down.
@@ -1129,7 +1145,8 @@ async fn unreachable_evidence_is_resource_unavailable_not_malformed_payload() {
     let id = tasks[0].id.clone();
 
     // In-process worker: same code as the binary, with the test retry policy (fast backoff).
-    let config = chainlock::config::Config::load(&env.dir.join("worker.toml"), &path_env()).unwrap();
+    let config =
+        chainlock::config::Config::load(&env.dir.join("worker.toml"), &path_env()).unwrap();
     let options = chainlock::worker::RunOptions {
         max_tasks: Some(1),
         retry: RetryPolicy::fast_for_tests(),
@@ -1262,22 +1279,22 @@ fn publish_policy_v2(material: &Material) {
     let v1 = std::fs::read(keys.join("trust.toml")).unwrap();
     let mut file = Policy::parse(&v1).unwrap().file;
     file.version = 2;
-    let rotated =
-        chainlock::openpgp::generate_key("rotated <rotated@test.invalid>", material.valid_from, None)
-            .unwrap();
-    file.workers
-        .get_mut("chainlock")
-        .unwrap()
-        .push(WorkerKey {
-            name: "chainlock-rotated".into(),
-            key_type: KeyType::Openpgp,
-            fingerprint: Some(rotated.fingerprint()),
-            cert: Some(String::from_utf8(rotated.public_cert_armored().unwrap()).unwrap()),
-            public_key: None,
-            valid_from: material.valid_from,
-            valid_until: material.valid_until,
-            revocation: None,
-        });
+    let rotated = chainlock::openpgp::generate_key(
+        "rotated <rotated@test.invalid>",
+        material.valid_from,
+        None,
+    )
+    .unwrap();
+    file.workers.get_mut("chainlock").unwrap().push(WorkerKey {
+        name: "chainlock-rotated".into(),
+        key_type: KeyType::Openpgp,
+        fingerprint: Some(rotated.fingerprint()),
+        cert: Some(String::from_utf8(rotated.public_cert_armored().unwrap()).unwrap()),
+        public_key: None,
+        valid_from: material.valid_from,
+        valid_until: material.valid_until,
+        revocation: None,
+    });
     let v2 = Policy::to_toml(&file).unwrap().into_bytes();
     let history = chainlock::trust::history_dir(keys, 1);
     std::fs::create_dir_all(history.join("sigs")).unwrap();
@@ -1294,7 +1311,8 @@ fn publish_policy_v2(material: &Material) {
         .unwrap();
         let sig = chainlock::openpgp::sign_detached_armored(&root, &v2, now()).unwrap();
         std::fs::write(
-            keys.join("sigs").join(format!("{}.asc", root.fingerprint())),
+            keys.join("sigs")
+                .join(format!("{}.asc", root.fingerprint())),
             sig,
         )
         .unwrap();
@@ -1331,8 +1349,11 @@ async fn trust_policy_is_reloaded_between_tasks_and_logged_per_task() {
             .await
             .contains("trust policy version 2 in force")
     );
-    let report =
-        String::from_utf8(env.download(&second, "public/logs/chain_of_trust.log").await).unwrap();
+    let report = String::from_utf8(
+        env.download(&second, "public/logs/chain_of_trust.log")
+            .await,
+    )
+    .unwrap();
     assert!(report.contains("trust policy version 2"), "{report}");
     // The newest verified version is persisted: a restart cannot roll back to version 1.
     let state: Value =
@@ -1413,7 +1434,10 @@ async fn run_as_isolates_the_script_from_the_worker_secrets() {
         !identity["groups"].as_array().unwrap().contains(&json!(0)),
         "root's supplementary groups kept: {identity}"
     );
-    assert_eq!(identity["probe"], "denied", "the script read the signing key");
+    assert_eq!(
+        identity["probe"], "denied",
+        "the script read the signing key"
+    );
     assert!(
         identity["verified"]
             .as_array()

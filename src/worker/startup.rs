@@ -80,7 +80,7 @@ pub enum StartupError {
         /// The policy version in force.
         version: u64,
         /// The trust store's verdict.
-        source: SignatureError,
+        source: Box<SignatureError>,
     },
     /// `[script] run_as`: the script's user could read a secret file.
     #[error(
@@ -166,7 +166,7 @@ pub enum TrustProblem {
         /// Our worker implementation.
         worker_impl: String,
         /// Why.
-        source: SignatureError,
+        source: Box<SignatureError>,
     },
 }
 
@@ -212,13 +212,8 @@ impl TrustGuard {
         now: DateTime<Utc>,
         limits: &trust::Limits,
     ) -> Result<TrustGuard, TrustError> {
-        let store = TrustStore::load_with_state(
-            &cfg.keys_dir,
-            &cfg.pin(),
-            &cfg.state_file,
-            now,
-            limits,
-        )?;
+        let store =
+            TrustStore::load_with_state(&cfg.keys_dir, &cfg.pin(), &cfg.state_file, now, limits)?;
         Ok(TrustGuard {
             cfg: cfg.clone(),
             limits: *limits,
@@ -295,7 +290,7 @@ impl TrustGuard {
                 version: store.version(),
                 fingerprint: key.fingerprint(),
                 worker_impl: self.cfg.worker_impl.clone(),
-                source,
+                source: Box::new(source),
             });
         }
         Ok(store)
@@ -351,13 +346,12 @@ impl Startup {
                 check_not_readable_by(source, "/credentials/file", creds, run_as)?;
             }
         }
-        let trust = TrustGuard::load(cot, now, trust_limits).map_err(|e| {
-            StartupError::TrustStore {
+        let trust =
+            TrustGuard::load(cot, now, trust_limits).map_err(|e| StartupError::TrustStore {
                 config: source.clone(),
                 keys_dir: cot.keys_dir.clone(),
                 source: e,
-            }
-        })?;
+            })?;
         if let Some(store) = &trust.current {
             check_own_key(store, &signing_key, cot, now).map_err(|e| {
                 StartupError::KeyNotTrusted {
@@ -365,7 +359,7 @@ impl Startup {
                     fingerprint: signing_key.fingerprint(),
                     worker_impl: cot.worker_impl.clone(),
                     version: store.version(),
-                    source: e,
+                    source: Box::new(e),
                 }
             })?;
             tracing::info!(
