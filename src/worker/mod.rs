@@ -113,7 +113,7 @@ impl Shutdown {
 pub enum WorkerError {
     /// Something the configuration names is unusable (exit 64, nothing claimed).
     #[error(transparent)]
-    Startup(#[from] startup::StartupError),
+    Startup(Box<startup::StartupError>),
     /// The work area or log dir is unusable.
     #[error(transparent)]
     WorkDir(#[from] WorkDirError),
@@ -123,6 +123,12 @@ pub enum WorkerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+}
+
+impl From<startup::StartupError> for WorkerError {
+    fn from(e: startup::StartupError) -> Self {
+        WorkerError::Startup(Box::new(e))
+    }
 }
 
 /// State shared by the loop and the per-task jobs.

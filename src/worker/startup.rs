@@ -80,7 +80,7 @@ pub enum StartupError {
         /// The policy version in force.
         version: u64,
         /// The trust store's verdict.
-        source: SignatureError,
+        source: Box<SignatureError>,
     },
     /// `[script] run_as`: the script's user could read a secret file.
     #[error(
@@ -166,7 +166,7 @@ pub enum TrustProblem {
         /// Our worker implementation.
         worker_impl: String,
         /// Why.
-        source: SignatureError,
+        source: Box<SignatureError>,
     },
 }
 
@@ -290,7 +290,7 @@ impl TrustGuard {
                 version: store.version(),
                 fingerprint: key.fingerprint(),
                 worker_impl: self.cfg.worker_impl.clone(),
-                source,
+                source: Box::new(source),
             });
         }
         Ok(store)
@@ -359,7 +359,7 @@ impl Startup {
                     fingerprint: signing_key.fingerprint(),
                     worker_impl: cot.worker_impl.clone(),
                     version: store.version(),
-                    source: e,
+                    source: Box::new(e),
                 }
             })?;
             tracing::info!(
