@@ -182,15 +182,20 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<i32> {
         max_tasks: args.max_tasks,
         ..crate::worker::RunOptions::default()
     };
-    crate::worker::run(
+    match crate::worker::run(
         config,
         credentials,
         &crate::queue::ProcessEnv,
         options,
         shutdown,
     )
-    .await?;
-    Ok(0)
+    .await
+    {
+        Ok(_) => Ok(0),
+        // Start-up refusals are configuration errors: exit 64, nothing claimed.
+        Err(crate::worker::WorkerError::Startup(e)) => Err(UsageError(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {

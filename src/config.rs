@@ -12,13 +12,21 @@
 //!    loopback).
 //!
 //! What this module must not do: hold secrets. The permanent credentials live in a separate file
-//! (or the environment) named by `[credentials]`; this module only says where they are.
+//! (or the environment) named by `[credentials]`, the chain-of-trust signing key in the file
+//! named by `[chain_of_trust] signing_key`; this module only says where they are. Loading the
+//! files it names (payload schema, chain policy, signing key, trust store) is the worker's
+//! start-up (`crate::worker::Startup`), which fails with exit 64 too.
+//!
+//! The sections `[task]`, `[chain_of_trust]` and `[verify]` are required: a release worker that
+//! does not validate its input, verify its chain and sign its output must not start.
 //! The environment is read through [`EnvSource`], so tests use a map.
 //!
 //! **API Boundary:** the file format is operators' interface. Adding a section is one field in
 //! [`Config`] plus one property in the schema; renaming a key needs a compatibility note.
 
 use crate::queue::{Credentials, CredentialsError, EnvSource};
+use crate::trust::TrustPin;
+pub use crate::validate::TaskConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -51,6 +59,78 @@ pub struct Config {
     /// `[timing]`: claim, reclaim and backoff timing.
     #[serde(default)]
     pub timing: TimingConfig,
+    /// `[task]`: restricted input validation (payload schema, resource scope, size limits).
+    pub task: TaskConfig,
+    /// `[chain_of_trust]`: our signing key and the trust store that judges upstream signatures.
+    pub chain_of_trust: ChainOfTrustConfig,
+    /// `[verify]`: the chain-of-trust policy upstream chains are verified against.
+    pub verify: VerifyConfig,
+    /// The file this configuration was loaded from (absolute when given so); not a key.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[chain_of_trust]`: signing our own chain-of-trust document and trusting others'.
+///
+/// Every path is absolute or relative to the config file's directory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainOfTrustConfig {
+    /// The worker's OpenPGP private key (armored TSK), mode 0600 or stricter; it signs
+    /// `public/chain-of-trust.json`. Never given to the script.
+    pub signing_key: PathBuf,
+    /// Our worker implementation's name in the trust store (`chainlock`): the trust policy must
+    /// list `signing_key` under it, or start-up refuses (our documents would not verify).
+    pub worker_impl: String,
+    /// The trust store directory (`keys/`: `trust.toml`, `sigs/`, `history/`).
+    pub keys_dir: PathBuf,
+    /// The trust policy version the operator pins (the walk to the newest starts here).
+    pub pinned_version: u64,
+    /// Lower-case hex sha256 of the pinned version's exact `trust.toml` bytes.
+    pub pinned_sha256: String,
+    /// Where the newest verified version is persisted (rollback protection across restarts).
+    pub state_file: PathBuf,
+    /// How far a signature may be dated after the time it was observed (upstream signatures,
+    /// trust policy root signatures). Default 300.
+    #[serde(default = "default_max_clock_skew_seconds")]
+    pub max_clock_skew_seconds: u64,
+}
+
+fn default_max_clock_skew_seconds() -> u64 {
+    300
+}
+
+impl ChainOfTrustConfig {
+    /// The pin as the trust store takes it.
+    pub fn pin(&self) -> TrustPin {
+        TrustPin {
+            version: self.pinned_version,
+            sha256: self.pinned_sha256.clone(),
+        }
+    }
+
+    /// [`Self::max_clock_skew_seconds`] as a chrono duration (saturating).
+    pub fn max_clock_skew(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.max_clock_skew_seconds).unwrap_or(i64::MAX))
+    }
+}
+
+/// `[verify]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The chain-of-trust policy file (`etc/chain-policy.example.toml` documents one).
+    pub policy: PathBuf,
+}
+
+/// `[script.run_as]`: the uid and gid the script runs as (the worker must be root to use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
 }
 
 /// `[queue]`.
@@ -111,6 +191,10 @@ pub struct ScriptConfig {
     /// Names of worker environment variables passed through to the script. Default: none.
     #[serde(default)]
     pub env_allowlist: Vec<String>,
+    /// Run the script as this uid/gid instead of the worker's own (isolation from the signing
+    /// key and credentials). Optional; uid and gid 0 are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
 }
 
 fn default_kill_grace_secs() -> u64 {
@@ -289,6 +373,7 @@ impl Config {
                 pointer: String::new(),
                 reason: e.to_string(),
             })?;
+        config.source = path.to_owned();
         config.finalize(path, env)?;
         Ok(config)
     }
@@ -338,6 +423,26 @@ impl Config {
 
         if let Some(file) = &self.credentials.file {
             self.credentials.file = Some(base.join(file));
+        }
+        self.task.payload_schema = base.join(&self.task.payload_schema);
+        let cot = &mut self.chain_of_trust;
+        cot.signing_key = base.join(&cot.signing_key);
+        cot.keys_dir = base.join(&cot.keys_dir);
+        cot.state_file = base.join(&cot.state_file);
+        self.verify.policy = base.join(&self.verify.policy);
+        if cot.state_file.starts_with(&self.paths.work_dir) {
+            return Err(invalid(
+                "/chain_of_trust/state_file",
+                "must not be inside paths.work_dir (the work area is wiped)".into(),
+            ));
+        }
+        if let Some(run_as) = self.script.run_as
+            && (run_as.uid == 0 || run_as.gid == 0)
+        {
+            return Err(invalid(
+                "/script/run_as",
+                "uid and gid 0 would give the script root: omit run_as instead".into(),
+            ));
         }
 
         let argv0 = self
@@ -545,6 +650,22 @@ log_dir = "/var/log/chainlock"
 argv = ["sh", "-c", "true"]
 timeout_secs = 600
 env_allowlist = ["LANG"]
+
+[task]
+payload_schema = "schemas/sign.schema.json"
+scope_prefix = "project:releng:signing:cert:"
+allowed_scopes = ["dep-signing"]
+
+[chain_of_trust]
+signing_key = "cot-key.asc"
+worker_impl = "chainlock"
+keys_dir = "/etc/chainlock/keys"
+pinned_version = 1
+pinned_sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+state_file = "/var/lib/chainlock/trust-state.json"
+
+[verify]
+policy = "chain-policy.toml"
 "#;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
@@ -560,6 +681,68 @@ env_allowlist = ["LANG"]
         assert_eq!(c.timing, TimingConfig::default());
         assert_eq!(c.paths.keep_task_logs, 200);
         assert!(c.to_toml().contains("task_queue_id"));
+        assert_eq!(c.source, Path::new("/etc/chainlock/test.toml"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let c = load(GOOD).unwrap();
+        let cot = &c.chain_of_trust;
+        assert_eq!(
+            c.task.payload_schema,
+            Path::new("/etc/chainlock/schemas/sign.schema.json")
+        );
+        assert_eq!(cot.signing_key, Path::new("/etc/chainlock/cot-key.asc"));
+        assert_eq!(cot.keys_dir, Path::new("/etc/chainlock/keys"));
+        assert_eq!(
+            cot.state_file,
+            Path::new("/var/lib/chainlock/trust-state.json")
+        );
+        assert_eq!(
+            c.verify.policy,
+            Path::new("/etc/chainlock/chain-policy.toml")
+        );
+        assert_eq!(cot.max_clock_skew_seconds, 300);
+        assert_eq!(cot.pin().version, 1);
+        assert_eq!(c.task.limits, crate::validate::Limits::default());
+        assert_eq!(c.script.run_as, None);
+        // The rendered config names every section (config check output).
+        let rendered = c.to_toml();
+        for section in ["[task]", "[chain_of_trust]", "[verify]", "pinned_sha256"] {
+            assert!(rendered.contains(section), "{rendered}");
+        }
+    }
+
+    #[test]
+    fn security_sections_are_required() {
+        for section in ["[task]", "[chain_of_trust]", "[verify]"] {
+            let start = GOOD.find(section).unwrap();
+            let end = GOOD[start + 1..]
+                .find("\n[")
+                .map_or(GOOD.len(), |i| start + 1 + i);
+            let text = format!("{}{}", &GOOD[..start], &GOOD[end..]);
+            let name = section.trim_matches(['[', ']']);
+            assert_eq!(
+                schema_pointers(&text),
+                vec![format!("/{name}")],
+                "{section}"
+            );
+        }
+        let table = [
+            ("pinned_version = 1\n", "/chain_of_trust/pinned_version"),
+            (
+                "signing_key = \"cot-key.asc\"\n",
+                "/chain_of_trust/signing_key",
+            ),
+            (
+                "allowed_scopes = [\"dep-signing\"]\n",
+                "/task/allowed_scopes",
+            ),
+            ("policy = \"chain-policy.toml\"\n", "/verify/policy"),
+        ];
+        for (line, pointer) in table {
+            assert_eq!(schema_pointers(&GOOD.replace(line, "")), vec![pointer]);
+        }
     }
 
     fn schema_pointers(text: &str) -> Vec<String> {
@@ -592,6 +775,36 @@ env_allowlist = ["LANG"]
                 vec!["/script/argv"],
             ),
             (format!("{GOOD}\n[surprise]\nx = 1\n"), vec!["/surprise"]),
+            (
+                GOOD.replace("00112233", "0011223G"),
+                vec!["/chain_of_trust/pinned_sha256"],
+            ),
+            (
+                GOOD.replace(
+                    "worker_impl = \"chainlock\"",
+                    "worker_impl = \"Chain Lock\"",
+                ),
+                vec!["/chain_of_trust/worker_impl"],
+            ),
+            (
+                GOOD.replace(
+                    "allowed_scopes = [\"dep-signing\"]",
+                    "allowed_scopes = [\"*\"]",
+                ),
+                vec!["/task/allowed_scopes/0"],
+            ),
+            (
+                GOOD.replace("[verify]", "[task.limits]\nmax_tasks = 3\n\n[verify]"),
+                vec!["/task/limits/max_tasks"],
+            ),
+            (
+                GOOD.replace("[task]", "run_as = { uid = 1000 }\n\n[task]"),
+                vec!["/script/run_as/gid"],
+            ),
+            (
+                GOOD.replace("[task]", "run_as = { uid = 0, gid = 5 }\n\n[task]"),
+                vec!["/script/run_as/uid"],
+            ),
         ];
         for (text, expected) in table {
             let mut got = schema_pointers(&text);
@@ -631,6 +844,13 @@ env_allowlist = ["LANG"]
             (
                 GOOD.replace("[\"LANG\"]", "[\"LANG\", \"TASKCLUSTER_ACCESS_TOKEN\"]"),
                 "/script/env_allowlist/1",
+            ),
+            (
+                GOOD.replace(
+                    "/var/lib/chainlock/trust-state.json",
+                    "/var/lib/chainlock/work/s",
+                ),
+                "/chain_of_trust/state_file",
             ),
         ];
         for (text, expected) in table {
@@ -674,6 +894,31 @@ env_allowlist = ["LANG"]
         let err = with_file.load_credentials(path, &e).unwrap_err();
         assert!(matches!(err, ConfigError::Credentials { .. }));
         assert!(!err.to_string().contains("tok-SECRET-123"), "{err}");
+    }
+
+    #[test]
+    fn run_as_is_parsed() {
+        let c = load(&GOOD.replace("[task]", "run_as = { uid = 65534, gid = 65534 }\n\n[task]"))
+            .unwrap();
+        assert_eq!(
+            c.script.run_as,
+            Some(RunAs {
+                uid: 65534,
+                gid: 65534
+            })
+        );
+    }
+
+    #[test]
+    fn shipped_example_configs_satisfy_the_schema() {
+        for name in ["chainlock.example.toml", "dev.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc").join(name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value: toml::Value = toml::from_str(&text).unwrap();
+            let json = serde_json::to_value(&value).unwrap();
+            check_schema(&json, &path).unwrap_or_else(|e| panic!("{e}"));
+            let _: Config = serde_json::from_value(json).unwrap();
+        }
     }
 
     #[test]

@@ -8,13 +8,20 @@
 //! a shutdown stops the whole group: SIGTERM, a grace period, then SIGKILL, so grandchildren die
 //! too.
 //!
+//! [`run`] takes a [`VerifiedChain`], which only the chain-of-trust verifier can build: starting
+//! the script for a task whose chain was not verified does not compile. With `[script] run_as`
+//! the script runs as another uid/gid (std's `CommandExt::uid`/`gid`, which also drops the
+//! worker's supplementary groups), so it cannot read the worker's signing key or credentials.
+//!
 //! What it must not do: pass any credentials. The script receives **no Taskcluster credentials
 //! at all** (not even the run's temporary ones) and never the chain-of-trust key: everything it
 //! needs from the queue has been downloaded and verified by the worker before it starts, and
 //! everything it produces is uploaded by the worker after it ends. `clippy.toml` bans
 //! `Command::new` everywhere else.
 
+use crate::config::RunAs;
 use crate::queue::EnvSource;
+use crate::verify::VerifiedChain;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -64,6 +71,8 @@ pub struct LaunchSpec {
     pub kill_grace: Duration,
     /// Output caps.
     pub limits: Limits,
+    /// Run as this uid/gid instead of the worker's (`[script] run_as`).
+    pub run_as: Option<RunAs>,
 }
 
 /// How the script run ended.
@@ -256,8 +265,12 @@ impl TaskLog {
 #[allow(clippy::disallowed_methods)] // the one place allowed to start a process
 fn spawn(spec: &LaunchSpec) -> Result<tokio::process::Child, LaunchError> {
     let (program, args) = spec.argv.split_first().ok_or(LaunchError::EmptyArgv)?;
-    tokio::process::Command::new(program)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some(RunAs { uid, gid }) = spec.run_as {
+        // std sets the gid, drops supplementary groups, then sets the uid, in the child.
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.args(args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&spec.cwd)
@@ -276,9 +289,27 @@ fn spawn(spec: &LaunchSpec) -> Result<tokio::process::Child, LaunchError> {
 /// Runs the script to its end, streaming its output into `log`. Returns how it ended; the log
 /// gets a final line (`exit code: N`, the signal, the timeout or the cancellation).
 ///
-/// On timeout or when `cancel` fires, the whole process group is stopped (SIGTERM, up to
-/// `kill_grace`, SIGKILL). After a normal exit, anything left in the group is killed.
+/// `verified` is the proof that the task's chain of trust verified: there is no other way to
+/// start the script. On timeout or when `cancel` fires, the whole process group is stopped
+/// (SIGTERM, up to `kill_grace`, SIGKILL). After a normal exit, anything left in the group is
+/// killed.
 pub async fn run(
+    spec: &LaunchSpec,
+    verified: &VerifiedChain,
+    log: &mut TaskLog,
+    cancel: &CancellationToken,
+) -> Result<ScriptEnd, LaunchError> {
+    log.notice(&format!(
+        "chain of trust of task {} verified ({} upstream file(s) in cot/)",
+        verified.target(),
+        verified.files().len()
+    ))
+    .await?;
+    run_script(spec, log, cancel).await
+}
+
+/// [`run`] without the proof; private, so only this module's unit tests can call it directly.
+async fn run_script(
     spec: &LaunchSpec,
     log: &mut TaskLog,
     cancel: &CancellationToken,
@@ -494,6 +525,7 @@ mod tests {
                 max_line_bytes: 16,
                 ..Limits::default()
             },
+            run_as: None,
         }
     }
 
@@ -503,7 +535,7 @@ mod tests {
         let mut log = TaskLog::create(&log_path, &Limits::default())
             .await
             .unwrap();
-        let end = run(
+        let end = run_script(
             &spec(script, dir.path(), timeout),
             &mut log,
             &CancellationToken::new(),

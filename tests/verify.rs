@@ -2,9 +2,12 @@
 //! task-graph.json, docker-image task, build task, target signing task), then one mutation per
 //! security check, each asserting the check and the error code it fails with. Bundle form
 //! (pure verifier) here; the online path runs against the dev queue at the end of the file.
+//! Documents, signatures, task graphs and publishing on the dev queue come from the shared
+//! seeding module (`chainlock::demo::seed`); this file owns the fixture's shape and mutations.
 
 use base64::Engine as _;
 use chainlock::chain_policy::ChainPolicy;
+use chainlock::demo::seed::{self, DocumentKey, RunIdentity, Signer};
 use chainlock::ids::TaskId;
 use chainlock::openpgp::{self, SigningKey};
 use chainlock::queue::types::{RunStatus, TaskState, TaskStatus, format_time};
@@ -15,7 +18,6 @@ use chainlock::trust::{self, CotSignature, PolicyVersion, TrustPin, TrustStore};
 use chainlock::verify::bundle::Bundle;
 use chainlock::verify::{self, Check, Limits, Mode, Report, VerifiedChain};
 use chrono::{DateTime, Duration, Utc};
-use ed25519_dalek::Signer as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
@@ -186,21 +188,50 @@ fn policy() -> ChainPolicy {
     ChainPolicy::from_toml(&policy_text()).unwrap()
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Impl {
-    GenericWorker,
-    Chainlock,
-}
+/// The run every fixture document claims (matches [`status`]).
+const RUN: RunIdentity<'static> = RunIdentity {
+    run_id: 0,
+    worker_group: "wg",
+    worker_id: "worker-1",
+};
 
-/// One task of the chain, as the fixture builds it.
+/// One task of the chain: the shared seeding link plus the state its run resolved to.
 #[derive(Clone)]
 struct Link {
+    link: seed::Link,
+    state: TaskState,
+}
+
+impl std::ops::Deref for Link {
+    type Target = seed::Link;
+    fn deref(&self) -> &seed::Link {
+        &self.link
+    }
+}
+
+impl std::ops::DerefMut for Link {
+    fn deref_mut(&mut self) -> &mut seed::Link {
+        &mut self.link
+    }
+}
+
+fn link(
     id: TaskId,
     def: Value,
-    imp: Impl,
+    signer: Signer,
     outputs: BTreeMap<String, Vec<u8>>,
     environment: Value,
-    state: TaskState,
+) -> Link {
+    Link {
+        link: seed::Link {
+            id,
+            def,
+            signer,
+            outputs,
+            environment,
+        },
+        state: TaskState::Completed,
+    }
 }
 
 /// A good chain: decision D -> docker-image I -> build B -> target signing task S.
@@ -261,34 +292,32 @@ impl Fixture {
         let (i_id, b_id, s_id) = (TaskId::generate(), TaskId::generate(), TaskId::generate());
         let image = b"docker image layers".to_vec();
         let target = b"the build output".to_vec();
-        let d = Link {
-            id: d_id.clone(),
-            def: task_def(
+        let d = link(
+            d_id.clone(),
+            task_def(
                 &d_id,
                 "decision",
                 "Decision Task",
                 vec![],
                 json!({"image": format!("example/decision@sha256:{}", "ab".repeat(32)), "env": repo_env()}),
             ),
-            imp: Impl::GenericWorker,
-            outputs: BTreeMap::new(),
-            environment: json!({"instanceType": "test"}),
-            state: TaskState::Completed,
-        };
-        let i = Link {
-            id: i_id.clone(),
-            def: task_def(
+            Signer::GenericWorker,
+            BTreeMap::new(),
+            json!({"instanceType": "test"}),
+        );
+        let i = link(
+            i_id.clone(),
+            task_def(
                 &d_id,
                 "images",
                 "build docker image",
                 vec![],
                 json!({"env": repo_env()}),
             ),
-            imp: Impl::GenericWorker,
-            outputs: BTreeMap::from([("public/image.tar.zst".to_owned(), image.clone())]),
-            environment: json!({}),
-            state: TaskState::Completed,
-        };
+            Signer::GenericWorker,
+            BTreeMap::from([("public/image.tar.zst".to_owned(), image.clone())]),
+            json!({}),
+        );
         let mut b_def = task_def(
             &d_id,
             "b-linux",
@@ -304,14 +333,13 @@ impl Fixture {
         b_def["extra"]["chainOfTrust"] = json!({"inputs": {"docker-image": i_id.as_str()}});
         b_def["payload"]["artifacts"] =
             json!([{"expires": format_time(t0() + Duration::days(365)), "path": "x"}]);
-        let b = Link {
-            id: b_id.clone(),
-            def: b_def,
-            imp: Impl::GenericWorker,
-            outputs: BTreeMap::from([("public/build/target.tar.gz".to_owned(), target)]),
-            environment: json!({"imageArtifactHash": format!("sha256:{}", sha256(&image))}),
-            state: TaskState::Completed,
-        };
+        let b = link(
+            b_id.clone(),
+            b_def,
+            Signer::GenericWorker,
+            BTreeMap::from([("public/build/target.tar.gz".to_owned(), target)]),
+            json!({"imageArtifactHash": format!("sha256:{}", sha256(&image))}),
+        );
         let mut s_def = task_def(
             &d_id,
             "signing",
@@ -325,17 +353,13 @@ impl Fixture {
             }),
         );
         s_def["dependencies"] = json!([b_id.as_str()]);
-        let s = Link {
-            id: s_id,
-            def: s_def,
-            imp: Impl::Chainlock,
-            outputs: BTreeMap::from([(
-                "public/build/target.tar.gz.sig".to_owned(),
-                b"sig".to_vec(),
-            )]),
-            environment: json!({}),
-            state: TaskState::Completed,
-        };
+        let s = link(
+            s_id,
+            s_def,
+            Signer::Chainlock,
+            BTreeMap::from([("public/build/target.tar.gz.sig".to_owned(), b"sig".to_vec())]),
+            json!({}),
+        );
         Fixture { d, i, b, s }
     }
 
@@ -347,28 +371,17 @@ impl Fixture {
         [&mut self.d, &mut self.i, &mut self.b, &mut self.s]
     }
 
-    /// The decision task's graph: its children's definitions, with one expiry written as a
-    /// relative datestamp the way taskgraph writes it.
+    /// The decision task's graph: its children's definitions, expiries written as relative
+    /// datestamps the way taskgraph writes them (shared with the demo seeding).
     fn graph(&self) -> serde_json::Map<String, Value> {
-        let mut g = serde_json::Map::new();
-        for l in [&self.i, &self.b, &self.s] {
-            let mut task = l.def.clone();
-            task["expires"] = json!({"relative-datestamp": "365 days"});
-            if task["payload"]["artifacts"][0]["expires"].is_string() {
-                task["payload"]["artifacts"][0]["expires"] =
-                    json!({"relative-datestamp": "1 year"});
-            }
-            if let Some(o) = task.as_object_mut() {
-                o.remove("taskGroupId");
-                o.remove("schedulerId");
-                o.remove("taskQueueId");
-            }
-            g.insert(
-                l.id.to_string(),
-                json!({"label": l.def["metadata"]["name"], "task": task}),
-            );
+        let children: Vec<&seed::Link> = [&self.i, &self.b, &self.s]
+            .into_iter()
+            .map(|l| &l.link)
+            .collect();
+        match seed::task_graph(&children) {
+            Value::Object(g) => g,
+            other => panic!("task graph is not an object: {other}"),
         }
-        g
     }
 
     fn build(&self, keys: &Keys) -> Built {
@@ -389,55 +402,22 @@ impl Fixture {
             files: BTreeMap::new(),
         };
         for l in self.links() {
-            let mut outputs = l.outputs.clone();
+            let mut extra = BTreeMap::new();
             if l.id == self.d.id {
-                outputs.insert(
-                    "public/task-graph.json".into(),
+                extra.insert(
+                    "public/task-graph.json".to_owned(),
                     serde_json::to_vec_pretty(&Value::Object(graph.clone())).unwrap(),
                 );
             }
-            let artifacts: serde_json::Map<String, Value> = outputs
-                .iter()
-                .map(|(k, v)| (k.clone(), json!({"sha256": sha256(v)})))
-                .collect();
-            let doc = json!({
-                "chainOfTrustVersion": 1,
-                "artifacts": artifacts,
-                "task": l.def,
-                "taskId": l.id.as_str(),
-                "runId": 0,
-                "workerGroup": "wg",
-                "workerId": "worker-1",
-                "workerType": l.def["workerType"],
-                "environment": l.environment,
-            });
-            let doc_bytes = serde_json::to_vec_pretty(&doc).unwrap();
-            for (k, v) in outputs {
-                built.files.insert((l.id.clone(), k), v);
-            }
-            match l.imp {
-                Impl::GenericWorker => {
-                    let sig = keys.generic_worker.sign(&doc_bytes).to_bytes().to_vec();
-                    built
-                        .files
-                        .insert((l.id.clone(), "public/chain-of-trust.json.sig".into()), sig);
+            let key = match l.signer {
+                Signer::GenericWorker => DocumentKey::Ed25519(&keys.generic_worker),
+                Signer::Chainlock => {
+                    DocumentKey::OpenPgp(&keys.chainlock, t0() + Duration::minutes(59))
                 }
-                Impl::Chainlock => {
-                    let sig = openpgp::sign_detached_armored(
-                        &keys.chainlock,
-                        &doc_bytes,
-                        t0() + Duration::minutes(59),
-                    )
-                    .unwrap();
-                    built
-                        .files
-                        .insert((l.id.clone(), "public/chain-of-trust.json.asc".into()), sig);
-                }
+            };
+            for (name, bytes) in seed::evidence_files(l, extra, RUN, key).unwrap() {
+                built.files.insert((l.id.clone(), name), bytes);
             }
-            built.files.insert(
-                (l.id.clone(), "public/chain-of-trust.json".into()),
-                doc_bytes,
-            );
             built.tasks.insert(l.id.clone(), l.def.clone());
             built
                 .statuses
@@ -602,7 +582,8 @@ fn row(
 
 fn resign_gw(built: &mut Built, id: &TaskId, key: &ed25519_dalek::SigningKey) {
     let doc = built.file(id, "public/chain-of-trust.json").clone();
-    *built.file(id, "public/chain-of-trust.json.sig") = key.sign(&doc).to_bytes().to_vec();
+    let (_, sig) = seed::sign_document(&doc, DocumentKey::Ed25519(key)).unwrap();
+    *built.file(id, "public/chain-of-trust.json.sig") = sig;
 }
 
 /// Edits the doc of `id` as JSON and re-signs it with the generic-worker key.
@@ -1008,7 +989,7 @@ fn rows() -> Vec<Row> {
                 Check::Signature,
                 "signature-missing",
                 |fx, k| {
-                    fx.s.imp = Impl::GenericWorker;
+                    fx.s.signer = Signer::GenericWorker;
                     fx.build(k)
                 },
             )
@@ -1212,9 +1193,7 @@ mod online {
     use super::*;
     use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
     use chainlock::evidence::{self, ChainFailure};
-    use chainlock::queue::types::{
-        ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, ExceptionReason,
-    };
+    use chainlock::queue::types::ExceptionReason;
     use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
     use chainlock::secret::Secret;
 
@@ -1240,39 +1219,6 @@ mod online {
         .unwrap()
     }
 
-    async fn create_task(h: &DevQueueHandle, id: &TaskId, def: &Value) {
-        use chainlock::queue::auth::{
-            HawkRequest, authorization_header, payload_hash, random_nonce,
-        };
-        let resource = format!("/api/queue/v1/task/{id}");
-        let body = serde_json::to_vec(def).unwrap();
-        let hash = payload_hash("application/json", &body).unwrap();
-        let authz = authorization_header(
-            "admin",
-            &Secret::new(TOKEN),
-            &HawkRequest {
-                method: "PUT",
-                host: "127.0.0.1",
-                port: h.local_addr().port(),
-                resource: &resource,
-            },
-            Some(&hash),
-            None,
-            chainlock::clock::now(),
-            &random_nonce(),
-        )
-        .unwrap();
-        let resp = reqwest::Client::new()
-            .put(format!("{}{resource}", h.root_url()))
-            .header("authorization", authz)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    }
-
     /// Creates the fixture's tasks on the dev queue, takes their stored definitions back into
     /// the fixture (documents embed exactly what the queue stores), then runs each link as a
     /// worker would: claim, upload outputs + signed document, complete. `skip` names artifacts
@@ -1280,55 +1226,23 @@ mod online {
     async fn publish(h: &DevQueueHandle, fx: &mut Fixture, keys: &Keys, skip: &[(TaskId, &str)]) {
         let q = admin(h);
         for l in fx.links_mut() {
-            create_task(h, &l.id, &l.def).await;
+            q.create_task(&l.id, &l.def).await.unwrap();
             l.def = q.task(&l.id).await.unwrap();
         }
         let built = fx.build(keys);
         let tmp = tempfile::tempdir().unwrap();
         for l in fx.links() {
-            let queue_id = format!("example-3/{}", l.def["workerType"].as_str().unwrap());
-            let req = ClaimWorkRequest {
-                worker_group: "wg".into(),
-                worker_id: "worker-1".into(),
-                tasks: 1,
-            };
-            let claim = q
-                .claim_work(&queue_id, &req)
+            let files: BTreeMap<String, Vec<u8>> = built
+                .files
+                .iter()
+                .filter(|((id, name), _)| {
+                    id == &l.id && !skip.iter().any(|(s, n)| s == id && n == name)
+                })
+                .map(|((_, name), bytes)| (name.clone(), bytes.clone()))
+                .collect();
+            seed::run_as_worker(&q, l, &files, RUN, tmp.path())
                 .await
-                .unwrap()
-                .tasks
-                .pop()
-                .expect("task claimable");
-            assert_eq!(claim.status.task_id, l.id);
-            let tq = q.with_credentials(Credentials::from_task_credentials(&claim.credentials));
-            for ((id, name), bytes) in &built.files {
-                if id != &l.id || skip.iter().any(|(s, n)| s == id && n == name) {
-                    continue;
-                }
-                let src = tmp.path().join("upload");
-                std::fs::write(&src, bytes).unwrap();
-                let gzip = name.ends_with(".json");
-                let r = tq
-                    .create_artifact(
-                        id,
-                        0,
-                        name,
-                        &CreateArtifactRequest::S3 {
-                            expires: t0() + Duration::days(300),
-                            content_type: "application/octet-stream".into(),
-                            content_length: Some(bytes.len() as u64),
-                        },
-                    )
-                    .await
-                    .unwrap();
-                let CreateArtifactResponse::S3 { put_url, .. } = r else {
-                    panic!("not s3")
-                };
-                tq.upload_file(&put_url, &src, "application/octet-stream", gzip)
-                    .await
-                    .unwrap();
-            }
-            tq.report_completed(&l.id, 0).await.unwrap();
+                .unwrap();
         }
     }
 

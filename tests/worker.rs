@@ -1,17 +1,33 @@
 //! Worker integration tests: the real `chainlock` binary against an in-process dev queue over
 //! loopback, with a real test script (python3) whose behaviour each task's payload selects.
+//!
+//! Every task the script should run gets a real, verifiable chain, seeded at run time with
+//! `chainlock::demo::seed`: run-time keys and a root-signed trust store, a decision task whose
+//! signed `task-graph.json` lists the tasks, and a build task whose signed document lists the
+//! artifact the task consumes. Failing cases mutate that evidence.
 
+use chainlock::demo::seed::{
+    self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Link, Material,
+    SEED_RUN, SIGNING_QUEUE,
+};
 use chainlock::devqueue::{Client, DevQueueConfig, DevQueueHandle};
 use chainlock::ids::TaskId;
-use chainlock::queue::types::{ExceptionReason, TaskState};
+use chainlock::queue::types::{
+    ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskState,
+};
 use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
 use chainlock::secret::Secret;
+use chainlock::trust::CotSignature;
 use serde_json::{Value, json};
+use sha2::Digest as _;
+use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const QUEUE_ID: &str = "chainlock-test/signing";
+const QUEUE_ID: &str = SIGNING_QUEUE;
 const TOKEN: &str = "permanent-TOKEN-do-not-leak-4242";
 
 /// The test script: behaviour chosen by `payload.behaviour`.
@@ -28,6 +44,16 @@ art("public/result.txt", "result of " + os.environ["TASK_ID"] + "\n")
 art("public/env.json", json.dumps(dict(os.environ), sort_keys=True))
 print("behaviour", b, flush=True)
 if "marker" in p: open(p["marker"], "w").write(str(os.getpid()))
+if b == "identity":
+    def probe(path):
+        try:
+            open(path, "rb").read(1); return "readable"
+        except OSError:
+            return "denied"
+    manifest = json.load(open(os.path.join(work, "cot", "manifest.json")))
+    art("public/identity.json", json.dumps({"uid": os.getuid(), "gid": os.getgid(),
+        "groups": os.getgroups(), "probe": probe(p["probe"]),
+        "verified": [a["path"] for a in manifest["artifacts"]]}))
 if b == "exit": sys.exit(p["code"])
 if b == "kill": os.kill(os.getpid(), signal.SIGKILL)
 if b == "sleep": time.sleep(p["secs"])
@@ -44,12 +70,51 @@ if b == "longline":
     sys.stdout.flush()
 "#;
 
+/// The payload schema of the test script (strict, like the shipped ones).
+const PAYLOAD_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "behaviour": {"enum": ["ok", "exit", "kill", "sleep", "tree", "symlink", "longline", "identity"]},
+    "code": {"type": "integer"},
+    "secs": {"type": "number"},
+    "marker": {"type": "string"},
+    "pids": {"type": "string"},
+    "probe": {"type": "string"},
+    "maxRunTime": {"type": "integer", "minimum": 1},
+    "upstreamArtifacts": {
+      "type": "array",
+      "items": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["taskId", "taskType", "paths"],
+        "properties": {
+          "taskId": {"type": "string", "format": "slugid"},
+          "taskType": {"type": "string"},
+          "paths": {"type": "array", "items": {"type": "string", "format": "artifact-path"}},
+          "formats": {"type": "array", "items": {"type": "string"}}
+        }
+      }
+    }
+  }
+}"#;
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chainlock::clock::now()
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
+}
+
 struct Env {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     queue: Option<DevQueueHandle>,
     root_url: String,
     client: QueueClient,
+    material: Material,
 }
 
 impl Env {
@@ -78,66 +143,199 @@ impl Env {
         let script = dir.join("script.py");
         std::fs::write(&script, SCRIPT).unwrap();
         set_exec(&script);
+        std::fs::write(dir.join("payload.schema.json"), PAYLOAD_SCHEMA).unwrap();
+        let material = Material::generate(&dir.join("material"), now()).unwrap();
         let env = Env {
             _tmp: tmp,
             dir,
             queue: Some(queue),
             root_url,
             client,
+            material,
         };
         env.write_config("worker.toml", "");
         env
     }
 
-    fn write_config(&self, name: &str, extra_script: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        let text = format!(
+    fn config_text(&self, extra_script: &str) -> String {
+        let m = &self.material;
+        format!(
             "[queue]\nroot_url = \"{}\"\ntask_queue_id = \"{QUEUE_ID}\"\nworker_group = \"wg\"\n\
              worker_id = \"w1\"\n\n[paths]\nwork_dir = \"{}\"\nlog_dir = \"{}\"\n\n[script]\n\
              argv = [\"{}\"]\ntimeout_secs = 60\nkill_grace_secs = 1\n\
              env_allowlist = [\"PATH\"]\n{extra_script}\n[timing]\nreclaim_margin_secs = 1\n\
-             poll_interval_secs = 0\nbackoff_min_secs = 0\nbackoff_max_secs = 1\n",
+             poll_interval_secs = 0\nbackoff_min_secs = 0\nbackoff_max_secs = 1\n\n\
+             [task]\npayload_schema = \"payload.schema.json\"\nscope_prefix = \"{CERT_SCOPE_PREFIX}\"\n\
+             allowed_scopes = [\"{CERT_NAME}\"]\n\n\
+             [chain_of_trust]\nsigning_key = \"{}\"\nworker_impl = \"chainlock\"\nkeys_dir = \"{}\"\n\
+             pinned_version = {}\npinned_sha256 = \"{}\"\nstate_file = \"trust-state.json\"\n\
+             max_clock_skew_seconds = 300\n\n[verify]\npolicy = \"{}\"\n",
             self.root_url,
             self.dir.join("work").display(),
             self.dir.join("logs").display(),
-            self.dir.join("script.py").display()
-        );
-        std::fs::write(&path, text).unwrap();
+            self.dir.join("script.py").display(),
+            m.worker_key.display(),
+            m.keys_dir.display(),
+            m.pin.version,
+            m.pin.sha256,
+            m.chain_policy.display(),
+        )
+    }
+
+    fn write_config(&self, name: &str, extra_script: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, self.config_text(extra_script)).unwrap();
         path
     }
 
+    /// One task with a verifiable chain.
     async fn create(&self, payload: Value) -> TaskId {
+        self.seed(vec![payload], |_, _| {}).await.remove(0)
+    }
+
+    /// Tasks for our queue, all children of one seeded decision task and consuming the
+    /// artifact of one seeded build task (an `upstreamArtifacts` entry is added unless the
+    /// payload has one). `mutate` may change the upstream evidence before it is published.
+    async fn seed(
+        &self,
+        payloads: Vec<Value>,
+        mutate: impl FnOnce(&mut Evidence, &Chain),
+    ) -> Vec<TaskId> {
+        let (chain, tasks, evidence) = self.prepare_chain(payloads, mutate).await;
+        let scratch = self.dir.join("scratch");
+        for link in [&chain.decision, &chain.build] {
+            seed::run_as_worker(
+                &self.client,
+                link,
+                &evidence.files[&link.id],
+                SEED_RUN,
+                &scratch,
+            )
+            .await
+            .unwrap();
+        }
+        tasks.into_iter().map(|l| l.id).collect()
+    }
+
+    /// Creates the chain's tasks and returns the evidence its upstream links would publish.
+    async fn prepare_chain(
+        &self,
+        payloads: Vec<Value>,
+        mutate: impl FnOnce(&mut Evidence, &Chain),
+    ) -> (Chain, Vec<Link>, Evidence) {
+        let mut chain = Chain::new(
+            now(),
+            ChainOptions {
+                docker_image: false,
+                push: false,
+            },
+        );
+        let mut tasks = Vec::new();
+        for mut payload in payloads {
+            if payload.get("upstreamArtifacts").is_none() {
+                payload["upstreamArtifacts"] = json!([{
+                    "taskId": chain.build.id.as_str(), "taskType": "build",
+                    "paths": [seed::BUILD_ARTIFACT], "formats": ["gpg"]
+                }]);
+            }
+            let mut link = chain.signing.clone();
+            link.id = TaskId::generate();
+            link.def["payload"] = payload;
+            tasks.push(link);
+        }
+        for link in [&mut chain.decision, &mut chain.build]
+            .into_iter()
+            .chain(tasks.iter_mut())
+        {
+            self.client.create_task(&link.id, &link.def).await.unwrap();
+            link.def = self.client.task(&link.id).await.unwrap();
+        }
+        let children: Vec<&Link> = std::iter::once(&chain.build).chain(&tasks).collect();
+        let graph = serde_json::to_vec_pretty(&seed::task_graph(&children)).unwrap();
+        let key = DocumentKey::Ed25519(self.material.generic_worker_key());
+        let mut evidence = Evidence {
+            files: BTreeMap::from([
+                (
+                    chain.decision.id.clone(),
+                    seed::evidence_files(
+                        &chain.decision,
+                        BTreeMap::from([(seed::TASK_GRAPH.to_owned(), graph)]),
+                        SEED_RUN,
+                        key,
+                    )
+                    .unwrap(),
+                ),
+                (
+                    chain.build.id.clone(),
+                    seed::evidence_files(&chain.build, BTreeMap::new(), SEED_RUN, key).unwrap(),
+                ),
+            ]),
+        };
+        mutate(&mut evidence, &chain);
+        (chain, tasks, evidence)
+    }
+
+    /// A task that never reaches verification (its chain does not matter).
+    async fn create_unchained(&self, payload: Value) -> TaskId {
         let id = TaskId::generate();
-        let now = chainlock::clock::now();
-        let fmt = chainlock::queue::types::format_time;
-        let def = json!({
-            "provisionerId": "chainlock-test", "workerType": "signing", "taskQueueId": QUEUE_ID,
-            "taskGroupId": id.as_str(), "retries": 0,
-            "created": fmt(now), "deadline": fmt(now + chrono::Duration::hours(1)),
-            "expires": fmt(now + chrono::Duration::days(1)),
-            "payload": payload,
-            "metadata": {"name": "t", "description": "d", "owner": "o@example.com",
-                         "source": "https://example.com/x"}
-        });
+        let mut def = seed::task_definition(
+            &id,
+            "signing",
+            "unchained",
+            now(),
+            &[format!("{CERT_SCOPE_PREFIX}{CERT_NAME}")],
+            payload,
+        );
+        def["retries"] = json!(0);
         self.client.create_task(&id, &def).await.unwrap();
         id
     }
 
-    fn spawn_worker(&self, args: &[&str]) -> Child {
-        chainlock_bin()
-            .arg("run")
+    fn command(&self, config: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = chainlock_bin();
+        cmd.arg("run")
             .arg("--config")
-            .arg(self.dir.join("worker.toml"))
+            .arg(self.dir.join(config))
             .args(args)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("TASKCLUSTER_CLIENT_ID", "test-worker")
             .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        cmd
+    }
+
+    fn spawn_worker(&self, args: &[&str]) -> Child {
+        self.command("worker.toml", args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// A worker whose stderr is readable while it runs.
+    fn spawn_watched(&self, args: &[&str]) -> Watched {
+        let mut child = self
+            .command("worker.toml", args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Watched { child, log, reader }
     }
 
     async fn run_worker(&self, max_tasks: u32) -> Output {
@@ -174,10 +372,69 @@ impl Env {
         std::fs::read(dest).unwrap()
     }
 
+    async fn task_log(&self, id: &TaskId) -> String {
+        String::from_utf8(self.download(id, "public/logs/live_backing.log").await).unwrap()
+    }
+
+    async fn wait_resolved(&self, id: &TaskId) {
+        for _ in 0..1200 {
+            let s = self.client.status(id).await.unwrap();
+            if s.runs.last().is_some_and(|r| r.reason_resolved.is_some()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {id} never resolved");
+    }
+
     async fn stop(mut self) {
         if let Some(q) = self.queue.take() {
             q.shutdown().await;
         }
+    }
+}
+
+/// A running worker whose stderr is collected as it comes.
+struct Watched {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Watched {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Waits until `needle` occurs at least `n` times in the worker's log.
+    async fn wait_for(&self, needle: &str, n: usize) {
+        for _ in 0..1200 {
+            if self.count(needle) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{needle:?} never appeared {n} time(s):\n{}", self.log());
+    }
+
+    async fn wait(self) -> (ExitStatus, String) {
+        let Watched {
+            mut child,
+            log,
+            reader,
+        } = self;
+        tokio::task::spawn_blocking(move || {
+            let status = child.wait().unwrap();
+            reader.join().unwrap();
+            let text = log.lock().unwrap().clone();
+            (status, text)
+        })
+        .await
+        .unwrap()
     }
 }
 
@@ -229,7 +486,7 @@ fn alive(pid: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn completed_task_uploads_artifacts_and_log_and_leaks_no_secret() {
+async fn completed_task_is_signed_uploads_everything_and_leaks_no_secret() {
     let env = Env::new(Duration::from_secs(1200)).await;
     let id = env
         .create(json!({"behaviour": "ok", "maxRunTime": 60}))
@@ -238,22 +495,82 @@ async fn completed_task_uploads_artifacts_and_log_and_leaks_no_secret() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         env.last_run(&id).await,
-        (TaskState::Completed, Some("completed".into()))
+        (TaskState::Completed, Some("completed".into())),
+        "{}",
+        stderr(&out)
     );
     assert_eq!(
         env.artifact_names(&id).await,
         [
+            "public/chain-of-trust.json",
+            "public/chain-of-trust.json.asc",
             "public/env.json",
+            "public/logs/chain_of_trust.log",
             "public/logs/live.log",
             "public/logs/live_backing.log",
             "public/result.txt"
         ]
     );
-    let log = String::from_utf8(env.download(&id, "public/logs/live_backing.log").await).unwrap();
+    let log = env.task_log(&id).await;
     assert!(log.contains("behaviour ok"), "{log}");
     assert!(log.contains("[chainlock] exit code: 0"), "{log}");
+    assert!(log.contains("trust policy version 1 in force"), "{log}");
+    assert!(log.contains("chain of trust verified"), "{log}");
     let via_link = env.download(&id, "public/logs/live.log").await;
     assert_eq!(via_link, log.as_bytes());
+    let chain_log =
+        String::from_utf8(env.download(&id, "public/logs/chain_of_trust.log").await).unwrap();
+    assert!(chain_log.contains("VERIFIED"), "{chain_log}");
+
+    // chain-of-trust.json: canonical, schema-valid, describing this run, listing every artifact
+    // and both logs with the sha256 of the bytes a downloader gets.
+    let doc_bytes = env.download(&id, "public/chain-of-trust.json").await;
+    let doc_value: Value = serde_json::from_slice(&doc_bytes).unwrap();
+    assert_eq!(
+        chainlock::cot::to_canonical_json(&doc_value).unwrap(),
+        doc_bytes,
+        "not canonical"
+    );
+    let doc = chainlock::cot::parse_and_validate(&doc_bytes).unwrap();
+    assert_eq!(doc.task_id, id);
+    assert_eq!(doc.run_id, 0);
+    assert_eq!(doc.worker_type.as_deref(), Some("signing"));
+    assert_eq!(
+        (doc.worker_group.as_str(), doc.worker_id.as_str()),
+        ("wg", "w1")
+    );
+    assert_eq!(doc.task, env.client.task(&id).await.unwrap());
+    let listed: Vec<&str> = doc.artifacts.keys().map(String::as_str).collect();
+    assert_eq!(
+        listed,
+        [
+            "public/env.json",
+            "public/logs/chain_of_trust.log",
+            "public/logs/live_backing.log",
+            "public/result.txt"
+        ]
+    );
+    for (name, digest) in &doc.artifacts {
+        assert_eq!(&sha256(&env.download(&id, name).await), digest, "{name}");
+    }
+
+    // The signature verifies through the trust store for our worker implementation, and with
+    // GnuPG against the exported certificate.
+    let asc = env.download(&id, "public/chain-of-trust.json.asc").await;
+    let accepted = env
+        .material
+        .trust_store(now())
+        .unwrap()
+        .verify_cot_signature(
+            "chainlock",
+            &doc_bytes,
+            CotSignature::OpenPgpArmored(&asc),
+            now(),
+            chrono::Duration::minutes(5),
+        )
+        .unwrap();
+    assert_eq!(accepted.key_id, env.material.worker_fingerprint);
+    gpg_verify(&env, &doc_bytes, &asc);
 
     // The script's environment: nothing but the allowlist and the task variables.
     let script_env: Value =
@@ -282,18 +599,24 @@ async fn completed_task_uploads_artifacts_and_log_and_leaks_no_secret() {
     }
     assert_eq!(script_env["TASK_ID"], id.as_str());
 
-    // Secret grep: worker log, task log, local log copy, uploaded artifacts.
+    // Secret grep: worker log, task log, local log copy, every uploaded artifact. Secrets: the
+    // permanent token, credential documents, putUrls and the signing key's armored secret.
     let mut haystacks = vec![
         stderr(&out),
         String::from_utf8_lossy(&out.stdout).into_owned(),
-        log,
     ];
-    for name in ["public/env.json", "public/result.txt"] {
-        haystacks.push(String::from_utf8_lossy(&env.download(&id, name).await).into_owned());
+    for name in env.artifact_names(&id).await {
+        haystacks.push(String::from_utf8_lossy(&env.download(&id, &name).await).into_owned());
     }
     for entry in std::fs::read_dir(env.dir.join("logs")).unwrap() {
         haystacks.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
+    let secret_key = std::fs::read_to_string(&env.material.worker_key).unwrap();
+    let secret_lines: Vec<&str> = secret_key
+        .lines()
+        .filter(|l| l.len() >= 40 && !l.starts_with("-----") && !l.contains(':'))
+        .collect();
+    assert!(secret_lines.len() >= 3, "{secret_key}");
     let status = env.client.status(&id).await.unwrap();
     assert_eq!(status.runs.len(), 1);
     for h in &haystacks {
@@ -303,8 +626,45 @@ async fn completed_task_uploads_artifacts_and_log_and_leaks_no_secret() {
             !h.contains("putUrl") && !h.contains("token="),
             "a putUrl leaked"
         );
+        assert!(!h.contains("PRIVATE KEY BLOCK"), "a private key leaked");
+        for line in &secret_lines {
+            assert!(!h.contains(line), "signing key material leaked");
+        }
     }
     env.stop().await;
+}
+
+/// `gpg --verify` of our detached signature with the worker's exported certificate.
+#[allow(clippy::disallowed_methods)]
+fn gpg_verify(env: &Env, doc: &[u8], asc: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let home = env.dir.join("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(home.join("doc.json"), doc).unwrap();
+    std::fs::write(home.join("doc.json.asc"), asc).unwrap();
+    let gpg = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--batch", "--no-tty"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let import = gpg(&["--import".as_ref(), env.material.worker_cert.as_os_str()]);
+    assert!(import.status.success(), "{}", stderr(&import));
+    let verify = gpg(&[
+        "--verify".as_ref(),
+        home.join("doc.json.asc").as_os_str(),
+        home.join("doc.json").as_os_str(),
+    ]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    assert!(
+        stderr(&verify).contains("Good signature"),
+        "{}",
+        stderr(&verify)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,21 +713,23 @@ async fn exit_codes_and_signal_deaths_map_to_outcomes() {
         ),
         (json!({"behaviour": "kill"}), TaskState::Failed, "failed"),
     ];
-    let mut ids = Vec::new();
-    for (payload, _, _) in &table {
-        ids.push(env.create(payload.clone()).await);
-    }
+    let ids = env
+        .seed(table.iter().map(|(p, _, _)| p.clone()).collect(), |_, _| {})
+        .await;
     let out = env.run_worker(table.len() as u32).await;
     assert!(out.status.success(), "{}", stderr(&out));
     for (id, (payload, state, reason)) in ids.iter().zip(&table) {
         let (s, r) = env.last_run(id).await;
         assert_eq!((s, r.as_deref()), (*state, Some(*reason)), "{payload}");
-        // Artifacts and the log are uploaded whatever the outcome.
-        assert!(
-            env.artifact_names(id)
-                .await
-                .contains(&"public/logs/live_backing.log".to_owned())
-        );
+        // Artifacts, the logs and the signed document whatever the exit code.
+        let names = env.artifact_names(id).await;
+        for name in [
+            "public/logs/live_backing.log",
+            "public/chain-of-trust.json",
+            "public/chain-of-trust.json.asc",
+        ] {
+            assert!(names.contains(&name.to_owned()), "{payload}: {names:?}");
+        }
     }
     let log6 =
         String::from_utf8(env.download(&ids[5], "public/logs/live_backing.log").await).unwrap();
@@ -398,6 +760,12 @@ async fn timeout_kills_the_whole_tree() {
     }
     let log = String::from_utf8(env.download(&id, "public/logs/live_backing.log").await).unwrap();
     assert!(log.contains("exceeded max run time of 2 seconds"), "{log}");
+    // No chain-of-trust document after a timeout (as the reference).
+    let names = env.artifact_names(&id).await;
+    assert!(
+        !names.contains(&"public/chain-of-trust.json".to_owned()),
+        "{names:?}"
+    );
     env.stop().await;
 }
 
@@ -468,6 +836,10 @@ async fn sigterm_uploads_and_reports_worker_shutdown() {
         names.contains(&"public/logs/live_backing.log".to_owned()),
         "{names:?}"
     );
+    assert!(
+        !names.contains(&"public/chain-of-trust.json".to_owned()),
+        "signed after a shutdown: {names:?}"
+    );
     let script_pid = std::fs::read_to_string(&marker).unwrap();
     assert!(!alive(&script_pid));
     env.stop().await;
@@ -500,7 +872,7 @@ async fn sigusr1_finishes_the_current_task_then_exits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_claim_is_reported_and_the_worker_keeps_serving() {
     let env = Env::new(Duration::from_secs(1200)).await;
-    let bad = env.create(json!({"maxRunTime": "soon"})).await;
+    let bad = env.create_unchained(json!({"maxRunTime": "soon"})).await;
     let good = env.create(json!({"behaviour": "ok"})).await;
     let out = env.run_worker(2).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -572,6 +944,28 @@ async fn config_errors_exit_64_naming_the_key_and_claim_nothing() {
             good.replace("worker_group = \"wg\"\n", ""),
             "/queue/worker_group",
         ),
+        (
+            good.replace(&env.material.pin.sha256, &"0".repeat(64)),
+            "/chain_of_trust/keys_dir",
+        ),
+        (
+            good.replace("payload.schema.json", "missing.schema.json"),
+            "/task",
+        ),
+        (
+            good.replace(
+                &env.material.chain_policy.display().to_string(),
+                "/nonexistent/policy.toml",
+            ),
+            "/verify/policy",
+        ),
+        (
+            good.replace(
+                "worker_impl = \"chainlock\"",
+                "worker_impl = \"generic-worker\"",
+            ),
+            "/chain_of_trust/worker_impl",
+        ),
     ];
     for (text, key) in table {
         std::fs::write(env.dir.join("worker.toml"), text).unwrap();
@@ -584,6 +978,17 @@ async fn config_errors_exit_64_naming_the_key_and_claim_nothing() {
         );
         assert!(stderr(&out).contains("worker.toml"));
     }
+    // A signing key that group or others can read is refused.
+    std::fs::write(env.dir.join("worker.toml"), &good).unwrap();
+    set_mode(&env.material.worker_key, 0o640);
+    let out = env.run_worker(1).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/chain_of_trust/signing_key") && stderr(&out).contains("0640"),
+        "{}",
+        stderr(&out)
+    );
+    set_mode(&env.material.worker_key, 0o600);
     assert_eq!(
         env.client.status(&id).await.unwrap().state,
         TaskState::Pending
@@ -591,24 +996,474 @@ async fn config_errors_exit_64_naming_the_key_and_claim_nothing() {
     env.stop().await;
 }
 
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// `chainlock demo` end to end (real binary, output, exit code, --data-dir) is tested in
+// tests/demo.rs, the demo area's one test binary.
+
 #[tokio::test(flavor = "multi_thread")]
-async fn demo_runs_end_to_end() {
-    let out = tokio::task::spawn_blocking(|| {
-        chainlock_bin()
-            .arg("demo")
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .output()
-            .unwrap()
-    })
+async fn invalid_input_is_malformed_payload_before_any_download_or_script() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let marker = env.dir.join("ran");
+    let id = env
+        .create_unchained(json!({
+            "behaviour": "ok",
+            "marker": marker,
+            "surprise": 1,
+            "upstreamArtifacts": [{
+                "taskId": TaskId::generate().as_str(), "taskType": "build",
+                "paths": ["public/../../etc/passwd"]
+            }]
+        }))
+        .await;
+    let out = env.run_worker(1).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Exception, Some("malformed-payload".into()))
+    );
+    assert!(!marker.exists(), "the script ran for an invalid task");
+    let log = env.task_log(&id).await;
+    // Every violation, with its pointer and rule.
+    for expected in [
+        "/payload: [payload-schema/additionalProperties]",
+        "/payload/upstreamArtifacts/0/paths/0",
+        "upstream-not-a-dependency",
+    ] {
+        assert!(log.contains(expected), "{expected:?} missing from:\n{log}");
+    }
+    assert!(!log.contains("verifying the chain of trust"), "{log}");
+    assert!(!log.contains("running"), "{log}");
+    // No evidence fetched, nothing signed: only the task log (and its link).
+    assert_eq!(
+        env.artifact_names(&id).await,
+        ["public/logs/live.log", "public/logs/live_backing.log"]
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unverifiable_chains_are_malformed_payload_and_the_script_never_starts() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    // (mutation of the upstream evidence, the check the report must name)
+    type Mutation = fn(&mut Evidence, &Chain);
+    let table: [(Mutation, &str); 2] = [
+        (
+            |ev, chain| {
+                ev.tamper_byte(&chain.build.id, seed::BUILD_ARTIFACT)
+                    .unwrap()
+            },
+            "[FAIL] artifacts",
+        ),
+        (
+            |ev, chain| ev.sign_with_unknown_key(&chain.build.id).unwrap(),
+            "[FAIL] signature",
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (i, (mutation, check)) in table.into_iter().enumerate() {
+        let marker = env.dir.join(format!("ran-{i}"));
+        let id = env
+            .seed(vec![json!({"behaviour": "ok", "marker": marker})], mutation)
+            .await
+            .remove(0);
+        cases.push((id, marker, check));
+    }
+    let out = env.run_worker(cases.len() as u32).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (id, marker, check) in cases {
+        assert_eq!(
+            env.last_run(&id).await,
+            (TaskState::Exception, Some("malformed-payload".into())),
+            "{check}"
+        );
+        assert!(!marker.exists(), "{check}: the script ran");
+        let report =
+            String::from_utf8(env.download(&id, "public/logs/chain_of_trust.log").await).unwrap();
+        assert!(report.contains(check), "{check} not in:\n{report}");
+        assert!(report.contains("FAILED"), "{report}");
+        let log = env.task_log(&id).await;
+        assert!(log.contains("failed verification"), "{log}");
+        assert!(log.contains("the script is not started"), "{log}");
+        assert!(log.contains(check), "summary lacks {check}:\n{log}");
+        let names = env.artifact_names(&id).await;
+        assert!(
+            !names.contains(&"public/chain-of-trust.json".to_owned()),
+            "{names:?}"
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_evidence_is_resource_unavailable_not_malformed_payload() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let marker = env.dir.join("ran");
+    let (chain, tasks, mut evidence) = env
+        .prepare_chain(
+            vec![json!({"behaviour": "ok", "marker": marker})],
+            |_, _| {},
+        )
+        .await;
+    // The decision task's graph lives behind a reference artifact on a dead port: every
+    // download attempt is refused at the TCP level, as when the storage is down.
+    evidence
+        .remove(&chain.decision.id, seed::TASK_GRAPH)
+        .unwrap();
+    publish_with_dead_graph(&env, &chain.decision, &evidence.files[&chain.decision.id]).await;
+    seed::run_as_worker(
+        &env.client,
+        &chain.build,
+        &evidence.files[&chain.build.id],
+        SEED_RUN,
+        &env.dir.join("scratch"),
+    )
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", stderr(&out));
-    assert!(stdout.contains("resolved: Completed"), "{stdout}");
+    let id = tasks[0].id.clone();
+
+    // In-process worker: same code as the binary, with the test retry policy (fast backoff).
+    let config =
+        chainlock::config::Config::load(&env.dir.join("worker.toml"), &path_env()).unwrap();
+    let options = chainlock::worker::RunOptions {
+        max_tasks: Some(1),
+        retry: RetryPolicy::fast_for_tests(),
+        ..Default::default()
+    };
+    let summary = chainlock::worker::run(
+        config,
+        Credentials::permanent("test-worker", Secret::new(TOKEN)),
+        &path_env(),
+        options,
+        chainlock::worker::Shutdown::new(),
+    )
+    .await
+    .unwrap();
     assert!(
-        stdout.contains("public/build/signing-summary.json"),
-        "{stdout}"
+        matches!(
+            summary.tasks.first(),
+            Some(chainlock::worker::task::TaskReport::Resolved {
+                resolution: chainlock::worker::outcome::Resolution::Exception(
+                    ExceptionReason::ResourceUnavailable
+                ),
+                ..
+            })
+        ),
+        "{:?}",
+        summary.tasks
     );
-    assert!(stdout.contains("public/logs/live_backing.log"), "{stdout}");
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Exception, Some("resource-unavailable".into()))
+    );
+    assert!(!marker.exists(), "the script ran without a verified chain");
+    let report =
+        String::from_utf8(env.download(&id, "public/logs/chain_of_trust.log").await).unwrap();
+    assert!(report.contains("evidence unavailable"), "{report}");
+    assert!(report.contains(seed::TASK_GRAPH), "{report}");
+    env.stop().await;
+}
+
+/// The worker's log without terminal colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn path_env() -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([(
+        "PATH".to_owned(),
+        "/usr/local/bin:/usr/bin:/bin".to_owned(),
+    )])
+}
+
+/// Runs the decision task as its worker would, except that `public/task-graph.json` is a
+/// reference artifact to a port nothing listens on.
+async fn publish_with_dead_graph(env: &Env, link: &Link, files: &BTreeMap<String, Vec<u8>>) {
+    let claim = env
+        .client
+        .claim_work(
+            &link.task_queue_id().unwrap(),
+            &ClaimWorkRequest {
+                worker_group: SEED_RUN.worker_group.into(),
+                worker_id: SEED_RUN.worker_id.into(),
+                tasks: 1,
+            },
+        )
+        .await
+        .unwrap()
+        .tasks
+        .pop()
+        .unwrap();
+    assert_eq!(claim.status.task_id, link.id);
+    let tq = env
+        .client
+        .with_credentials(Credentials::from(&claim.credentials));
+    let src = env.dir.join("upload");
+    for (name, bytes) in files {
+        std::fs::write(&src, bytes).unwrap();
+        let resp = tq
+            .create_artifact(
+                &link.id,
+                claim.run_id,
+                name,
+                &CreateArtifactRequest::S3 {
+                    expires: claim.status.expires,
+                    content_type: "application/octet-stream".into(),
+                    content_length: Some(bytes.len() as u64),
+                },
+            )
+            .await
+            .unwrap();
+        let CreateArtifactResponse::S3 { put_url, .. } = resp else {
+            panic!("no putUrl")
+        };
+        tq.upload_file(&put_url, &src, "application/octet-stream", false)
+            .await
+            .unwrap();
+    }
+    tq.create_artifact(
+        &link.id,
+        claim.run_id,
+        seed::TASK_GRAPH,
+        &CreateArtifactRequest::Reference {
+            expires: claim.status.expires,
+            url: "http://127.0.0.1:1/task-graph.json".into(),
+            content_type: "application/json".into(),
+        },
+    )
+    .await
+    .unwrap();
+    tq.report_completed(&link.id, claim.run_id).await.unwrap();
+}
+
+/// Publishes trust policy version 2 (one more chainlock key), signed by both root keys, the
+/// way `chainlock keys` lays it out: version 1 moves to `history/v1/`.
+fn publish_policy_v2(material: &Material) {
+    use chainlock::trust::policy::{KeyType, Policy, WorkerKey};
+    let keys = &material.keys_dir;
+    let v1 = std::fs::read(keys.join("trust.toml")).unwrap();
+    let mut file = Policy::parse(&v1).unwrap().file;
+    file.version = 2;
+    let rotated = chainlock::openpgp::generate_key(
+        "rotated <rotated@test.invalid>",
+        material.valid_from,
+        None,
+    )
+    .unwrap();
+    file.workers.get_mut("chainlock").unwrap().push(WorkerKey {
+        name: "chainlock-rotated".into(),
+        key_type: KeyType::Openpgp,
+        fingerprint: Some(rotated.fingerprint()),
+        cert: Some(String::from_utf8(rotated.public_cert_armored().unwrap()).unwrap()),
+        public_key: None,
+        valid_from: material.valid_from,
+        valid_until: material.valid_until,
+        revocation: None,
+    });
+    let v2 = Policy::to_toml(&file).unwrap().into_bytes();
+    let history = chainlock::trust::history_dir(keys, 1);
+    std::fs::create_dir_all(history.join("sigs")).unwrap();
+    std::fs::write(history.join("trust.toml"), &v1).unwrap();
+    for entry in std::fs::read_dir(keys.join("sigs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), history.join("sigs").join(entry.file_name())).unwrap();
+    }
+    for i in 1..=seed::ROOT_KEYS {
+        let root = chainlock::openpgp::load_signing_key(
+            &material.dir.join(format!("private/root-{i}.key.asc")),
+            now(),
+        )
+        .unwrap();
+        let sig = chainlock::openpgp::sign_detached_armored(&root, &v2, now()).unwrap();
+        std::fs::write(
+            keys.join("sigs")
+                .join(format!("{}.asc", root.fingerprint())),
+            sig,
+        )
+        .unwrap();
+    }
+    // trust.toml last, atomically: the worker reloads when its bytes change.
+    std::fs::write(keys.join("trust.toml.new"), &v2).unwrap();
+    std::fs::rename(keys.join("trust.toml.new"), keys.join("trust.toml")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_policy_is_reloaded_between_tasks_and_logged_per_task() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let worker = env.spawn_watched(&["--max-tasks", "2"]);
+    let first = env.create(json!({"behaviour": "ok"})).await;
+    env.wait_resolved(&first).await;
+    publish_policy_v2(&env.material);
+    worker.wait_for("trust policy reloaded", 1).await;
+    let second = env.create(json!({"behaviour": "ok"})).await;
+    let (status, log) = worker.wait().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        plain(&log).contains("trust policy reloaded previous_version=Some(1) version=2"),
+        "{log}"
+    );
+    assert_eq!(env.last_run(&first).await.0, TaskState::Completed);
+    assert_eq!(env.last_run(&second).await.0, TaskState::Completed);
+    assert!(
+        env.task_log(&first)
+            .await
+            .contains("trust policy version 1 in force")
+    );
+    assert!(
+        env.task_log(&second)
+            .await
+            .contains("trust policy version 2 in force")
+    );
+    let report = String::from_utf8(
+        env.download(&second, "public/logs/chain_of_trust.log")
+            .await,
+    )
+    .unwrap();
+    assert!(report.contains("trust policy version 2"), "{report}");
+    // The newest verified version is persisted: a restart cannot roll back to version 1.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(env.dir.join("trust-state.json")).unwrap()).unwrap();
+    assert_eq!(state["version"], 2);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_policy_on_disk_stops_claims_until_a_valid_one_is_back() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let trust_toml = env.material.keys_dir.join("trust.toml");
+    let good = std::fs::read(&trust_toml).unwrap();
+    let worker = env.spawn_watched(&["--max-tasks", "1"]);
+    worker.wait_for("worker started", 1).await;
+    // Tampered bytes: the root signatures no longer match. Never fall back to the old policy.
+    let mut bad = good.clone();
+    bad.extend_from_slice(b"\n# tampered\n");
+    std::fs::write(&trust_toml, &bad).unwrap();
+    worker.wait_for("NOT CLAIMING", 1).await;
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    // Two more refusals after the task became pending: a full cycle in which it was not claimed.
+    let seen = worker.count("NOT CLAIMING");
+    worker.wait_for("NOT CLAIMING", seen + 2).await;
+    assert_eq!(
+        env.client.status(&id).await.unwrap().state,
+        TaskState::Pending,
+        "claimed under an invalid trust policy"
+    );
+    std::fs::write(&trust_toml, &good).unwrap();
+    let (status, log) = worker.wait().await;
+    assert!(status.success(), "{log}");
+    // Refused for the tampered bytes (they no longer hash to the pinned version), then the
+    // restored policy was loaded again.
+    let log = plain(&log);
+    assert!(log.contains("is pinned"), "{log}");
+    assert!(
+        log.contains("trust policy reloaded previous_version=None version=1"),
+        "{log}"
+    );
+    assert_eq!(env.last_run(&id).await.0, TaskState::Completed);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_as_isolates_the_script_from_the_worker_secrets() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let nobody = "run_as = { uid = 65534, gid = 65534 }\n";
+    env.write_config("worker.toml", nobody);
+    // A directory this process created is owned by its effective uid.
+    let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&env.dir).unwrap());
+    if euid != 0 {
+        // Not root: start-up must refuse (it cannot hand the work area to another uid).
+        let out = env.run_worker(1).await;
+        assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+        assert!(stderr(&out).contains("/script/run_as"), "{}", stderr(&out));
+        eprintln!("not root: only the start-up refusal of run_as was tested");
+        env.stop().await;
+        return;
+    }
+    set_mode(&env.dir, 0o755);
+    let id = env
+        .create(json!({"behaviour": "identity", "probe": env.material.worker_key}))
+        .await;
+    let out = env.run_worker(1).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Completed, Some("completed".into())),
+        "{}",
+        stderr(&out)
+    );
+    let identity: Value =
+        serde_json::from_slice(&env.download(&id, "public/identity.json").await).unwrap();
+    assert_eq!(identity["uid"], 65534);
+    assert_eq!(identity["gid"], 65534);
+    assert!(
+        !identity["groups"].as_array().unwrap().contains(&json!(0)),
+        "root's supplementary groups kept: {identity}"
+    );
+    assert_eq!(
+        identity["probe"], "denied",
+        "the script read the signing key"
+    );
+    assert!(
+        identity["verified"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(seed::BUILD_ARTIFACT)),
+        "{identity}"
+    );
+    assert!(
+        env.artifact_names(&id)
+            .await
+            .contains(&"public/chain-of-trust.json.asc".to_owned())
+    );
+
+    // Start-up refuses secrets the script's uid could read.
+    let key = &env.material.worker_key;
+    std::os::unix::fs::chown(key, Some(65534), None).unwrap();
+    let out = env.run_worker(1).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/script/run_as") && stderr(&out).contains("owned by that uid"),
+        "{}",
+        stderr(&out)
+    );
+    std::os::unix::fs::chown(key, Some(0), None).unwrap();
+    let creds = env.dir.join("creds.json");
+    std::fs::write(
+        &creds,
+        format!("{{\"clientId\": \"test-worker\", \"accessToken\": \"{TOKEN}\"}}"),
+    )
+    .unwrap();
+    set_mode(&creds, 0o644);
+    std::fs::write(
+        env.dir.join("worker.toml"),
+        format!(
+            "{}\n[credentials]\nfile = \"creds.json\"\n",
+            env.config_text(nobody)
+        ),
+    )
+    .unwrap();
+    let out = env.run_worker(1).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/credentials/file") && stderr(&out).contains("0644"),
+        "{}",
+        stderr(&out)
+    );
+    env.stop().await;
 }

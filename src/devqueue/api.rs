@@ -877,7 +877,12 @@ async fn serve_artifact(
 ) -> ApiResult {
     let caller = app.authenticate(&method, &uri, &headers, &[])?;
     let id = task_id(&id)?;
-    caller.require(&[format!("queue:get-artifact:{name}")])?;
+    // `public/` artifacts need no scope, authenticated or not (the real queue's anonymous role
+    // applies to every client): a worker fetching upstream evidence with task credentials
+    // must not be refused.
+    if !name.starts_with("public/") {
+        caller.require(&[format!("queue:get-artifact:{name}")])?;
+    }
     let q = app.lock_swept().await?;
     let rec = q.task(&id)?;
     let run = match run {

@@ -7,12 +7,20 @@
 //! no longer ours. Each run executes in its own tokio task so that a panic in any stage becomes
 //! an `internal-error` report and the worker keeps serving.
 //!
+//! Before the first claim, [`startup::Startup::prepare`] loads everything the configuration
+//! names (validator, chain policy, signing key, trust store); a failure is
+//! [`WorkerError::Startup`] (exit 64). Before every claim, [`startup::TrustGuard::refresh`]
+//! reloads the trust policy if it changed on disk; while it is unusable (invalid, rolled back,
+//! expired, no longer trusting our key) the worker claims nothing and says so at error level
+//! every poll interval.
+//!
 //! Signals ([`Shutdown`]): SIGTERM stops claiming and stops the running script, then uploads
 //! what it produced plus the log and reports `worker-shutdown` (the queue reruns the task);
 //! SIGUSR1 stops claiming after the current task. Either way the process then exits 0.
 
 pub mod outcome;
 pub mod reclaim;
+pub mod startup;
 pub mod task;
 pub mod workdir;
 
@@ -40,6 +48,12 @@ pub struct RunOptions {
     pub launch_limits: crate::launch::Limits,
     /// Artifact caps.
     pub artifact_limits: crate::artifacts::Limits,
+    /// Chain-of-trust verification caps; `max_signature_skew` is replaced by the config's
+    /// `[chain_of_trust] max_clock_skew_seconds`.
+    pub verify_limits: crate::verify::Limits,
+    /// Trust store caps; `max_root_signature_skew` is replaced by the config's
+    /// `[chain_of_trust] max_clock_skew_seconds`.
+    pub trust_limits: crate::trust::Limits,
 }
 
 /// How the worker is asked to stop. Cloning shares the tokens.
@@ -97,6 +111,9 @@ impl Shutdown {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
+    /// Something the configuration names is unusable (exit 64, nothing claimed).
+    #[error(transparent)]
+    Startup(Box<startup::StartupError>),
     /// The work area or log dir is unusable.
     #[error(transparent)]
     WorkDir(#[from] WorkDirError),
@@ -108,6 +125,12 @@ pub enum WorkerError {
     Signals(std::io::Error),
 }
 
+impl From<startup::StartupError> for WorkerError {
+    fn from(e: startup::StartupError) -> Self {
+        WorkerError::Startup(Box::new(e))
+    }
+}
+
 /// State shared by the loop and the per-task jobs.
 pub(crate) struct Shared {
     pub config: Config,
@@ -115,6 +138,9 @@ pub(crate) struct Shared {
     /// Allowlisted variables captured from the worker's environment at start-up.
     pub script_env_base: Vec<(String, String)>,
     pub queue: QueueClient,
+    pub validator: crate::validate::TaskValidator,
+    pub policy: crate::chain_policy::ChainPolicy,
+    pub signing_key: crate::openpgp::SigningKey,
 }
 
 /// Summary of a worker run.
@@ -129,10 +155,19 @@ pub async fn run(
     config: Config,
     credentials: Credentials,
     env: &impl EnvSource,
-    options: RunOptions,
+    mut options: RunOptions,
     shutdown: Shutdown,
 ) -> Result<RunSummary, WorkerError> {
+    let skew = config.chain_of_trust.max_clock_skew();
+    options.verify_limits.max_signature_skew = skew;
+    options.trust_limits.max_root_signature_skew = skew;
+    let prepared = startup::Startup::prepare(&config, crate::clock::now(), &options.trust_limits)?;
+    let mut trust = prepared.trust;
     let area = WorkArea::open(&config.paths.work_dir)?;
+    if let Some(run_as) = config.script.run_as {
+        startup::check_can_hand_over(&config.source, area.root(), run_as)?;
+        area.allow_traverse()?;
+    }
     std::fs::create_dir_all(&config.paths.log_dir).map_err(|source| WorkDirError::Io {
         op: "create",
         path: config.paths.log_dir.clone(),
@@ -149,6 +184,9 @@ pub async fn run(
         options,
         script_env_base,
         queue,
+        validator: prepared.validator,
+        policy: prepared.policy,
+        signing_key: prepared.signing_key,
     });
     let timing = &shared.config.timing;
     let backoff_min = Duration::from_secs(timing.backoff_min_secs);
@@ -179,6 +217,21 @@ pub async fn run(
             tracing::info!(handled, "stopping: task limit reached");
             break;
         }
+        // Between tasks only: the trust policy every claimed task will be judged by.
+        let store = match trust.refresh(&shared.signing_key, crate::clock::now()) {
+            Ok(store) => store,
+            Err(problem) => {
+                tracing::error!(error = %problem,
+                    retry_in_secs = poll.as_secs_f64().max(1.0),
+                    "NOT CLAIMING: the trust policy is not usable; fix keys_dir (or restore a \
+                     valid policy) - nothing older is used instead");
+                tokio::select! {
+                    _ = shutdown.stop_claiming.cancelled() => {}
+                    _ = tokio::time::sleep(poll.max(Duration::from_secs(1))) => {}
+                }
+                continue;
+            }
+        };
         // Never cancelled once sent: a claimed task must not be orphaned.
         let pause = match shared
             .queue
@@ -192,7 +245,8 @@ pub async fn run(
             Ok(resp) => {
                 backoff = backoff_min;
                 for claim in resp.tasks {
-                    let report = process_claim(&shared, &area, claim, &shutdown).await;
+                    let report =
+                        process_claim(&shared, &area, claim, store.clone(), &shutdown).await;
                     summary.tasks.push(report);
                 }
                 Duration::ZERO
@@ -218,6 +272,7 @@ async fn process_claim(
     shared: &Arc<Shared>,
     area: &WorkArea,
     claim: TaskClaim,
+    trust: Arc<crate::trust::TrustStore>,
     shutdown: &Shutdown,
 ) -> TaskReport {
     let span = tracing::info_span!(
@@ -225,7 +280,7 @@ async fn process_claim(
         task_id = %claim.status.task_id,
         run_id = claim.run_id
     );
-    process_claim_inner(shared, area, claim, shutdown)
+    process_claim_inner(shared, area, claim, trust, shutdown)
         .instrument(span)
         .await
 }
@@ -234,11 +289,14 @@ async fn process_claim_inner(
     shared: &Arc<Shared>,
     area: &WorkArea,
     claim: TaskClaim,
+    trust: Arc<crate::trust::TrustStore>,
     shutdown: &Shutdown,
 ) -> TaskReport {
     let task_id = claim.status.task_id.clone();
     let run_id = claim.run_id;
-    tracing::info!("claimed");
+    // The one clock reading of this run: verification and our signature use it.
+    let now = crate::clock::now();
+    tracing::info!(trust_policy_version = trust.version(), "claimed");
 
     let client = TaskClient::new(
         shared
@@ -278,12 +336,18 @@ async fn process_claim_inner(
         shared: shared.clone(),
         task_id: task_id.clone(),
         run_id,
+        // Compact re-serialisation of a parsed `Value` cannot fail; the size is what the
+        // validator's limit is about.
+        raw_len: serde_json::to_vec(&claim.task).map_or(usize::MAX, |v| v.len()),
         raw_task: claim.task,
         expires: claim.status.expires,
+        now,
+        trust,
         dirs: dirs.unwrap_or_else(|| workdir::TaskDirs {
             root: area.root().join("unavailable"),
             work: area.root().join("unavailable"),
             artifacts: area.root().join("unavailable"),
+            worker: area.root().join("unavailable"),
         }),
         client,
         lost: lost.clone(),
@@ -318,12 +382,12 @@ async fn process_claim_inner(
         ),
     };
     let mut error_note = None;
-    let (mut resolution, mut uploaded) = match result {
-        Ok(r) => r,
+    let (mut resolution, artifacts, sign) = match result {
+        Ok(staged) => (staged.resolution, staged.artifacts, staged.sign_cot),
         Err(e) => {
             tracing::error!(error = %e, "task error");
             error_note = Some(e.to_string());
-            (e.resolution(), Vec::new())
+            (e.resolution(), Vec::new(), false)
         }
     };
 
@@ -333,7 +397,8 @@ async fn process_claim_inner(
         return TaskReport::Lost { task_id, run_id };
     }
 
-    // Stage 7b: close and upload the task log, then the live.log link.
+    // Close the task log: after this nothing is written to it (its hash goes into our
+    // chain-of-trust document). What happens later is in the worker's own log.
     let mut log = match log {
         Some(l) => Some(l),
         None => crate::launch::TaskLog::create_append(&log_path, &limits)
@@ -344,6 +409,14 @@ async fn process_claim_inner(
         if let Some(note) = &error_note {
             let _ = l.notice(note).await;
         }
+        for a in &artifacts {
+            let _ = l
+                .notice(&format!(
+                    "artifact {} ({} bytes, sha256 {})",
+                    a.name, a.size, a.sha256
+                ))
+                .await;
+        }
         let _ = l
             .notice(&format!("resolution: {}", resolution.label()))
             .await;
@@ -352,19 +425,66 @@ async fn process_claim_inner(
         Some(l) => l.finish().await.is_ok(),
         None => false,
     };
-    if log_ok {
+    if !log_ok {
+        resolution = resolution.combine(Resolution::Exception(ExceptionReason::InternalError));
+    }
+
+    // Stage 6: our chain-of-trust document, over the final bytes of everything we upload.
+    let signed = if sign && log_ok {
+        match task::sign_cot(&ctx, &artifacts, &log_path).await {
+            Ok(files) => Some(files),
+            Err(e) => {
+                tracing::error!(error = %e, "chain-of-trust.json not produced");
+                resolution = resolution.combine(e.resolution());
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    // Stage 7: upload. The script's artifacts, the audit report, the task log (and the live.log
+    // link), then our signed document last, so a verifier that finds it finds everything else.
+    let mut uploaded = Vec::new();
+    let fail = |resolution: &mut Resolution, e: task::TaskError| {
+        tracing::error!(error = %e, "upload failed");
+        *resolution = resolution.clone().combine(e.resolution());
+    };
+    for artifact in &artifacts {
+        if lost.is_cancelled() {
+            break;
+        }
+        match task::upload(&ctx, artifact).await {
+            Ok(()) => uploaded.push(artifact.name.clone()),
+            Err(e) => fail(&mut resolution, e),
+        }
+    }
+    let chain_log = task::chain_log_path(&ctx.dirs);
+    if !lost.is_cancelled() && chain_log.exists() {
+        match task::upload_worker_file(&ctx, task::CHAIN_OF_TRUST_LOG, &chain_log).await {
+            Ok(()) => uploaded.push(task::CHAIN_OF_TRUST_LOG.to_owned()),
+            Err(e) => fail(&mut resolution, e),
+        }
+    }
+    if log_ok && !lost.is_cancelled() {
         match task::upload_log(&ctx, &log_path).await {
             Ok(()) => {
                 uploaded.push(task::LIVE_BACKING_LOG.to_owned());
                 uploaded.push(task::LIVE_LOG.to_owned());
             }
-            Err(e) => {
-                tracing::error!(error = %e, "task log upload failed");
-                resolution = resolution.combine(e.resolution());
+            Err(e) => fail(&mut resolution, e),
+        }
+    }
+    if let Some(files) = &signed {
+        for (name, path) in [(task::COT_JSON, &files.json), (task::COT_ASC, &files.asc)] {
+            if lost.is_cancelled() {
+                break;
+            }
+            match task::upload_worker_file(&ctx, name, path).await {
+                Ok(()) => uploaded.push(name.to_owned()),
+                Err(e) => fail(&mut resolution, e),
             }
         }
-    } else {
-        resolution = resolution.combine(Resolution::Exception(ExceptionReason::InternalError));
     }
 
     // Stage 8: report.

@@ -1,34 +1,49 @@
 //! The per-task pipeline: one claimed run, from the raw claim to the report, in numbered stages.
 //!
-//! Stages (later issues insert theirs where the placeholders are):
+//! Stages:
 //! 1. parse the claim (a malformed definition is reported `malformed-payload`, never a crash),
-//!    write `task.json`;
-//! 2. validate the restricted input (issue 5);
-//! 3. verify the chain of trust (issue 4);
-//! 4. launch the script;
+//!    write `task.json`, log the trust policy version in force;
+//! 2. validate the restricted input ([`crate::validate`]): a rejection lists every violation in
+//!    the task log and ends the run as `malformed-payload`, before anything is downloaded;
+//! 3. verify the chain of trust ([`crate::evidence::fetch_and_verify`] with the run's task
+//!    credentials and the instant read once per task): the audit report becomes
+//!    `public/logs/chain_of_trust.log` (pass or fail); a failure ends the run with
+//!    [`ChainFailure::exception_reason`] and the script is not started;
+//! 4. launch the script, which [`crate::launch::run`] only does given the [`VerifiedChain`];
 //! 5. collect its artifacts;
-//! 6. write and sign `chain-of-trust.json` (issue 3);
-//! 7. upload: artifacts, then the task log, then `public/logs/live.log` as a link to it;
+//! 6. after the script exited (any code or a signal of its own; not after a timeout, a
+//!    shutdown or a failed verification): finalise the task log, then write and sign
+//!    `chain-of-trust.json` over every artifact's sha256 plus both logs ([`sign_cot`]);
+//! 7. upload: artifacts, `chain_of_trust.log`, the task log and the `live.log` link, then
+//!    `public/chain-of-trust.json` and its `.asc` last;
 //! 8. report.
+//!
+//! Stages 1-5 are [`pipeline`]; the caller (`super::process_claim`) runs 6-8, because the task
+//! log must be closed before it is hashed.
 //!
 //! Invariants: a claimed run is always resolved, unless the queue told us it is no longer ours
 //! (reclaim 409), in which case nothing more is uploaded or reported. The script never sees
-//! credentials. Errors from every stage become a [`Resolution`] in one place,
-//! [`TaskError::resolution`].
+//! credentials or the signing key. Nothing is written to the task log after it was hashed.
+//! Errors from every stage become a [`Resolution`] in one place, [`TaskError::resolution`].
 
 use super::Shared;
 use super::outcome::{FailReason, Resolution};
 use super::reclaim::TaskClient;
 use super::workdir::{TaskDirs, sorted_json};
 use crate::artifacts::{self, ArtifactError, CollectedArtifact};
+use crate::evidence::{self, ChainFailure};
 use crate::ids::TaskId;
 use crate::launch::{self, LaunchError, LaunchSpec, ScriptEnd, TaskLog};
 use crate::queue::QueueError;
 use crate::queue::types::{
     CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskDefinition,
 };
+use crate::trust::{CotSignature, SignatureError, TrustStore};
+use crate::validate::Rejection;
+use crate::verify::VerifiedChain;
 use chrono::{DateTime, Utc};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +54,15 @@ pub const LIVE_BACKING_LOG: &str = "public/logs/live_backing.log";
 pub const LIVE_LOG: &str = "public/logs/live.log";
 /// Content type of the task log.
 pub const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// Name of the uploaded chain-of-trust audit report.
+pub const CHAIN_OF_TRUST_LOG: &str = "public/logs/chain_of_trust.log";
+/// Name of our chain-of-trust document.
+pub const COT_JSON: &str = "public/chain-of-trust.json";
+/// Name of its detached armored OpenPGP signature.
+pub const COT_ASC: &str = "public/chain-of-trust.json.asc";
+/// Most verification failures copied into the task log (the full list is in
+/// `chain_of_trust.log`).
+const MAX_SUMMARY_LINES: usize = 50;
 
 /// Why a stage failed. [`TaskError::resolution`] is the one place that maps these to outcomes.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +85,62 @@ pub enum TaskError {
         expected: String,
         /// The task's.
         actual: String,
+    },
+    /// The task's restricted input broke the rules (every violation is in the task log).
+    #[error("task {task_id} rejected: {} problem(s) with its input", .rejection.violations.len() + .rejection.omitted)]
+    Rejected {
+        /// Task.
+        task_id: TaskId,
+        /// Every violation.
+        rejection: Rejection,
+    },
+    /// The chain of trust did not verify, or its evidence could not be fetched.
+    #[error("task {task_id}: {failure}")]
+    Chain {
+        /// Task.
+        task_id: TaskId,
+        /// Why (the full report is `chain_of_trust.log`).
+        failure: ChainFailure,
+    },
+    /// A worker-owned file (chain-of-trust log or document) could not be written or read.
+    #[error("cannot {op} {path}: {source}")]
+    WorkerFile {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Our chain-of-trust document could not be built.
+    #[error("task {task_id}: cannot build chain-of-trust.json: {source}")]
+    Cot {
+        /// Task.
+        task_id: TaskId,
+        /// Why.
+        source: crate::cot::CotError,
+    },
+    /// Signing our chain-of-trust document failed.
+    #[error("task {task_id}: cannot sign chain-of-trust.json: {source}")]
+    Sign {
+        /// Task.
+        task_id: TaskId,
+        /// Why.
+        source: crate::openpgp::OpenPgpError,
+    },
+    /// Our own signature does not verify under the trust policy in force: downstream verifiers
+    /// would reject it, so it is not uploaded.
+    #[error(
+        "task {task_id}: our chain-of-trust signature does not verify under trust policy version \
+         {version}: {source}"
+    )]
+    SelfCheck {
+        /// Task.
+        task_id: TaskId,
+        /// The policy version in force.
+        version: u64,
+        /// The trust store's verdict.
+        source: SignatureError,
     },
     /// The work directories could not be prepared.
     #[error(transparent)]
@@ -99,14 +179,20 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    /// The outcome each failure gets: the task's fault -> `malformed-payload`; the network
-    /// after retries -> `intermittent-task` (rerun); everything else is ours -> `internal-error`.
+    /// The outcome each failure gets: the task's fault -> `malformed-payload` (a rejected
+    /// input, a chain that does not verify); the queue unreachable while fetching evidence ->
+    /// `resource-unavailable`; the network after retries while uploading -> `intermittent-task`
+    /// (rerun); everything else is ours -> `internal-error`.
     pub fn resolution(&self) -> Resolution {
         use ExceptionReason as E;
         match self {
             TaskError::Malformed { .. } | TaskError::WrongQueue { .. } => {
                 Resolution::Exception(E::MalformedPayload)
             }
+            TaskError::Rejected { rejection, .. } => {
+                Resolution::Exception(rejection.exception_reason())
+            }
+            TaskError::Chain { failure, .. } => Resolution::Exception(failure.exception_reason()),
             TaskError::Upload { source, .. } if source.is_transient() => {
                 Resolution::Exception(E::IntermittentTask)
             }
@@ -116,6 +202,10 @@ impl TaskError {
             | TaskError::WriteTaskJson { .. }
             | TaskError::Launch(_)
             | TaskError::Artifacts(_)
+            | TaskError::WorkerFile { .. }
+            | TaskError::Cot { .. }
+            | TaskError::Sign { .. }
+            | TaskError::SelfCheck { .. }
             | TaskError::Internal(_) => Resolution::Exception(E::InternalError),
         }
     }
@@ -150,7 +240,13 @@ pub(super) struct RunCtx {
     pub task_id: TaskId,
     pub run_id: u32,
     pub raw_task: serde_json::Value,
+    /// Size of the claimed definition as compact JSON (the validator's size limit).
+    pub raw_len: usize,
     pub expires: DateTime<Utc>,
+    /// The instant this run is judged and signed at (the clock is read once per task).
+    pub now: DateTime<Utc>,
+    /// The trust policy in force for this whole run (never swapped mid-task).
+    pub trust: Arc<TrustStore>,
     pub dirs: TaskDirs,
     pub client: TaskClient,
     /// The queue took the run away.
@@ -159,12 +255,26 @@ pub(super) struct RunCtx {
     pub abort: CancellationToken,
 }
 
-/// Stages 1-7a. Returns the resolution so far and the artifacts uploaded; the caller uploads
-/// the log (it must come last) and reports.
-pub(super) async fn pipeline(
-    ctx: &RunCtx,
-    log: &mut TaskLog,
-) -> Result<(Resolution, Vec<String>), TaskError> {
+/// What stages 1-5 leave for the caller.
+#[derive(Debug)]
+pub(super) struct Staged {
+    /// The resolution so far.
+    pub resolution: Resolution,
+    /// The script's accepted artifacts, hashed (not uploaded yet).
+    pub artifacts: Vec<CollectedArtifact>,
+    /// Whether our chain-of-trust document is to be written: the script ran and exited by
+    /// itself (not after a timeout, a shutdown or a lost claim).
+    pub sign_cot: bool,
+}
+
+/// Where stage 3 writes the audit report (worker-owned, uploaded as [`CHAIN_OF_TRUST_LOG`]).
+pub(super) fn chain_log_path(dirs: &TaskDirs) -> PathBuf {
+    dirs.worker.join("chain_of_trust.log")
+}
+
+/// Stages 1-5. Returns the resolution so far and the artifacts to upload; the caller closes the
+/// log, signs, uploads and reports.
+pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, TaskError> {
     // Stage 1: parse the claim. The definition stays raw JSON for task.json; the typed view
     // only checks the fields we rely on.
     let def = parse_definition(ctx)?;
@@ -176,17 +286,29 @@ pub(super) async fn pipeline(
             source,
         })?;
     log.notice(&format!(
-        "task {} run {}: definition accepted",
-        ctx.task_id, ctx.run_id
+        "task {} run {}: definition accepted; trust policy version {} in force",
+        ctx.task_id,
+        ctx.run_id,
+        ctx.trust.version()
     ))
     .await?;
 
-    // Stage 2: validate the restricted input (issue 5): payload against schemas/ and the task's
-    // scopes against the configured prefixes. Placeholder: nothing is checked yet beyond stage 1.
+    // Stage 2: validate the restricted input. Nothing has been downloaded or run yet, and
+    // nothing will be for a rejected task.
+    if let Err(rejection) = ctx.shared.validator.validate(&ctx.raw_task, ctx.raw_len) {
+        for line in rejection.to_string().lines() {
+            log.notice(line).await?;
+        }
+        return Err(TaskError::Rejected {
+            task_id: ctx.task_id.clone(),
+            rejection,
+        });
+    }
+    log.notice("task input valid (payload schema, scopes, upstream artifacts)")
+        .await?;
 
-    // Stage 3: verify the chain of trust (issue 4): download and verify upstream documents and
-    // artifacts into <work>/cot/<taskId>/<path> and write <work>/cot/manifest.json.
-    // Placeholder: not implemented yet.
+    // Stage 3: verify the chain of trust. The verified upstream files land in <work>/cot/.
+    let verified = verify_chain(ctx, log).await?;
 
     // Stage 4: launch the script (unless we are already shutting down or lost the run).
     let end = if ctx.abort.is_cancelled() || ctx.lost.is_cancelled() {
@@ -195,6 +317,9 @@ pub(super) async fn pipeline(
         ScriptEnd::Cancelled
     } else {
         let spec = launch_spec(ctx, &def)?;
+        if let Some(run_as) = spec.run_as {
+            ctx.dirs.hand_to(run_as.uid, run_as.gid)?;
+        }
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
         let (lost, abort, c) = (ctx.lost.clone(), ctx.abort.clone(), cancel.clone());
@@ -205,16 +330,18 @@ pub(super) async fn pipeline(
                 _ = c.cancelled() => {}
             }
         });
-        let end = launch::run(&spec, log, &cancel).await?;
+        let end = launch::run(&spec, &verified, log, &cancel).await?;
         drop(guard);
         end
     };
     if ctx.lost.is_cancelled() {
-        return Ok((
-            Resolution::Exception(ExceptionReason::WorkerShutdown),
-            Vec::new(),
-        ));
+        return Ok(Staged {
+            resolution: Resolution::Exception(ExceptionReason::WorkerShutdown),
+            artifacts: Vec::new(),
+            sign_cot: false,
+        });
     }
+    let sign_cot = matches!(end, ScriptEnd::Exited(_) | ScriptEnd::Signaled(_));
     let mut resolution = Resolution::from_script(end);
     if let Resolution::Failed(reason) = &resolution {
         log.notice(&reason.to_string()).await?;
@@ -236,33 +363,203 @@ pub(super) async fn pipeline(
             collection.refused.len(),
         )));
     }
+    Ok(Staged {
+        resolution,
+        artifacts: collection.artifacts,
+        sign_cot,
+    })
+}
 
-    // Stage 6: write and sign chain-of-trust.json over `collection.artifacts` and the frozen
-    // task log (issue 3). Placeholder: not implemented yet.
-
-    // Stage 7a: upload the script's artifacts.
-    let mut uploaded = Vec::new();
-    for artifact in &collection.artifacts {
-        if ctx.lost.is_cancelled() {
-            return Ok((resolution, uploaded));
+/// Stage 3: fetch the evidence with the run's task credentials, verify it at the run's instant,
+/// write the audit report to the worker dir, and summarise the verdict in the task log.
+async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<VerifiedChain, TaskError> {
+    log.notice("verifying the chain of trust").await?;
+    let shared = &ctx.shared;
+    let result = evidence::fetch_and_verify(
+        &ctx.client.current(),
+        &ctx.task_id,
+        &ctx.raw_task,
+        &ctx.dirs.work.join("cot"),
+        &shared.policy,
+        &ctx.trust,
+        ctx.now,
+        &shared.options.verify_limits,
+    )
+    .await;
+    let text = match &result {
+        Ok(verified) => verified.report().to_text(),
+        Err(failure) => failure.log_text(),
+    };
+    let path = chain_log_path(&ctx.dirs);
+    let header = format!(
+        "chainlock: task {} run {}, trust policy version {}\n",
+        ctx.task_id,
+        ctx.run_id,
+        ctx.trust.version()
+    );
+    tokio::fs::write(&path, format!("{header}{text}"))
+        .await
+        .map_err(|source| TaskError::WorkerFile {
+            op: "write",
+            path: path.clone(),
+            source,
+        })?;
+    match result {
+        Ok(verified) => {
+            log.notice(&format!(
+                "chain of trust verified: {} link(s), {} upstream file(s) (see {CHAIN_OF_TRUST_LOG})",
+                verified.report().links.len(),
+                verified.files().len()
+            ))
+            .await?;
+            Ok(verified)
         }
-        match upload(ctx, artifact).await {
-            Ok(()) => {
-                log.notice(&format!(
-                    "uploaded {} ({} bytes, sha256 {})",
-                    artifact.name, artifact.size, artifact.sha256
-                ))
-                .await?;
-                uploaded.push(artifact.name.clone());
+        Err(failure) => {
+            log.notice(&format!(
+                "{failure}: the script is not started (full report: {CHAIN_OF_TRUST_LOG})"
+            ))
+            .await?;
+            if let ChainFailure::Verification(report) = &failure {
+                for e in report.errors.iter().take(MAX_SUMMARY_LINES) {
+                    log.notice(&format!("  [FAIL] {}: {e}", e.check())).await?;
+                }
+                if report.errors.len() > MAX_SUMMARY_LINES {
+                    log.notice(&format!(
+                        "  ... and {} more",
+                        report.errors.len() - MAX_SUMMARY_LINES
+                    ))
+                    .await?;
+                }
             }
-            Err(e) => {
-                log.notice(&e.to_string()).await?;
-                tracing::error!(task_id = %ctx.task_id, error = %e, "upload failed");
-                resolution = resolution.combine(e.resolution());
-            }
+            tracing::warn!(task_id = %ctx.task_id, reason = %failure.exception_reason().as_str(),
+                "{failure}");
+            Err(TaskError::Chain {
+                task_id: ctx.task_id.clone(),
+                failure,
+            })
         }
     }
-    Ok((resolution, uploaded))
+}
+
+/// Our chain-of-trust document and its signature, written in the worker dir.
+#[derive(Debug)]
+pub(super) struct SignedCot {
+    /// `chain-of-trust.json` (canonical bytes).
+    pub json: PathBuf,
+    /// `chain-of-trust.json.asc`.
+    pub asc: PathBuf,
+}
+
+/// Stage 6, after the task log is final: hash both logs (streaming), build the document over
+/// them and every artifact, sign it with the worker key at the run's instant, check our own
+/// signature under the trust policy in force, and write both files to the worker dir.
+pub(super) async fn sign_cot(
+    ctx: &RunCtx,
+    artifacts: &[CollectedArtifact],
+    task_log: &Path,
+) -> Result<SignedCot, TaskError> {
+    let mut digests: BTreeMap<String, String> = artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .collect();
+    for (name, path) in [
+        (LIVE_BACKING_LOG, task_log.to_owned()),
+        (CHAIN_OF_TRUST_LOG, chain_log_path(&ctx.dirs)),
+    ] {
+        digests.insert(name.to_owned(), hash_file(path).await?);
+    }
+    let cfg = &ctx.shared.config;
+    let worker_type = cfg
+        .queue
+        .task_queue_id
+        .split_once('/')
+        .map_or(cfg.queue.task_queue_id.as_str(), |(_, wt)| wt);
+    let doc = crate::cot::generate(
+        &ctx.raw_task,
+        &ctx.task_id,
+        ctx.run_id,
+        &cfg.queue.worker_group,
+        &cfg.queue.worker_id,
+        worker_type,
+        &digests,
+    )
+    .map_err(|source| TaskError::Cot {
+        task_id: ctx.task_id.clone(),
+        source,
+    })?;
+    let sig = crate::openpgp::sign_detached_armored(&ctx.shared.signing_key, &doc, ctx.now)
+        .map_err(|source| TaskError::Sign {
+            task_id: ctx.task_id.clone(),
+            source,
+        })?;
+    // Fail closed: never publish a signature that the policy we verify others with rejects.
+    ctx.trust
+        .verify_cot_signature(
+            &cfg.chain_of_trust.worker_impl,
+            &doc,
+            CotSignature::OpenPgpArmored(&sig),
+            ctx.now,
+            cfg.chain_of_trust.max_clock_skew(),
+        )
+        .map_err(|source| TaskError::SelfCheck {
+            task_id: ctx.task_id.clone(),
+            version: ctx.trust.version(),
+            source,
+        })?;
+    let files = SignedCot {
+        json: ctx.dirs.worker.join("chain-of-trust.json"),
+        asc: ctx.dirs.worker.join("chain-of-trust.json.asc"),
+    };
+    for (path, bytes) in [(&files.json, &doc), (&files.asc, &sig)] {
+        tokio::fs::write(path, bytes)
+            .await
+            .map_err(|source| TaskError::WorkerFile {
+                op: "write",
+                path: path.clone(),
+                source,
+            })?;
+    }
+    tracing::info!(task_id = %ctx.task_id, artifacts = digests.len(),
+        signing_key = %ctx.shared.signing_key.fingerprint(), "chain-of-trust.json signed");
+    Ok(files)
+}
+
+/// Streaming sha256 of a worker-owned file (memory does not grow with its size).
+async fn hash_file(path: PathBuf) -> Result<String, TaskError> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|source| TaskError::WorkerFile {
+            op: "read",
+            path: path.clone(),
+            source,
+        })?;
+        crate::verify::bundle::hash_reader(file, u64::MAX - 1)
+            .map(|d| d.sha256)
+            .map_err(|e| TaskError::WorkerFile {
+                op: "hash",
+                path: path.clone(),
+                source: std::io::Error::other(e.detail),
+            })
+    })
+    .await
+    .map_err(|e| TaskError::Internal(format!("hashing: {e}")))?
+}
+
+/// Stage 7: uploads a worker-owned file under `name` (content type from the name).
+pub(super) async fn upload_worker_file(
+    ctx: &RunCtx,
+    name: &str,
+    path: &Path,
+) -> Result<(), TaskError> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| TaskError::WorkerFile {
+            op: "inspect",
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
+    let (content_type, gzip) = artifacts::content_type_for(name);
+    upload_file(ctx, name, path, content_type, gzip, size).await
 }
 
 fn parse_definition(ctx: &RunCtx) -> Result<TaskDefinition, TaskError> {
@@ -328,6 +625,7 @@ fn launch_spec(ctx: &RunCtx, def: &TaskDefinition) -> Result<LaunchSpec, TaskErr
         timeout,
         kill_grace: cfg.script.kill_grace(),
         limits: ctx.shared.options.launch_limits,
+        run_as: cfg.script.run_as,
     })
 }
 

@@ -66,6 +66,10 @@ pub struct TaskDirs {
     pub work: PathBuf,
     /// `CHAINLOCK_ARTIFACT_DIR`: everything in it is uploaded.
     pub artifacts: PathBuf,
+    /// The worker's own files for this run (`chain_of_trust.log`, our `chain-of-trust.json`
+    /// and its signature): never the script's cwd or artifact dir, and with `run_as` not even
+    /// readable by the script.
+    pub worker: PathBuf,
 }
 
 impl WorkArea {
@@ -123,16 +127,35 @@ impl WorkArea {
         let dirs = TaskDirs {
             work: root.join("work"),
             artifacts: root.join("artifacts"),
+            worker: root.join("worker"),
             root,
         };
         create_private_dir(&dirs.root)?;
         create_private_dir(&dirs.work)?;
         create_private_dir(&dirs.artifacts)?;
+        create_private_dir(&dirs.worker)?;
         Ok(dirs)
+    }
+
+    /// With `[script] run_as`: lets other users traverse (not list) the area root, so the
+    /// script's user can reach the directories handed to it.
+    pub fn allow_traverse(&self) -> Result<(), WorkDirError> {
+        set_mode(&self.root, 0o711)
     }
 }
 
 impl TaskDirs {
+    /// With `[script] run_as`: gives the work dir and the artifact dir (not their contents: the
+    /// verified `cot/` files stay the worker's, read-only to the script) to `uid:gid`, and lets
+    /// the script traverse the run's root. The worker dir stays private.
+    pub fn hand_to(&self, uid: u32, gid: u32) -> Result<(), WorkDirError> {
+        set_mode(&self.root, 0o711)?;
+        for dir in [&self.work, &self.artifacts] {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io("chown", dir))?;
+        }
+        Ok(())
+    }
+
     /// Removes the run's directories.
     pub fn remove(&self) -> Result<(), WorkDirError> {
         remove_any(&self.root)
@@ -146,6 +169,11 @@ fn remove_any(path: &Path) -> Result<(), WorkDirError> {
     } else {
         std::fs::remove_file(path).map_err(io("remove", path))
     }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), WorkDirError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
 }
 
 fn create_private_dir(path: &Path) -> Result<(), WorkDirError> {

@@ -1,0 +1,427 @@
+//! Start-up and between-task trust checks: everything the worker loads before its first claim.
+//!
+//! Why it exists: a release worker that cannot validate its input, verify its chain or sign its
+//! output must not claim anything. So, before the first `claimWork`, [`Startup::prepare`]
+//! compiles the task validator, loads the chain policy, loads the signing key (refusing one
+//! group or others can read), loads the trust store from the configured pin and the state file,
+//! proves that the trust store accepts a signature made with our key for our worker
+//! implementation, and, when `[script] run_as` is set, proves that the script's user can read
+//! neither the signing key nor the credentials file. Any failure is a [`StartupError`], which
+//! names the config file and key and maps to exit code 64.
+//!
+//! Between tasks, [`TrustGuard::refresh`] reloads the trust policy when `trust.toml` changed on
+//! disk, and re-checks that the policy in force has not expired and still trusts our key. If
+//! not, the worker claims nothing until it does (it never falls back to an older policy
+//! silently). It is never called while a task runs: a task is judged by one policy version.
+//!
+//! What it must not do: read the clock (times are arguments) or log key material.
+
+use crate::chain_policy::{ChainPolicy, PolicyError};
+use crate::config::{ChainOfTrustConfig, Config, RunAs};
+use crate::openpgp::{self, OpenPgpError, SigningKey};
+use crate::trust::{self, CotSignature, SignatureError, TrustError, TrustStore};
+use crate::validate::{TaskValidator, ValidateError};
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why the worker refuses to start. Every variant maps to exit code 64 ([`Self::exit_code`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// `[task]`: the payload schema or the scope rules are unusable.
+    #[error("config file {config}: /task: {source}")]
+    Validator {
+        /// The config file.
+        config: PathBuf,
+        /// Why.
+        source: ValidateError,
+    },
+    /// `[verify] policy`: the chain policy is unreadable or invalid.
+    #[error("config file {config}: /verify/policy: {source}")]
+    ChainPolicy {
+        /// The config file.
+        config: PathBuf,
+        /// Why.
+        source: PolicyError,
+    },
+    /// `[chain_of_trust] signing_key`: the key is unreadable, too permissive or unusable.
+    #[error("config file {config}: /chain_of_trust/signing_key: {source}")]
+    SigningKey {
+        /// The config file.
+        config: PathBuf,
+        /// Why.
+        source: OpenPgpError,
+    },
+    /// `[chain_of_trust]`: the trust store could not be loaded from the pin and state file.
+    #[error("config file {config}: /chain_of_trust/keys_dir {keys_dir}: {source}")]
+    TrustStore {
+        /// The config file.
+        config: PathBuf,
+        /// The trust store directory.
+        keys_dir: PathBuf,
+        /// Why.
+        source: TrustError,
+    },
+    /// The trust policy in force does not accept signatures by our key for our worker
+    /// implementation: every document we signed would be rejected downstream.
+    #[error(
+        "config file {config}: /chain_of_trust/worker_impl: trust policy version {version} does \
+         not accept signatures by key {fingerprint} for worker implementation {worker_impl:?}: \
+         {source}"
+    )]
+    KeyNotTrusted {
+        /// The config file.
+        config: PathBuf,
+        /// Our key's primary fingerprint.
+        fingerprint: String,
+        /// Our worker implementation.
+        worker_impl: String,
+        /// The policy version in force.
+        version: u64,
+        /// The trust store's verdict.
+        source: Box<SignatureError>,
+    },
+    /// `[script] run_as`: the script's user could read a secret file.
+    #[error(
+        "config file {config}: /script/run_as: uid {uid} could read {path} (named by {pointer}): \
+         {reason}"
+    )]
+    ReadableByScript {
+        /// The config file.
+        config: PathBuf,
+        /// The key naming the file.
+        pointer: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The script's uid.
+        uid: u32,
+        /// Why it could read it.
+        reason: String,
+    },
+    /// `[script] run_as`: the worker cannot hand directories to another user (not root).
+    #[error(
+        "config file {config}: /script/run_as: cannot give the work area to uid {uid}: {source} \
+         (run_as needs a worker running as root)"
+    )]
+    CannotDropPrivileges {
+        /// The config file.
+        config: PathBuf,
+        /// The script's uid.
+        uid: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file named by the configuration could not be inspected.
+    #[error("config file {config}: {pointer}: cannot inspect {path}: {source}")]
+    Inspect {
+        /// The config file.
+        config: PathBuf,
+        /// The key naming the file.
+        pointer: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl StartupError {
+    /// A worker that cannot start is misconfigured: exit 64, nothing claimed.
+    pub fn exit_code(&self) -> i32 {
+        crate::cli::EX_USAGE
+    }
+}
+
+/// Why the trust policy cannot be used for the next task (between-task check).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustProblem {
+    /// The policy on disk does not load (bad signature, rollback, expired, unreadable, ...).
+    #[error("trust policy in {keys_dir} is not usable: {source}")]
+    Load {
+        /// The trust store directory.
+        keys_dir: PathBuf,
+        /// Why.
+        source: TrustError,
+    },
+    /// The policy in force expired while no new version appeared.
+    #[error("trust policy version {version} expired at {expires}")]
+    Expired {
+        /// The version.
+        version: u64,
+        /// Its expiry.
+        expires: DateTime<Utc>,
+    },
+    /// The policy in force no longer accepts our own signatures.
+    #[error(
+        "trust policy version {version} does not accept our key {fingerprint} for {worker_impl:?}: \
+         {source}"
+    )]
+    KeyNotTrusted {
+        /// The version.
+        version: u64,
+        /// Our key.
+        fingerprint: String,
+        /// Our worker implementation.
+        worker_impl: String,
+        /// Why.
+        source: Box<SignatureError>,
+    },
+}
+
+/// Checks that `store` accepts a signature made now by `key` for `cfg.worker_impl`.
+fn check_own_key(
+    store: &TrustStore,
+    key: &SigningKey,
+    cfg: &ChainOfTrustConfig,
+    now: DateTime<Utc>,
+) -> Result<(), SignatureError> {
+    const PROBE: &[u8] = b"chainlock start-up probe: is our chain-of-trust key trusted?";
+    let sig = match openpgp::sign_detached_armored(key, PROBE, now) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(SignatureError::Malformed {
+                reason: format!("cannot sign with our own key: {e}"),
+            });
+        }
+    };
+    store
+        .verify_cot_signature(
+            &cfg.worker_impl,
+            PROBE,
+            CotSignature::OpenPgpArmored(&sig),
+            now,
+            cfg.max_clock_skew(),
+        )
+        .map(|_| ())
+}
+
+/// The trust store in force, reloaded between tasks when it changes on disk.
+#[derive(Debug)]
+pub struct TrustGuard {
+    cfg: ChainOfTrustConfig,
+    limits: trust::Limits,
+    current: Option<Arc<TrustStore>>,
+}
+
+impl TrustGuard {
+    /// Loads the trust store from the configured pin and the state file.
+    pub fn load(
+        cfg: &ChainOfTrustConfig,
+        now: DateTime<Utc>,
+        limits: &trust::Limits,
+    ) -> Result<TrustGuard, TrustError> {
+        let store =
+            TrustStore::load_with_state(&cfg.keys_dir, &cfg.pin(), &cfg.state_file, now, limits)?;
+        Ok(TrustGuard {
+            cfg: cfg.clone(),
+            limits: *limits,
+            current: Some(Arc::new(store)),
+        })
+    }
+
+    /// The version in force, if a usable policy is loaded.
+    pub fn version(&self) -> Option<u64> {
+        self.current.as_ref().map(|s| s.version())
+    }
+
+    /// Between tasks only: reloads the policy if `trust.toml` changed on disk (or the last
+    /// attempt failed), then checks that it has not expired at `now` and accepts our key.
+    /// `Err` means: claim nothing now, try again after the poll interval.
+    pub fn refresh(
+        &mut self,
+        key: &SigningKey,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<TrustStore>, TrustProblem> {
+        let load_err = |source| TrustProblem::Load {
+            keys_dir: self.cfg.keys_dir.clone(),
+            source,
+        };
+        let changed = match &self.current {
+            None => true,
+            Some(store) => match store.changed_on_disk() {
+                Ok(changed) => changed,
+                Err(e) => {
+                    self.current = None;
+                    return Err(load_err(e));
+                }
+            },
+        };
+        if changed {
+            let before = self.version();
+            // Fail closed: the old store is dropped first, so an unusable new policy never
+            // leaves the old one silently in force.
+            self.current = None;
+            let store = TrustStore::load_with_state(
+                &self.cfg.keys_dir,
+                &self.cfg.pin(),
+                &self.cfg.state_file,
+                now,
+                &self.limits,
+            )
+            .map_err(load_err)?;
+            tracing::info!(
+                previous_version = ?before,
+                version = store.version(),
+                keys_dir = %self.cfg.keys_dir.display(),
+                "trust policy reloaded"
+            );
+            self.current = Some(Arc::new(store));
+        }
+        let Some(store) = self.current.clone() else {
+            // Unreachable: set just above or kept from before.
+            return Err(TrustProblem::Expired {
+                version: 0,
+                expires: now,
+            });
+        };
+        let expires = store.policy().file.expires;
+        if expires <= now {
+            self.current = None;
+            return Err(TrustProblem::Expired {
+                version: store.version(),
+                expires,
+            });
+        }
+        if let Err(source) = check_own_key(&store, key, &self.cfg, now) {
+            self.current = None;
+            return Err(TrustProblem::KeyNotTrusted {
+                version: store.version(),
+                fingerprint: key.fingerprint(),
+                worker_impl: self.cfg.worker_impl.clone(),
+                source: Box::new(source),
+            });
+        }
+        Ok(store)
+    }
+}
+
+/// Everything loaded before the first claim.
+#[derive(Debug)]
+pub struct Startup {
+    /// The compiled task validator.
+    pub validator: TaskValidator,
+    /// The chain-of-trust policy.
+    pub policy: ChainPolicy,
+    /// Our chain-of-trust signing key.
+    pub signing_key: SigningKey,
+    /// The trust store in force.
+    pub trust: TrustGuard,
+}
+
+impl Startup {
+    /// Loads and checks everything the configuration names, at `now`.
+    pub fn prepare(
+        config: &Config,
+        now: DateTime<Utc>,
+        trust_limits: &trust::Limits,
+    ) -> Result<Startup, StartupError> {
+        let source = &config.source;
+        let cot = &config.chain_of_trust;
+        let validator =
+            TaskValidator::from_config(&config.task).map_err(|e| StartupError::Validator {
+                config: source.clone(),
+                source: e,
+            })?;
+        let policy =
+            ChainPolicy::load(&config.verify.policy).map_err(|e| StartupError::ChainPolicy {
+                config: source.clone(),
+                source: e,
+            })?;
+        let signing_key = openpgp::load_signing_key(&cot.signing_key, now).map_err(|e| {
+            StartupError::SigningKey {
+                config: source.clone(),
+                source: e,
+            }
+        })?;
+        if let Some(run_as) = config.script.run_as {
+            check_not_readable_by(
+                source,
+                "/chain_of_trust/signing_key",
+                &cot.signing_key,
+                run_as,
+            )?;
+            if let Some(creds) = &config.credentials.file {
+                check_not_readable_by(source, "/credentials/file", creds, run_as)?;
+            }
+        }
+        let trust =
+            TrustGuard::load(cot, now, trust_limits).map_err(|e| StartupError::TrustStore {
+                config: source.clone(),
+                keys_dir: cot.keys_dir.clone(),
+                source: e,
+            })?;
+        if let Some(store) = &trust.current {
+            check_own_key(store, &signing_key, cot, now).map_err(|e| {
+                StartupError::KeyNotTrusted {
+                    config: source.clone(),
+                    fingerprint: signing_key.fingerprint(),
+                    worker_impl: cot.worker_impl.clone(),
+                    version: store.version(),
+                    source: Box::new(e),
+                }
+            })?;
+            tracing::info!(
+                version = store.version(),
+                keys_dir = %cot.keys_dir.display(),
+                signing_key = %signing_key.fingerprint(),
+                worker_impl = %cot.worker_impl,
+                "trust policy loaded; our signing key is trusted"
+            );
+        }
+        Ok(Startup {
+            validator,
+            policy,
+            signing_key,
+            trust,
+        })
+    }
+}
+
+/// Refuses a secret file the script's user could read: owned by that uid, or with any group or
+/// other permission bit (a group the user is in, or everyone).
+fn check_not_readable_by(
+    config: &Path,
+    pointer: &'static str,
+    path: &Path,
+    run_as: RunAs,
+) -> Result<(), StartupError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|source| StartupError::Inspect {
+        config: config.to_owned(),
+        pointer,
+        path: path.to_owned(),
+        source,
+    })?;
+    let refuse = |reason: String| StartupError::ReadableByScript {
+        config: config.to_owned(),
+        pointer,
+        path: path.to_owned(),
+        uid: run_as.uid,
+        reason,
+    };
+    if meta.uid() == run_as.uid {
+        return Err(refuse("the file is owned by that uid".into()));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "mode {mode:04o} grants group or other access (chmod 600)"
+        )));
+    }
+    Ok(())
+}
+
+/// With `run_as`, proves the worker can hand a directory to the script's user (it must be
+/// root), by creating and chowning a probe file in `dir`.
+pub fn check_can_hand_over(config: &Path, dir: &Path, run_as: RunAs) -> Result<(), StartupError> {
+    let err = |source| StartupError::CannotDropPrivileges {
+        config: config.to_owned(),
+        uid: run_as.uid,
+        source,
+    };
+    let probe = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    std::os::unix::fs::chown(probe.path(), Some(run_as.uid), Some(run_as.gid)).map_err(err)?;
+    Ok(())
+}
