@@ -130,12 +130,15 @@ pub struct DemoArgs {
 }
 
 /// Sets up tracing on stderr: human-readable by default, JSON lines with `--log-format json`.
-/// `RUST_LOG` refines the level (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// `RUST_LOG` refines the level (default `default_filter`). Colours only on a terminal, so log
+/// files and journald get plain text.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialisation (tests calling `run` twice) keeps the first subscriber.
     let _ = match format {
@@ -144,9 +147,17 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// The demo narrates its own steps on stdout; of the in-process workers' logs it shows only
+/// warnings and the script's own output lines, so the story stays readable.
+const DEMO_LOG_FILTER: &str = "warn,chainlock::script=info";
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    init_logging(cli.log_format);
+    let default_filter = match cli.command {
+        Command::Demo(_) => DEMO_LOG_FILTER,
+        _ => "info",
+    };
+    init_logging(cli.log_format, default_filter);
     match cli.command {
         Command::Keys(args) => crate::keys_cli::run(args),
         Command::Verify(args) => crate::verify_cli::run(args).await,
