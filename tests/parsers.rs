@@ -253,6 +253,9 @@ fn check_all<T, E>(
 // ---------------------------------------------------------------------------------------------
 // chain-of-trust.json
 
+/// A labelled edit of a parsed document.
+type Edit = (&'static str, fn(&mut Value));
+
 #[test]
 fn cot_documents_survive_mutations() {
     for (name, bytes) in seeds("cot") {
@@ -261,37 +264,26 @@ fn cot_documents_survive_mutations() {
             "cot::parse_and_validate",
             &name,
             json_mutants(&bytes),
-            |b| cot::parse_and_validate(b),
+            cot::parse_and_validate,
         );
         assert!(refused > 0);
         // A taskId that is not a slugid, a negative or fractional runId, a missing field.
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
-        let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-            (
-                "taskId not a slugid",
-                Box::new(|d| d["taskId"] = json!("decision_task_id")),
-            ),
-            ("runId negative", Box::new(|d| d["runId"] = json!(-1))),
-            ("runId fractional", Box::new(|d| d["runId"] = json!(0.5))),
-            (
-                "runId beyond u32",
-                Box::new(|d| d["runId"] = json!(1u64 << 33)),
-            ),
-            (
-                "version 2",
-                Box::new(|d| d["chainOfTrustVersion"] = json!(2)),
-            ),
-            ("artifacts a list", Box::new(|d| d["artifacts"] = json!([]))),
-            (
-                "no task",
-                Box::new(|d| {
-                    d.as_object_mut().unwrap().remove("task");
-                }),
-            ),
-            (
-                "artifact without sha256",
-                Box::new(|d| d["artifacts"]["public/x"] = json!({"sha512": "00"})),
-            ),
+        let edits: Vec<Edit> = vec![
+            ("taskId not a slugid", |d| {
+                d["taskId"] = json!("decision_task_id")
+            }),
+            ("runId negative", |d| d["runId"] = json!(-1)),
+            ("runId fractional", |d| d["runId"] = json!(0.5)),
+            ("runId beyond u32", |d| d["runId"] = json!(1u64 << 33)),
+            ("version 2", |d| d["chainOfTrustVersion"] = json!(2)),
+            ("artifacts a list", |d| d["artifacts"] = json!([])),
+            ("no task", |d| {
+                d.as_object_mut().unwrap().remove("task");
+            }),
+            ("artifact without sha256", |d| {
+                d["artifacts"]["public/x"] = json!({"sha512": "00"})
+            }),
         ];
         for (label, edit) in edits {
             let mut d = doc.clone();

@@ -16,8 +16,12 @@ fn per_second(n: usize, took: std::time::Duration) -> String {
 pub fn signatures(s: &Settings) -> Vec<Row> {
     let n = if s.quick { 50 } else { 500 };
     let at = chainlock::clock::now();
-    let key = openpgp::generate_key("bench <bench@example.invalid>", at - Duration::days(1), None)
-        .expect("key");
+    let key = openpgp::generate_key(
+        "bench <bench@example.invalid>",
+        at - Duration::days(1),
+        None,
+    )
+    .expect("key");
     let cert = key.public_cert();
     let doc = vec![b'x'; 4096];
 
@@ -71,10 +75,20 @@ pub fn signatures(s: &Settings) -> Vec<Row> {
 /// A large task definition: `paths` upstream artifact paths and a big env.
 fn large_task(paths: usize) -> Value {
     let paths: Vec<String> = (0..paths)
-        .map(|i| format!("public/build/{}/target-{i}.tar.gz", ["en-US", "de", "fr", "ja"][i % 4]))
+        .map(|i| {
+            format!(
+                "public/build/{}/target-{i}.tar.gz",
+                ["en-US", "de", "fr", "ja"][i % 4]
+            )
+        })
         .collect();
     let env: serde_json::Map<String, Value> = (0..200)
-        .map(|i| (format!("VAR_{i}"), json!(format!("value \u{e9} {i} \"quoted\""))))
+        .map(|i| {
+            (
+                format!("VAR_{i}"),
+                json!(format!("value \u{e9} {i} \"quoted\"")),
+            )
+        })
         .collect();
     json!({
         "provisionerId": "releng",
@@ -108,7 +122,12 @@ pub fn canonical(s: &Settings) -> Vec<Row> {
     }];
 
     let artifacts: serde_json::Map<String, Value> = (0..paths)
-        .map(|i| (format!("public/build/target-{i}.tar.gz"), json!({"sha256": format!("{i:064x}")})))
+        .map(|i| {
+            (
+                format!("public/build/target-{i}.tar.gz"),
+                json!({"sha256": format!("{i:064x}")}),
+            )
+        })
         .collect();
     let doc = json!({
         "chainOfTrustVersion": 1,
@@ -122,7 +141,9 @@ pub fn canonical(s: &Settings) -> Vec<Row> {
         "environment": {},
     });
     let doc_bytes = cot::to_canonical_json(&doc).expect("canonical doc");
-    let (took, parsed) = best_of(5, || cot::parse_and_validate(&doc_bytes).expect("valid document"));
+    let (took, parsed) = best_of(5, || {
+        cot::parse_and_validate(&doc_bytes).expect("valid document")
+    });
     rows.push(Row {
         name: format!("cot parse+schema ({paths} artifacts)"),
         time: took,

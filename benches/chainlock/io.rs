@@ -60,7 +60,8 @@ fn write_log(path: &Path, size: u64) {
             state
         );
         let take = (size - written).min(line.len() as u64) as usize;
-        f.write_all(&line.as_bytes()[..take]).expect("write bench log");
+        f.write_all(&line.as_bytes()[..take])
+            .expect("write bench log");
         written += take as u64;
         i += 1;
     }

@@ -117,7 +117,14 @@ pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     best.expect("reps.max(1) >= 1 iteration ran")
 }
 
-const SECTIONS: [&str; 6] = ["hash", "upload", "download", "verify", "openpgp", "canonical"];
+const SECTIONS: [&str; 6] = [
+    "hash",
+    "upload",
+    "download",
+    "verify",
+    "openpgp",
+    "canonical",
+];
 
 fn main() {
     let mut quick = false;

@@ -40,8 +40,9 @@ impl Env {
         let t = chainlock::clock::now() - Duration::hours(1);
         let t0 = DateTime::from_timestamp(t.timestamp(), 0).expect("whole seconds are in range");
         let gw = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-        let root = openpgp::generate_key("root <root@example.invalid>", t0 - Duration::days(10), None)
-            .expect("root key");
+        let root =
+            openpgp::generate_key("root <root@example.invalid>", t0 - Duration::days(10), None)
+                .expect("root key");
         let mut workers = BTreeMap::new();
         workers.insert(
             "generic-worker".to_owned(),
@@ -51,8 +52,7 @@ impl Env {
                 fingerprint: None,
                 cert: None,
                 public_key: Some(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(gw.verifying_key().to_bytes()),
+                    base64::engine::general_purpose::STANDARD.encode(gw.verifying_key().to_bytes()),
                 ),
                 valid_from: t0 - Duration::days(5),
                 valid_until: t0 + Duration::days(300),
@@ -107,7 +107,13 @@ fn sha256(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-fn task_def(t0: DateTime<Utc>, group: &TaskId, worker_type: &str, name: &str, payload: Value) -> Value {
+fn task_def(
+    t0: DateTime<Utc>,
+    group: &TaskId,
+    worker_type: &str,
+    name: &str,
+    payload: Value,
+) -> Value {
     json!({
         "provisionerId": "example-3",
         "workerType": worker_type,
@@ -216,7 +222,10 @@ fn write_link(
     }
     let sig = env.gw.sign(&doc_bytes).to_bytes();
     write(&base.join("artifacts/public/chain-of-trust.json.sig"), &sig);
-    write(&base.join("artifacts/public/chain-of-trust.json"), &doc_bytes);
+    write(
+        &base.join("artifacts/public/chain-of-trust.json"),
+        &doc_bytes,
+    );
 }
 
 /// Writes a bundle of `links` tasks (decision + builds + target), each build with `per_link`
@@ -225,7 +234,9 @@ fn write_bundle(env: &Env, dir: &Path, links: usize, per_link: usize) -> TaskId 
     let t0 = env.t0;
     let d = TaskId::generate();
     let s = TaskId::generate();
-    let builds: Vec<TaskId> = (0..links.saturating_sub(2)).map(|_| TaskId::generate()).collect();
+    let builds: Vec<TaskId> = (0..links.saturating_sub(2))
+        .map(|_| TaskId::generate())
+        .collect();
     let mut graph = serde_json::Map::new();
     let mut in_graph = |id: &TaskId, def: &Value| {
         let mut task = def.clone();
@@ -250,7 +261,12 @@ fn write_bundle(env: &Env, dir: &Path, links: usize, per_link: usize) -> TaskId 
             json!({"env": repo_env(), "features": {"chainOfTrust": true}}),
         );
         let outputs: BTreeMap<String, Vec<u8>> = (0..per_link)
-            .map(|j| (format!("public/build/part-{j}.bin"), format!("build {i} part {j}").into_bytes()))
+            .map(|j| {
+                (
+                    format!("public/build/part-{j}.bin"),
+                    format!("build {i} part {j}").into_bytes(),
+                )
+            })
             .collect();
         upstream.push(json!({
             "taskId": b.as_str(),
@@ -268,7 +284,10 @@ fn write_bundle(env: &Env, dir: &Path, links: usize, per_link: usize) -> TaskId 
         json!({"upstreamArtifacts": upstream, "env": repo_env()}),
     );
     s_def["dependencies"] = json!(builds.iter().map(TaskId::as_str).collect::<Vec<_>>());
-    write(&dir.join(s.as_str()).join("task.json"), s_def.to_string().as_bytes());
+    write(
+        &dir.join(s.as_str()).join("task.json"),
+        s_def.to_string().as_bytes(),
+    );
     in_graph(&s, &s_def);
 
     let d_def = task_def(
