@@ -678,6 +678,33 @@ fn artifact_names_refuse_hostile_forms() {
             artifacts::check_name(name, &limits)
         });
         assert!(r.is_err(), "accepted {:?}", show(name.as_bytes()));
+        // The same names as upstream paths (payload and chain-of-trust documents), except the
+        // reserved chain-of-trust names, which are legitimate upstream paths.
+        if name.contains("chain-of-trust") || name.len() > limits.max_name_bytes {
+            continue;
+        }
+        let r = guard(
+            "verify::ArtifactPath::parse",
+            "hostile",
+            name.as_bytes(),
+            || chainlock::verify::ArtifactPath::parse(name),
+        );
+        assert!(
+            r.is_err(),
+            "verify path accepted {:?}",
+            show(name.as_bytes())
+        );
+        let r = guard(
+            "validate::path::ArtifactPath::parse",
+            "hostile",
+            name.as_bytes(),
+            || chainlock::validate::path::ArtifactPath::parse(name),
+        );
+        assert!(
+            r.is_err(),
+            "payload path accepted {:?}",
+            show(name.as_bytes())
+        );
     }
     for good in [
         "public/build/target.tar.gz",
@@ -689,6 +716,10 @@ fn artifact_names_refuse_hostile_forms() {
             let s = String::from_utf8_lossy(&m.bytes).into_owned();
             let r = guard("artifacts::check_name", &m.label, &m.bytes, || {
                 artifacts::check_name(&s, &limits)
+            });
+            guard("artifact path parsers", &m.label, &m.bytes, || {
+                let _ = chainlock::verify::ArtifactPath::parse(&s);
+                let _ = chainlock::validate::path::ArtifactPath::parse(&s);
             });
             if s.is_empty() || s.ends_with('/') || s.contains('\\') {
                 assert!(r.is_err(), "accepted {s:?}");
@@ -967,4 +998,45 @@ fn bundle_reader_survives_mutated_files() {
         ..limits.clone()
     };
     assert!(Bundle::open(dir.path(), &small).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source URLs (task metadata.source and *_HEAD_REPOSITORY come from task definitions)
+
+#[test]
+fn source_url_helpers_survive_mutations() {
+    use chainlock::verify::source::{normalize_url, url_within};
+    let base = "https://github.com/example/product";
+    let seeds = [
+        "https://github.com/example/product/raw/0123456789abcdef/.taskcluster.yml",
+        "https://hg.mozilla.org/releases/mozilla-release",
+        "ssh://hg@hg.mozilla.org/try",
+    ];
+    for seed in seeds {
+        for m in byte_mutants(seed.as_bytes()) {
+            let s = String::from_utf8_lossy(&m.bytes).into_owned();
+            guard("normalize_url/url_within", &m.label, &m.bytes, || {
+                let _ = normalize_url(&s);
+                let _ = url_within(base, &s);
+                let _ = url_within(&s, base);
+            });
+        }
+    }
+    // Look-alikes of the base are not within it.
+    for evil in [
+        "https://github.com/example/product-try",
+        "https://github.com/example/productx/raw/x",
+        "https://github.com.evil.example/example/product",
+        "https://evil.example/github.com/example/product",
+        "http://github.com@evil.example/example/product",
+    ] {
+        let r = guard("url_within", evil, evil.as_bytes(), || {
+            url_within(base, evil)
+        });
+        assert!(!r, "{evil} treated as within {base}");
+    }
+    let huge = format!("{base}/{}", "a/".repeat(1 << 20));
+    guard("normalize_url", "huge", huge.as_bytes(), || {
+        normalize_url(&huge)
+    });
 }
