@@ -1,0 +1,234 @@
+//! Streaming IO: artifact hashing, gzip upload and download through the dev queue.
+//!
+//! Files are written just before they are measured, so they sit in the page cache: the numbers
+//! are CPU-bound (sha256, gzip, HTTP over loopback), not disk-bound, which is what the code
+//! controls. Peak RSS growth is the figure that proves streaming: it must stay roughly the same
+//! for the small and the large file.
+
+use super::{Row, Settings, mb_per_s, with_peak_rss};
+use chainlock::artifacts;
+use chainlock::devqueue::{self, Client, DevQueueConfig};
+use chainlock::ids::TaskId;
+use chainlock::queue::types::{
+    ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, format_time,
+};
+use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+use chainlock::secret::Secret;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Writes `size` bytes of incompressible data (xorshift), 1 MiB at a time.
+fn write_binary(path: &Path, size: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create bench file"));
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(MIB) as usize;
+        f.write_all(&buf[..n]).expect("write bench file");
+        left -= n as u64;
+    }
+    f.flush().expect("flush bench file");
+}
+
+/// Writes `size` bytes of log-like text (compresses about as well as a real task log).
+fn write_log(path: &Path, size: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create bench log"));
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut written = 0u64;
+    let mut i = 0u64;
+    while written < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let line = format!(
+            "[task 2026-01-01T00:{:02}:{:02}.{:03}Z] {:>8} INFO - signing public/build/target-{}.tar.gz sha256={:016x}\n",
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            i % 1000,
+            i,
+            i % 97,
+            state
+        );
+        let take = (size - written).min(line.len() as u64) as usize;
+        f.write_all(&line.as_bytes()[..take])
+            .expect("write bench log");
+        written += take as u64;
+        i += 1;
+    }
+    f.flush().expect("flush bench log");
+}
+
+/// `artifacts::collect` over a directory holding one file of each size.
+pub fn hash(s: &Settings) -> Vec<Row> {
+    let limits = artifacts::Limits::default();
+    let mut rows = Vec::new();
+    for mib in [s.small_mib, s.large_mib] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let public = dir.path().join("public");
+        std::fs::create_dir(&public).expect("mkdir");
+        write_binary(&public.join("target.tar.zst"), mib * MIB);
+        let start = Instant::now();
+        let (collection, rss) = with_peak_rss(|| artifacts::collect(dir.path(), &limits));
+        let took = start.elapsed();
+        let collection = collection.expect("collect");
+        assert_eq!(collection.artifacts.len(), 1, "{:?}", collection.refused);
+        rows.push(Row {
+            name: format!("hash (collect) {mib} MiB"),
+            time: took,
+            rate: mb_per_s(mib * MIB, took),
+            rss,
+            note: "streaming sha256, page-cached file".into(),
+        });
+    }
+    rows
+}
+
+const TOKEN: &str = "bench-access-token";
+const QUEUE: &str = "bench/upload";
+
+/// Upload (gzip) and download of log files of both sizes through an in-process dev queue.
+pub fn transfer(s: &Settings, upload: bool, download: bool) -> Vec<Row> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(transfer_async(s, upload, download))
+}
+
+async fn transfer_async(s: &Settings, upload: bool, download: bool) -> Vec<Row> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("queue");
+    let mut cfg = DevQueueConfig::new(
+        "127.0.0.1:0".parse().expect("loopback address"),
+        data,
+        vec![Client {
+            client_id: "admin".into(),
+            access_token: Secret::new(TOKEN),
+            scopes: vec!["*".into()],
+        }],
+    );
+    cfg.claim_work_timeout = Duration::from_secs(2);
+    let handle = devqueue::start(cfg).await.expect("dev queue");
+    let q = QueueClient::new(
+        handle.root_url(),
+        Some(Credentials::permanent("admin", Secret::new(TOKEN))),
+        RetryPolicy::standard(),
+    )
+    .expect("client");
+
+    let now = chainlock::clock::now();
+    let id = TaskId::generate();
+    let def = serde_json::json!({
+        "taskQueueId": QUEUE,
+        "created": format_time(now),
+        "deadline": format_time(now + chrono::Duration::hours(2)),
+        "expires": format_time(now + chrono::Duration::days(2)),
+        "scopes": [],
+        "payload": {},
+        "metadata": {"name": "bench", "description": "bench", "owner": "bench@example.invalid",
+                     "source": "https://example.invalid/bench"}
+    });
+    q.create_task(&id, &def).await.expect("createTask");
+    let claim = q
+        .claim_work(
+            QUEUE,
+            &ClaimWorkRequest {
+                worker_group: "bench".into(),
+                worker_id: "bench-1".into(),
+                tasks: 1,
+            },
+        )
+        .await
+        .expect("claimWork");
+    let task = claim.tasks.first().expect("the bench task is claimed");
+    let tq = q.with_credentials(Credentials::from_task_credentials(&task.credentials));
+    let expires = now + chrono::Duration::days(1);
+
+    let mut rows = Vec::new();
+    for mib in [s.small_mib, s.large_mib] {
+        let src = dir.path().join(format!("live-{mib}.log"));
+        write_log(&src, mib * MIB);
+        let name = format!("public/logs/bench-{mib}.log");
+        let ct = "text/plain; charset=utf-8";
+        let r = tq
+            .create_artifact(
+                &id,
+                0,
+                &name,
+                &CreateArtifactRequest::S3 {
+                    expires,
+                    content_type: ct.into(),
+                    content_length: None,
+                },
+            )
+            .await
+            .expect("createArtifact");
+        let CreateArtifactResponse::S3 { put_url, .. } = r else {
+            panic!("the dev queue answers s3 for s3 requests")
+        };
+        let start = Instant::now();
+        let (up, rss) = with_peak_rss_async(tq.upload_file(&put_url, &src, ct, true)).await;
+        let took = start.elapsed();
+        let up = up.expect("upload");
+        if upload {
+            rows.push(Row {
+                name: format!("upload gzip {mib} MiB"),
+                time: took,
+                rate: mb_per_s(up.source_bytes, took),
+                rss,
+                note: format!(
+                    "{:.1}x compression; RSS includes the dev queue",
+                    up.source_bytes as f64 / up.sent_bytes.max(1) as f64
+                ),
+            });
+        }
+        if download {
+            let dest = dir.path().join(format!("down-{mib}.log"));
+            let start = Instant::now();
+            let (down, rss) =
+                with_peak_rss_async(q.get_latest_artifact_to_file(&id, &name, &dest, u64::MAX))
+                    .await;
+            let took = start.elapsed();
+            let down = down.expect("download");
+            assert_eq!(down.bytes, mib * MIB, "download length");
+            rows.push(Row {
+                name: format!("download gzip {mib} MiB"),
+                time: took,
+                rate: mb_per_s(down.bytes, took),
+                rss,
+                note: format!(
+                    "Content-Encoding {}; RSS includes the dev queue",
+                    down.content_encoding.as_deref().unwrap_or("none")
+                ),
+            });
+            std::fs::remove_file(&dest).ok();
+        }
+        std::fs::remove_file(&src).ok();
+    }
+    handle.shutdown().await;
+    rows
+}
+
+async fn with_peak_rss_async<T>(f: impl std::future::Future<Output = T>) -> (T, Option<u64>) {
+    // The same measurement as `with_peak_rss`, around an await.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = super::proc_status_bytes(if reset { "VmRSS:" } else { "VmHWM:" });
+    let out = f.await;
+    let after = super::proc_status_bytes("VmHWM:");
+    let growth = match (before, after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    (out, growth)
+}
