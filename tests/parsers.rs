@@ -1029,6 +1029,8 @@ fn source_url_helpers_survive_mutations() {
         "https://github.com.evil.example/example/product",
         "https://evil.example/github.com/example/product",
         "http://github.com@evil.example/example/product",
+        "https://github.com/example/product/../product-try",
+        "https://github.com/example/product/%2e%2e/product-try",
     ] {
         let r = guard("url_within", evil, evil.as_bytes(), || {
             url_within(base, evil)

@@ -108,19 +108,24 @@ pub struct Chain {
     pub errors: Vec<VerifyError>,
     /// Tasks that are linked but whose definition the lookup did not have.
     pub unresolved: BTreeSet<TaskId>,
+    /// Decision task -> the tasks whose decision task it is, computed once by [`build`] so that
+    /// per-link checks stay linear in the number of links.
+    pub children: BTreeMap<TaskId, Vec<TaskId>>,
 }
 
 impl Chain {
     /// Tasks whose decision task is `parent`.
     pub fn children_of<'a>(&'a self, parent: &'a TaskId) -> impl Iterator<Item = &'a Node> + 'a {
-        self.nodes
-            .values()
-            .filter(move |n| n.parent.as_ref() == Some(parent))
+        self.children
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.nodes.get(id))
     }
 
     /// Whether some task of the chain has `task_id` as its decision task.
     pub fn is_parent(&self, task_id: &TaskId) -> bool {
-        self.children_of(task_id).next().is_some()
+        self.children.contains_key(task_id)
     }
 }
 
@@ -136,9 +141,19 @@ pub fn build<'a>(
         order: Vec::new(),
         errors: Vec::new(),
         unresolved: BTreeSet::new(),
+        children: BTreeMap::new(),
     };
     let mut path = Vec::new();
     visit(target, 0, lookup, limits, &mut chain, &mut path);
+    for (id, node) in &chain.nodes {
+        if let Some(parent) = &node.parent {
+            chain
+                .children
+                .entry(parent.clone())
+                .or_default()
+                .push(id.clone());
+        }
+    }
     chain
 }
 

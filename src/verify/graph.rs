@@ -53,7 +53,7 @@ pub fn compare(
         .map(|t| t.with_timezone(&Utc));
 
     // Dependencies: runtime ⊆ graph ∪ {decision}.
-    let graph_deps: Vec<&str> = graph_task
+    let graph_deps: std::collections::BTreeSet<&str> = graph_task
         .get("dependencies")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -76,7 +76,7 @@ pub fn compare(
             task_id: child_id.clone(),
             decision: decision_id.clone(),
             key: "dependencies".into(),
-            graph: clip(&Value::from(graph_deps.clone()).to_string()),
+            graph: clip(&Value::from(graph_deps.iter().copied().collect::<Vec<_>>()).to_string()),
             runtime: clip(
                 &runtime
                     .get("dependencies")

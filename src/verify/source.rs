@@ -52,11 +52,25 @@ pub fn normalize_url(url: &str) -> String {
 }
 
 /// Whether `url` is `base` or below it, on path-component boundaries (both normalised).
+///
+/// Fails closed on dot segments, literal or percent-encoded: `…/product/../product-try` must
+/// never count as inside `…/product`, whatever a server would make of it.
 pub fn url_within(base: &str, url: &str) -> bool {
+    if has_dot_segment(base) || has_dot_segment(url) {
+        return false;
+    }
     url == base
         || url
             .strip_prefix(base)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn has_dot_segment(url: &str) -> bool {
+    let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+    path.split('/').any(|seg| {
+        let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 fn env(raw: &Value) -> impl Iterator<Item = (&String, &str)> {
@@ -246,5 +260,14 @@ mod tests {
             "https://github.com/org/repo",
             "https://github.com/org/repo-try/raw/abc/.taskcluster.yml"
         ));
+        // Dot segments never stay "inside" a repository, literal or percent-encoded.
+        for evil in [
+            "https://github.com/org/repo/../repo-try",
+            "https://github.com/org/repo/./x",
+            "https://github.com/org/repo/%2e%2e/repo-try",
+            "https://github.com/org/repo/%2E./repo-try",
+        ] {
+            assert!(!url_within("https://github.com/org/repo", evil), "{evil}");
+        }
     }
 }
