@@ -872,11 +872,18 @@ fn unknown_or_wrong(
 fn map_openpgp_error(key: &str, e: OpenPgpError) -> SignatureError {
     let key = key.to_owned();
     match e {
-        OpenPgpError::KeyRevoked { at, .. } => SignatureError::Revoked {
-            key,
-            reason: "revoked in its OpenPGP certificate".into(),
+        OpenPgpError::KeyRevoked {
+            fingerprint,
             at,
-            revoked_at: at,
+            revoked_at,
+            reason,
+        } => SignatureError::Revoked {
+            key,
+            reason: format!("OpenPGP self-revocation of {fingerprint}: {reason}"),
+            at,
+            // Only a hard revocation can apply without a creation time (a soft one is never
+            // alive without one); it then reaches back to any signature, so report that time.
+            revoked_at: revoked_at.unwrap_or(at),
         },
         OpenPgpError::CertInvalid { at, reason, .. } => {
             SignatureError::CertInvalid { key, at, reason }
