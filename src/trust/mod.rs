@@ -645,6 +645,36 @@ impl TrustStore {
         now: DateTime<Utc>,
         limits: &Limits,
     ) -> Result<TrustStore, TrustError> {
+        let (store, stored) =
+            TrustStore::load_from_state(keys_dir, configured, state_file, now, limits)?;
+        if stored.as_ref() != Some(&store.pin) {
+            store.pin.write_state(state_file)?;
+        }
+        Ok(store)
+    }
+
+    /// Like [`TrustStore::load_with_state`], but never writes `state_file` (nor anything
+    /// else): for `chainlock config check`, which must judge the same inputs the worker would
+    /// without moving the worker's rollback floor.
+    pub fn load_with_state_read_only(
+        keys_dir: &Path,
+        configured: &TrustPin,
+        state_file: &Path,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<TrustStore, TrustError> {
+        TrustStore::load_from_state(keys_dir, configured, state_file, now, limits)
+            .map(|(store, _)| store)
+    }
+
+    /// The shared read half of the two loaders: the store, and the pin the state file held.
+    fn load_from_state(
+        keys_dir: &Path,
+        configured: &TrustPin,
+        state_file: &Path,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<(TrustStore, Option<TrustPin>), TrustError> {
         let stored = TrustPin::read_state(state_file)?;
         let pin = match &stored {
             Some(s) if s.version > configured.version => s.clone(),
@@ -660,10 +690,7 @@ impl TrustStore {
             _ => configured.clone(),
         };
         let store = TrustStore::load(keys_dir, &pin, now, limits)?;
-        if stored.as_ref() != Some(&store.pin) {
-            store.pin.write_state(state_file)?;
-        }
-        Ok(store)
+        Ok((store, stored))
     }
 
     /// The version and digest now in force (persist it as the next pin).
