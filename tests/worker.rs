@@ -1177,6 +1177,19 @@ async fn unverifiable_chains_are_malformed_payload_and_the_script_never_starts()
             !names.contains(&"public/chain-of-trust.json".to_owned()),
             "{names:?}"
         );
+        // live.log, what Treeherder shows, resolves to the verification report (scriptworker
+        // 63.2.0); the task log is still there as live_backing.log.
+        assert!(
+            names.contains(&"public/logs/live.log".to_owned())
+                && names.contains(&"public/logs/live_backing.log".to_owned()),
+            "{names:?}"
+        );
+        let via_link = env.download(&id, "public/logs/live.log").await;
+        assert_eq!(
+            String::from_utf8(via_link).unwrap(),
+            report,
+            "{check}: live.log"
+        );
     }
     env.stop().await;
 }
