@@ -1027,3 +1027,161 @@ fn openpgp_self_revocation_table() {
         }
     }
 }
+
+/// TUF/tough `SystemTimeSteppedBackward`: the clock may lag the newest recorded evaluation
+/// time by at most `max_clock_step_back` (1 hour by default).
+#[test]
+fn clock_step_back_table() {
+    let limits = Limits::default();
+    let path = Path::new("trust-state.json");
+    let state = |evaluated_at: Option<DateTime<Utc>>| TrustState {
+        version: 1,
+        sha256: "00".repeat(32),
+        evaluated_at,
+    };
+    let base = t(10);
+    // (case, recorded evaluation time, clock now, refused)
+    let rows = [
+        ("old state file without the field", None, base, false),
+        ("same instant", Some(base), base, false),
+        (
+            "clock moved forward",
+            Some(base),
+            base + Duration::days(3),
+            false,
+        ),
+        (
+            "30 minutes behind: NTP-sized",
+            Some(base),
+            base - Duration::minutes(30),
+            false,
+        ),
+        (
+            "exactly the tolerance behind",
+            Some(base),
+            base - Duration::hours(1),
+            false,
+        ),
+        (
+            "one second beyond the tolerance",
+            Some(base),
+            base - Duration::hours(1) - Duration::seconds(1),
+            true,
+        ),
+        (
+            "a month behind",
+            Some(base),
+            base - Duration::days(30),
+            true,
+        ),
+    ];
+    for (case, recorded, now, refused) in rows {
+        let got = check_clock(&state(recorded), path, now, &limits);
+        match (refused, got) {
+            (false, Ok(())) => {}
+            (
+                true,
+                Err(TrustError::ClockSteppedBack {
+                    last_evaluated,
+                    now: n,
+                    tolerance,
+                    ..
+                }),
+            ) => {
+                assert_eq!(Some(last_evaluated), recorded, "{case}");
+                assert_eq!(n, now, "{case}");
+                assert_eq!(tolerance, Duration::hours(1), "{case}");
+            }
+            (refused, got) => panic!("{case}: refused={refused}, got {got:?}"),
+        }
+    }
+    let wider = Limits {
+        max_clock_step_back: Duration::days(31),
+        ..Limits::default()
+    };
+    check_clock(&state(Some(base)), path, base - Duration::days(30), &wider)
+        .expect("within a wider tolerance");
+}
+
+/// The state file records the newest evaluation time on every load, never moves it back,
+/// refuses a load (also read-only) when the clock is behind it, and still reads files
+/// written before the field existed.
+#[test]
+fn state_file_records_evaluation_time_and_stays_compatible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(keys.join("sigs")).expect("mkdir");
+    let v1 = signed(policy_bytes(1, &[0], 1, t(365)), &[0], t(-1));
+    std::fs::write(keys.join("trust.toml"), &v1.bytes).expect("write");
+    std::fs::write(keys.join("sigs/root0.asc"), &v1.signatures[0]).expect("write");
+    let pin = TrustPin {
+        version: 1,
+        sha256: sha256_hex(&v1.bytes),
+    };
+    let state = dir.path().join("trust-state.json");
+    let limits = Limits::default();
+    let recorded = || {
+        TrustState::read(&state)
+            .expect("read")
+            .expect("present")
+            .evaluated_at
+    };
+    // A state file from before `evaluated_at` existed.
+    std::fs::write(
+        &state,
+        format!("{{\"version\": 1, \"sha256\": \"{}\"}}", pin.sha256),
+    )
+    .expect("write");
+    TrustStore::load_with_state(&keys, &pin, &state, t(0), &limits).expect("old format loads");
+    assert_eq!(recorded(), Some(t(0)));
+    // Slightly behind: loads, the recorded time does not move back.
+    let behind = t(0) - Duration::minutes(30);
+    TrustStore::load_with_state(&keys, &pin, &state, behind, &limits).expect("within tolerance");
+    assert_eq!(recorded(), Some(t(0)));
+    // Stepped back: refused, by the worker's loader and by `config check`'s read-only one.
+    let stepped = t(0) - Duration::hours(2);
+    for read_only in [false, true] {
+        let got = if read_only {
+            TrustStore::load_with_state_read_only(&keys, &pin, &state, stepped, &limits)
+        } else {
+            TrustStore::load_with_state(&keys, &pin, &state, stepped, &limits)
+        };
+        match got {
+            Err(TrustError::ClockSteppedBack {
+                path,
+                last_evaluated,
+                now,
+                ..
+            }) => {
+                assert_eq!(path, state);
+                assert_eq!((last_evaluated, now), (t(0), stepped));
+            }
+            other => panic!("read_only={read_only}: {other:?}"),
+        }
+    }
+    assert_eq!(recorded(), Some(t(0)));
+    // The read-only loader never writes, even when the time would move forward.
+    TrustStore::load_with_state_read_only(&keys, &pin, &state, t(1), &limits).expect("load");
+    assert_eq!(recorded(), Some(t(0)));
+    // Between tasks the running worker records its evaluations too.
+    let store = TrustStore::load_with_state(&keys, &pin, &state, t(1), &limits).expect("load");
+    assert_eq!(recorded(), Some(t(1)));
+    store
+        .record_evaluation(&state, t(2), &limits)
+        .expect("record");
+    assert_eq!(recorded(), Some(t(2)));
+    let err = store
+        .record_evaluation(&state, t(1), &limits)
+        .expect_err("stepped back");
+    assert!(
+        matches!(err, TrustError::ClockSteppedBack { .. }),
+        "{err:?}"
+    );
+    assert_eq!(recorded(), Some(t(2)));
+    // The message names both times.
+    let text = err.to_string();
+    assert!(
+        text.contains(&t(1).to_string()) && text.contains(&t(2).to_string()),
+        "{text}"
+    );
+}

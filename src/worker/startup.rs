@@ -203,6 +203,8 @@ pub struct TrustGuard {
     cfg: ChainOfTrustConfig,
     limits: trust::Limits,
     current: Option<Arc<TrustStore>>,
+    /// The newest evaluation time this guard wrote to the state file.
+    recorded: DateTime<Utc>,
 }
 
 impl TrustGuard {
@@ -218,6 +220,7 @@ impl TrustGuard {
             cfg: cfg.clone(),
             limits: *limits,
             current: Some(Arc::new(store)),
+            recorded: now,
         })
     }
 
@@ -238,6 +241,18 @@ impl TrustGuard {
             keys_dir: self.cfg.keys_dir.clone(),
             source,
         };
+        // A clock stepped back behind what we already recorded: claim nothing (the reload
+        // this forces checks the state file again, and keeps refusing until the clock is
+        // right).
+        if now + self.limits.max_clock_step_back < self.recorded {
+            self.current = None;
+            return Err(load_err(TrustError::ClockSteppedBack {
+                path: self.cfg.state_file.clone(),
+                last_evaluated: self.recorded,
+                now,
+                tolerance: self.limits.max_clock_step_back,
+            }));
+        }
         let changed = match &self.current {
             None => true,
             Some(store) => match store.changed_on_disk() {
@@ -268,6 +283,7 @@ impl TrustGuard {
                 "trust policy reloaded"
             );
             self.current = Some(Arc::new(store));
+            self.recorded = self.recorded.max(now);
         }
         let Some(store) = self.current.clone() else {
             // Unreachable: set just above or kept from before.
@@ -292,6 +308,17 @@ impl TrustGuard {
                 worker_impl: self.cfg.worker_impl.clone(),
                 source: Box::new(source),
             });
+        }
+        // Keep the clock floor in the state file current while the worker runs for long.
+        if now - self.recorded >= self.limits.evaluation_record_interval {
+            if let Err(e) = store.record_evaluation(&self.cfg.state_file, now, &self.limits) {
+                self.current = None;
+                return Err(TrustProblem::Load {
+                    keys_dir: self.cfg.keys_dir.clone(),
+                    source: e,
+                });
+            }
+            self.recorded = now;
         }
         Ok(store)
     }
