@@ -93,7 +93,8 @@ pub struct RunArgs {
 /// `chainlock config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file and print the effective config with secrets redacted.
+    /// Validate a config file, print the effective config with secrets redacted, and run the
+    /// worker's start-up checks read-only (exit 64 if any fails).
     Check {
         /// The config file.
         file: std::path::PathBuf,
@@ -223,6 +224,28 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {
         }
     );
     print!("{}", config.to_toml());
+    // The same checks the worker runs before its first claim, read-only.
+    use crate::worker::startup::{CheckOutcome, check_config};
+    let checks = check_config(&config, crate::clock::now());
+    println!("# start-up checks (read-only: the queue is not contacted, no file is written)");
+    for check in &checks {
+        match &check.outcome {
+            CheckOutcome::Ok(detail) => println!("ok    {}: {detail}", check.name),
+            CheckOutcome::Failed(e) => println!("FAIL  {}: {e}", check.name),
+            CheckOutcome::Skipped { needs } => {
+                println!("FAIL  {}: not checked, needs {needs}", check.name)
+            }
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    if failed > 0 {
+        return Err(UsageError(format!(
+            "{}: {failed} of {} start-up checks failed",
+            file.display(),
+            checks.len()
+        ))
+        .into());
+    }
     Ok(0)
 }
 

@@ -996,6 +996,89 @@ async fn config_errors_exit_64_naming_the_key_and_claim_nothing() {
     env.stop().await;
 }
 
+/// `chainlock config check` runs the worker's start-up checks, read-only: with the queue down
+/// and no trust state file yet, a good config passes every check and writes nothing; a
+/// world-readable key and a wrong pin each fail their check, every other check still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_runs_the_startup_checks_read_only() {
+    let mut env = Env::new(Duration::from_secs(1200)).await;
+    if let Some(q) = env.queue.take() {
+        q.shutdown().await;
+    }
+    let state = env.dir.join("trust-state.json");
+    let check = |env: &Env, config: &str| {
+        let out = chainlock_bin()
+            .arg("config")
+            .arg("check")
+            .arg(env.dir.join(config))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!stdout.contains(TOKEN) && !stderr(&out).contains(TOKEN));
+        (out.status.code(), stdout, stderr(&out))
+    };
+    let (code, stdout, err) = check(&env, "worker.toml");
+    assert_eq!(code, Some(0), "{stdout}\n{err}");
+    for name in [
+        "payload schema",
+        "chain policy",
+        "signing key",
+        "run_as",
+        "trust store",
+        "own key trusted",
+    ] {
+        assert!(
+            stdout.contains(&format!("\nok    {name}: ")),
+            "{name}:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(!state.exists(), "config check wrote the trust state file");
+
+    set_mode(&env.material.worker_key, 0o644);
+    let (code, stdout, err) = check(&env, "worker.toml");
+    set_mode(&env.material.worker_key, 0o600);
+    assert_eq!(code, Some(64), "{stdout}\n{err}");
+    assert!(
+        stdout.contains("\nFAIL  signing key: ") && stdout.contains("mode 0644"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nok    trust store: "), "{stdout}");
+    assert!(
+        stdout.contains("\nFAIL  own key trusted: not checked"),
+        "{stdout}"
+    );
+    assert!(err.contains("2 of 6 start-up checks failed"), "{err}");
+
+    let wrong_pin = std::fs::read_to_string(env.dir.join("worker.toml"))
+        .unwrap()
+        .replace(&env.material.pin.sha256, &"0".repeat(64));
+    std::fs::write(env.dir.join("wrong-pin.toml"), wrong_pin).unwrap();
+    let (code, stdout, err) = check(&env, "wrong-pin.toml");
+    assert_eq!(code, Some(64), "{stdout}\n{err}");
+    assert!(
+        stdout.contains("\nFAIL  trust store: ") && stdout.contains("is pinned"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nok    signing key: "), "{stdout}");
+    assert!(!state.exists(), "config check wrote the trust state file");
+
+    // Control: the worker's own loader does write the state file from these inputs.
+    chainlock::trust::TrustStore::load_with_state(
+        &env.material.keys_dir,
+        &env.material.pin,
+        &state,
+        now(),
+        &chainlock::trust::Limits::default(),
+    )
+    .unwrap();
+    assert!(state.exists());
+}
+
 fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -1093,6 +1176,19 @@ async fn unverifiable_chains_are_malformed_payload_and_the_script_never_starts()
         assert!(
             !names.contains(&"public/chain-of-trust.json".to_owned()),
             "{names:?}"
+        );
+        // live.log, what Treeherder shows, resolves to the verification report (scriptworker
+        // 63.2.0); the task log is still there as live_backing.log.
+        assert!(
+            names.contains(&"public/logs/live.log".to_owned())
+                && names.contains(&"public/logs/live_backing.log".to_owned()),
+            "{names:?}"
+        );
+        let via_link = env.download(&id, "public/logs/live.log").await;
+        assert_eq!(
+            String::from_utf8(via_link).unwrap(),
+            report,
+            "{check}: live.log"
         );
     }
     env.stop().await;

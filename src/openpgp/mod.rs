@@ -155,13 +155,19 @@ pub enum OpenPgpError {
         /// Why.
         reason: String,
     },
-    /// The signer's certificate or signing subkey was revoked (hard, or soft before `at`).
-    #[error("key {fingerprint} is revoked as of {at}")]
+    /// The signer's certificate or signing subkey carries its own revocation signature that
+    /// applies at `at`: a hard one (compromised, unspecified or no reason) whenever it was made,
+    /// a soft one (retired, superseded) only from its own creation time on.
+    #[error("key {fingerprint} is revoked ({reason}); signature made at {at}")]
     KeyRevoked {
         /// The revoked key's fingerprint.
         fingerprint: String,
         /// The signature creation time.
         at: DateTime<Utc>,
+        /// The earliest applicable revocation signature's creation time, if it has one.
+        revoked_at: Option<DateTime<Utc>>,
+        /// The revocation's reason code and message, as the revoker wrote them.
+        reason: String,
     },
     /// The signing key is not marked signing-capable.
     #[error("key {fingerprint} is not signing-capable")]
@@ -594,8 +600,14 @@ pub fn verify_with_cert(
         at,
         reason: format!("{e}"),
     })?;
-    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
-        return Err(OpenPgpError::KeyRevoked { fingerprint, at });
+    if let RevocationStatus::Revoked(revs) = vc.revocation_status() {
+        let (revoked_at, reason) = revocation_details(&revs);
+        return Err(OpenPgpError::KeyRevoked {
+            fingerprint,
+            at,
+            revoked_at,
+            reason,
+        });
     }
     // The issuer's (sub)key, valid at `t` (a subkey binding live at `t`).
     let ka = vc
@@ -607,10 +619,13 @@ pub fn verify_with_cert(
             reason: "the signing key has no valid binding at that time".into(),
         })?;
     let signing_fingerprint = ka.key().fingerprint().to_hex();
-    if let RevocationStatus::Revoked(_) = ka.revocation_status() {
+    if let RevocationStatus::Revoked(revs) = ka.revocation_status() {
+        let (revoked_at, reason) = revocation_details(&revs);
         return Err(OpenPgpError::KeyRevoked {
             fingerprint: signing_fingerprint,
             at,
+            revoked_at,
+            reason,
         });
     }
     if !ka.for_signing() {
@@ -641,6 +656,27 @@ pub fn verify_with_cert(
         created: at,
         expires: sig.signature_expiration_time().map(to_utc),
     })
+}
+
+/// When the earliest of the applicable revocation signatures was made, and its reason, for
+/// error reports (sequoia already decided that they apply at the signature time).
+fn revocation_details(revs: &[&Signature]) -> (Option<DateTime<Utc>>, String) {
+    let Some(first) = revs.iter().min_by_key(|r| r.signature_creation_time()) else {
+        return (None, "no revocation signature".into());
+    };
+    let reason = match first.reason_for_revocation() {
+        Some((code, message)) => {
+            let message = String::from_utf8_lossy(message);
+            if message.is_empty() {
+                format!("{code}")
+            } else {
+                format!("{code}: {message:?}")
+            }
+        }
+        // RFC 9580 5.2.3.31: without a reason the revocation is treated as hard.
+        None => "no reason given".into(),
+    };
+    (first.signature_creation_time().map(to_utc), reason)
 }
 
 /// Parses `armored` (one detached signature) and verifies it over `message` with whichever of

@@ -45,6 +45,14 @@ pub struct Limits {
     /// How far in the future of the evaluation time a root signature may be dated
     /// (default 5 minutes).
     pub max_root_signature_skew: Duration,
+    /// How far the clock may be behind the newest evaluation time recorded in the state file
+    /// before loading is refused (default 1 hour; TUF/tough's `SystemTimeSteppedBackward`). A
+    /// clock set back could otherwise make an expired policy, or a key whose window closed,
+    /// look valid again.
+    pub max_clock_step_back: Duration,
+    /// Between tasks, how often the worker records its evaluation time in the state file
+    /// (default 10 minutes; loads always record it).
+    pub evaluation_record_interval: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +63,8 @@ impl Default for Limits {
             max_signatures_per_version: 64,
             max_versions: 1024,
             max_root_signature_skew: Duration::minutes(5),
+            max_clock_step_back: Duration::hours(1),
+            evaluation_record_interval: Duration::minutes(10),
         }
     }
 }
@@ -166,6 +176,23 @@ pub enum TrustError {
         /// The evaluation time.
         now: DateTime<Utc>,
     },
+    /// The clock is further behind the newest recorded evaluation time than the tolerance:
+    /// it was stepped back (or the state file comes from a machine whose clock ran ahead).
+    #[error(
+        "trust state {path}: the clock reads {now}, but the trust policy was already evaluated \
+         at {last_evaluated}; more than {tolerance} back in time, refusing to load (fix the \
+         clock; if the recorded time is wrong, remove evaluated_at from the state file)"
+    )]
+    ClockSteppedBack {
+        /// The state file.
+        path: PathBuf,
+        /// The newest evaluation time recorded.
+        last_evaluated: DateTime<Utc>,
+        /// The clock now.
+        now: DateTime<Utc>,
+        /// The tolerance ([`Limits::max_clock_step_back`]).
+        tolerance: Duration,
+    },
     /// The state file is unreadable or inconsistent with the configured pin.
     #[error("trust state {path}: {reason}")]
     State {
@@ -187,9 +214,34 @@ pub struct TrustPin {
     pub sha256: String,
 }
 
-impl TrustPin {
-    /// Reads a state file written by [`TrustPin::write_state`]; `None` if it does not exist.
-    pub fn read_state(path: &Path) -> Result<Option<TrustPin>, TrustError> {
+/// The worker's trust state file: the newest verified pin (the rollback floor) and the newest
+/// time at which the policy was evaluated (the clock floor).
+///
+/// **API Boundary**: files written before `evaluated_at` existed (just `version` and `sha256`)
+/// still load; they simply have no clock floor until the next write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustState {
+    /// The newest verified version.
+    pub version: u64,
+    /// Lowercase hex sha256 of that version's `trust.toml`.
+    pub sha256: String,
+    /// The newest time at which the worker evaluated the policy; never moves backwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<DateTime<Utc>>,
+}
+
+impl TrustState {
+    /// The pin this state records.
+    pub fn pin(&self) -> TrustPin {
+        TrustPin {
+            version: self.version,
+            sha256: self.sha256.clone(),
+        }
+    }
+
+    /// Reads a state file written by [`TrustState::write`]; `None` if it does not exist.
+    pub fn read(path: &Path) -> Result<Option<TrustState>, TrustError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -208,8 +260,8 @@ impl TrustPin {
             })
     }
 
-    /// Writes the pin atomically (temporary file in the same directory, then rename).
-    pub fn write_state(&self, path: &Path) -> Result<(), TrustError> {
+    /// Writes the state atomically (temporary file in the same directory, then rename).
+    pub fn write(&self, path: &Path) -> Result<(), TrustError> {
         let io = |source| TrustError::Io {
             path: path.to_path_buf(),
             source,
@@ -225,6 +277,28 @@ impl TrustPin {
         tmp.persist(path).map_err(|e| io(e.error))?;
         Ok(())
     }
+}
+
+/// Refuses to evaluate at `now` when the clock is more than [`Limits::max_clock_step_back`]
+/// behind the newest evaluation time recorded in `state` (read from `path`). Pure.
+pub fn check_clock(
+    state: &TrustState,
+    path: &Path,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<(), TrustError> {
+    let Some(last_evaluated) = state.evaluated_at else {
+        return Ok(());
+    };
+    if now + limits.max_clock_step_back < last_evaluated {
+        return Err(TrustError::ClockSteppedBack {
+            path: path.to_path_buf(),
+            last_evaluated,
+            now,
+            tolerance: limits.max_clock_step_back,
+        });
+    }
+    Ok(())
 }
 
 /// Lowercase hex sha256.
@@ -637,7 +711,10 @@ impl TrustStore {
     }
 
     /// Like [`TrustStore::load`], starting from the newer of the configured pin and the pin
-    /// persisted in `state_file`, and persisting the new pin when it moved forward.
+    /// persisted in `state_file`, and persisting the new pin when it moved forward. Refuses to
+    /// load when `now` is more than [`Limits::max_clock_step_back`] behind the evaluation time
+    /// recorded in `state_file` ([`TrustError::ClockSteppedBack`]), and records `now` as the
+    /// newest evaluation time otherwise.
     pub fn load_with_state(
         keys_dir: &Path,
         configured: &TrustPin,
@@ -645,9 +722,53 @@ impl TrustStore {
         now: DateTime<Utc>,
         limits: &Limits,
     ) -> Result<TrustStore, TrustError> {
-        let stored = TrustPin::read_state(state_file)?;
+        let (store, stored) =
+            TrustStore::load_from_state(keys_dir, configured, state_file, now, limits)?;
+        // The clock floor never moves backwards (a clock within the tolerance behind it keeps
+        // the recorded time).
+        let evaluated_at = match stored.as_ref().and_then(|s| s.evaluated_at) {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        let next = TrustState {
+            version: store.pin.version,
+            sha256: store.pin.sha256.clone(),
+            evaluated_at: Some(evaluated_at),
+        };
+        if stored.as_ref() != Some(&next) {
+            next.write(state_file)?;
+        }
+        Ok(store)
+    }
+
+    /// Like [`TrustStore::load_with_state`] (including the clock check), but never writes
+    /// `state_file` (nor anything else): for `chainlock config check`, which must judge the same inputs the worker would
+    /// without moving the worker's rollback floor.
+    pub fn load_with_state_read_only(
+        keys_dir: &Path,
+        configured: &TrustPin,
+        state_file: &Path,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<TrustStore, TrustError> {
+        TrustStore::load_from_state(keys_dir, configured, state_file, now, limits)
+            .map(|(store, _)| store)
+    }
+
+    /// The shared read half of the two loaders: the store, and the pin the state file held.
+    fn load_from_state(
+        keys_dir: &Path,
+        configured: &TrustPin,
+        state_file: &Path,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<(TrustStore, Option<TrustState>), TrustError> {
+        let stored = TrustState::read(state_file)?;
+        if let Some(state) = &stored {
+            check_clock(state, state_file, now, limits)?;
+        }
         let pin = match &stored {
-            Some(s) if s.version > configured.version => s.clone(),
+            Some(s) if s.version > configured.version => s.pin(),
             Some(s) if s.version == configured.version && s.sha256 != configured.sha256 => {
                 return Err(TrustError::State {
                     path: state_file.to_path_buf(),
@@ -660,10 +781,38 @@ impl TrustStore {
             _ => configured.clone(),
         };
         let store = TrustStore::load(keys_dir, &pin, now, limits)?;
-        if stored.as_ref() != Some(&store.pin) {
-            store.pin.write_state(state_file)?;
+        Ok((store, stored))
+    }
+
+    /// Records `now` as the newest evaluation time in `state_file` (between tasks, without
+    /// reloading): refuses with [`TrustError::ClockSteppedBack`] if `now` is too far behind
+    /// the time already recorded, never moves the recorded time or the pin backwards.
+    pub fn record_evaluation(
+        &self,
+        state_file: &Path,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<(), TrustError> {
+        let stored = TrustState::read(state_file)?;
+        if let Some(state) = &stored {
+            check_clock(state, state_file, now, limits)?;
         }
-        Ok(store)
+        let mut next = match &stored {
+            Some(s) if s.version > self.pin.version => s.clone(),
+            _ => TrustState {
+                version: self.pin.version,
+                sha256: self.pin.sha256.clone(),
+                evaluated_at: None,
+            },
+        };
+        next.evaluated_at = match stored.as_ref().and_then(|s| s.evaluated_at) {
+            Some(last) if last > now => Some(last),
+            _ => Some(now),
+        };
+        if stored.as_ref() != Some(&next) {
+            next.write(state_file)?;
+        }
+        Ok(())
     }
 
     /// The version and digest now in force (persist it as the next pin).
@@ -872,11 +1021,18 @@ fn unknown_or_wrong(
 fn map_openpgp_error(key: &str, e: OpenPgpError) -> SignatureError {
     let key = key.to_owned();
     match e {
-        OpenPgpError::KeyRevoked { at, .. } => SignatureError::Revoked {
-            key,
-            reason: "revoked in its OpenPGP certificate".into(),
+        OpenPgpError::KeyRevoked {
+            fingerprint,
             at,
-            revoked_at: at,
+            revoked_at,
+            reason,
+        } => SignatureError::Revoked {
+            key,
+            reason: format!("OpenPGP self-revocation of {fingerprint}: {reason}"),
+            at,
+            // Only a hard revocation can apply without a creation time (a soft one is never
+            // alive without one); it then reaches back to any signature, so report that time.
+            revoked_at: revoked_at.unwrap_or(at),
         },
         OpenPgpError::CertInvalid { at, reason, .. } => {
             SignatureError::CertInvalid { key, at, reason }

@@ -788,3 +788,400 @@ fn ed25519_key_decoding_is_strict() {
     assert!(decode_ed25519_public_key(&inner).is_err());
     assert!(decode_ed25519_public_key("AAAA").is_err());
 }
+
+/// A key of a certificate: the primary key or its (only) subkey.
+#[derive(Debug, Clone, Copy)]
+enum Component {
+    Primary,
+    Subkey,
+}
+
+/// Which key makes the signature and which one carries the self-revocation (sqv's revocation
+/// tests: primary signs / primary revoked, subkey signs / primary revoked, subkey signs /
+/// subkey revoked).
+#[derive(Debug, Clone, Copy)]
+struct RevocationCase {
+    signs: Component,
+    revoked: Component,
+}
+
+/// A certificate whose primary key can sign and which has one signing subkey, with secrets.
+fn signing_primary_cert(name: &str) -> sequoia_openpgp::Cert {
+    use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
+    use sequoia_openpgp::types::KeyFlags;
+    let (cert, _) = CertBuilder::new()
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_creation_time(std::time::SystemTime::from(t(-300)))
+        .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
+        .add_userid(name)
+        .add_signing_subkey()
+        .generate()
+        .expect("generate");
+    cert
+}
+
+/// Adds a revocation signature made by the primary key at `at` for `reason`.
+fn self_revoke(
+    cert: sequoia_openpgp::Cert,
+    case: RevocationCase,
+    reason: sequoia_openpgp::types::ReasonForRevocation,
+    at: DateTime<Utc>,
+) -> sequoia_openpgp::Cert {
+    use sequoia_openpgp::cert::{CertRevocationBuilder, SubkeyRevocationBuilder};
+    let mut primary = cert
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .expect("generated with secrets")
+        .into_keypair()
+        .expect("keypair");
+    let at = std::time::SystemTime::from(at);
+    let sig = match case.revoked {
+        Component::Primary => CertRevocationBuilder::new()
+            .set_reason_for_revocation(reason, b"test")
+            .expect("reason")
+            .set_signature_creation_time(at)
+            .expect("time")
+            .build(&mut primary, &cert, None)
+            .expect("revoke cert"),
+        Component::Subkey => {
+            let sub = cert.keys().subkeys().next().expect("one subkey");
+            SubkeyRevocationBuilder::new()
+                .set_reason_for_revocation(reason, b"test")
+                .expect("reason")
+                .set_signature_creation_time(at)
+                .expect("time")
+                .build(&mut primary, &cert, sub.key(), None)
+                .expect("revoke subkey")
+        }
+    };
+    cert.insert_packets([sig]).expect("merge revocation").0
+}
+
+/// An armored detached signature over `doc` at `at` by the primary key or the subkey.
+fn sign_with_component(
+    cert: &sequoia_openpgp::Cert,
+    case: RevocationCase,
+    doc: &[u8],
+    at: DateTime<Utc>,
+) -> Vec<u8> {
+    use sequoia_openpgp::serialize::Marshal;
+    let key = match case.signs {
+        Component::Primary => cert.primary_key().key().clone().role_into_unspecified(),
+        Component::Subkey => {
+            let sub = cert.keys().subkeys().next().expect("one subkey");
+            sub.key().clone().role_into_unspecified()
+        }
+    };
+    let mut kp = key
+        .parts_into_secret()
+        .expect("generated with secrets")
+        .into_keypair()
+        .expect("keypair");
+    let sig = sequoia_openpgp::packet::signature::SignatureBuilder::new(
+        sequoia_openpgp::types::SignatureType::Binary,
+    )
+    .set_signature_creation_time(std::time::SystemTime::from(at))
+    .expect("time")
+    .sign_message(&mut kp, doc)
+    .expect("sign");
+    let mut out = Vec::new();
+    let mut w =
+        sequoia_openpgp::armor::Writer::new(&mut out, sequoia_openpgp::armor::Kind::Signature)
+            .expect("armor");
+    sequoia_openpgp::Packet::from(sig)
+        .serialize(&mut w)
+        .expect("serialise");
+    w.finalize().expect("finalize");
+    out
+}
+
+fn cert_worker_key(name: &str, cert: &sequoia_openpgp::Cert) -> WorkerKey {
+    let public = cert.clone().strip_secret_key_material();
+    WorkerKey {
+        name: name.into(),
+        key_type: KeyType::Openpgp,
+        fingerprint: Some(public.fingerprint().to_hex()),
+        cert: Some(
+            String::from_utf8(crate::openpgp::export_cert_armored(&public).expect("export"))
+                .expect("ascii"),
+        ),
+        public_key: None,
+        valid_from: t(-100),
+        valid_until: t(100),
+        revocation: None,
+    }
+}
+
+/// Issue 3: "the OpenPGP cert itself is valid (not expired, not revoked by its own revocation
+/// signature) at the signature time per StandardPolicy". The policy itself records no
+/// revocation here: only the certificate's own revocation signature, which reaches the trust
+/// store when an operator updates the key's `cert` in a new policy version (v2 below).
+#[test]
+fn openpgp_self_revocation_table() {
+    use sequoia_openpgp::types::ReasonForRevocation as R;
+    let revoked_at = t(50);
+    let doc = b"{\"chainOfTrustVersion\": 1}".as_slice();
+    let skew = Duration::minutes(5);
+    let cases = [
+        (Component::Primary, Component::Primary),
+        (Component::Subkey, Component::Primary),
+        (Component::Subkey, Component::Subkey),
+    ]
+    .map(|(signs, revoked)| RevocationCase { signs, revoked });
+    // (reason, hard: refuses signatures made before the revocation too)
+    let reasons = [
+        (R::KeyCompromised, true),
+        (R::Unspecified, true),
+        (R::KeyRetired, false),
+        (R::KeySuperseded, false),
+    ];
+    struct Row {
+        name: String,
+        case: RevocationCase,
+        hard: bool,
+        original: sequoia_openpgp::Cert,
+    }
+    let mut rows = Vec::new();
+    let mut v1_keys = Vec::new();
+    let mut v2_keys = Vec::new();
+    for case in cases {
+        for (reason, hard) in reasons {
+            let name = format!(
+                "{:?}-signs-{:?}-revoked-{reason:?}",
+                case.signs, case.revoked
+            )
+            .to_ascii_lowercase();
+            let original = signing_primary_cert(&name);
+            let revoked = self_revoke(original.clone(), case, reason, revoked_at);
+            v1_keys.push(cert_worker_key(&name, &original));
+            v2_keys.push(cert_worker_key(&name, &revoked));
+            rows.push(Row {
+                name,
+                case,
+                hard,
+                original,
+            });
+        }
+    }
+    let version = |v: u64, keys: Vec<WorkerKey>| {
+        let file = PolicyFile {
+            version: v,
+            expires: t(365),
+            root: RootRole {
+                threshold: 1,
+                keys: vec![root_entry(0)],
+            },
+            workers: BTreeMap::from([("chainlock".to_owned(), keys)]),
+        };
+        signed(
+            Policy::to_toml(&file).expect("toml").into_bytes(),
+            &[0],
+            t(-1),
+        )
+    };
+    let v1 = version(1, v1_keys);
+    let v2 = version(2, v2_keys);
+    let pin = TrustPin {
+        version: 1,
+        sha256: sha256_hex(&v1.bytes),
+    };
+    let limits = Limits::default();
+    let before_update =
+        TrustStore::from_versions(&pin, std::slice::from_ref(&v1), t(0), &limits).expect("v1");
+    // The operator's update carrying the revoked certificates is an ordinary, accepted version.
+    let updated = TrustStore::from_versions(&pin, &[v1, v2], t(0), &limits).expect("v1 -> v2");
+    assert_eq!(updated.version(), 2);
+    for row in &rows {
+        for (day, after_revocation) in [(10, false), (60, true)] {
+            let sig = sign_with_component(&row.original, row.case, doc, t(day));
+            let observed = t(day) + Duration::hours(1);
+            let check = |store: &TrustStore| {
+                store.verify_cot_signature(
+                    "chainlock",
+                    doc,
+                    CotSignature::OpenPgpArmored(&sig),
+                    observed,
+                    skew,
+                )
+            };
+            // Control: without the revocation signature, every one of these is accepted.
+            let got = check(&before_update);
+            assert!(got.is_ok(), "{} day {day} before update: {got:?}", row.name);
+            let got = check(&updated);
+            let refused = row.hard || after_revocation;
+            if refused {
+                match got {
+                    Err(SignatureError::Revoked {
+                        at, revoked_at: r, ..
+                    }) => {
+                        assert_eq!(at, t(day), "{} day {day}", row.name);
+                        assert_eq!(r, revoked_at, "{} day {day}", row.name);
+                    }
+                    other => panic!("{} day {day}: expected Revoked, got {other:?}", row.name),
+                }
+            } else {
+                assert!(got.is_ok(), "{} day {day}: {got:?}", row.name);
+            }
+        }
+    }
+}
+
+/// TUF/tough `SystemTimeSteppedBackward`: the clock may lag the newest recorded evaluation
+/// time by at most `max_clock_step_back` (1 hour by default).
+#[test]
+fn clock_step_back_table() {
+    let limits = Limits::default();
+    let path = Path::new("trust-state.json");
+    let state = |evaluated_at: Option<DateTime<Utc>>| TrustState {
+        version: 1,
+        sha256: "00".repeat(32),
+        evaluated_at,
+    };
+    let base = t(10);
+    // (case, recorded evaluation time, clock now, refused)
+    let rows = [
+        ("old state file without the field", None, base, false),
+        ("same instant", Some(base), base, false),
+        (
+            "clock moved forward",
+            Some(base),
+            base + Duration::days(3),
+            false,
+        ),
+        (
+            "30 minutes behind: NTP-sized",
+            Some(base),
+            base - Duration::minutes(30),
+            false,
+        ),
+        (
+            "exactly the tolerance behind",
+            Some(base),
+            base - Duration::hours(1),
+            false,
+        ),
+        (
+            "one second beyond the tolerance",
+            Some(base),
+            base - Duration::hours(1) - Duration::seconds(1),
+            true,
+        ),
+        (
+            "a month behind",
+            Some(base),
+            base - Duration::days(30),
+            true,
+        ),
+    ];
+    for (case, recorded, now, refused) in rows {
+        let got = check_clock(&state(recorded), path, now, &limits);
+        match (refused, got) {
+            (false, Ok(())) => {}
+            (
+                true,
+                Err(TrustError::ClockSteppedBack {
+                    last_evaluated,
+                    now: n,
+                    tolerance,
+                    ..
+                }),
+            ) => {
+                assert_eq!(Some(last_evaluated), recorded, "{case}");
+                assert_eq!(n, now, "{case}");
+                assert_eq!(tolerance, Duration::hours(1), "{case}");
+            }
+            (refused, got) => panic!("{case}: refused={refused}, got {got:?}"),
+        }
+    }
+    let wider = Limits {
+        max_clock_step_back: Duration::days(31),
+        ..Limits::default()
+    };
+    check_clock(&state(Some(base)), path, base - Duration::days(30), &wider)
+        .expect("within a wider tolerance");
+}
+
+/// The state file records the newest evaluation time on every load, never moves it back,
+/// refuses a load (also read-only) when the clock is behind it, and still reads files
+/// written before the field existed.
+#[test]
+fn state_file_records_evaluation_time_and_stays_compatible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(keys.join("sigs")).expect("mkdir");
+    let v1 = signed(policy_bytes(1, &[0], 1, t(365)), &[0], t(-1));
+    std::fs::write(keys.join("trust.toml"), &v1.bytes).expect("write");
+    std::fs::write(keys.join("sigs/root0.asc"), &v1.signatures[0]).expect("write");
+    let pin = TrustPin {
+        version: 1,
+        sha256: sha256_hex(&v1.bytes),
+    };
+    let state = dir.path().join("trust-state.json");
+    let limits = Limits::default();
+    let recorded = || {
+        TrustState::read(&state)
+            .expect("read")
+            .expect("present")
+            .evaluated_at
+    };
+    // A state file from before `evaluated_at` existed.
+    std::fs::write(
+        &state,
+        format!("{{\"version\": 1, \"sha256\": \"{}\"}}", pin.sha256),
+    )
+    .expect("write");
+    TrustStore::load_with_state(&keys, &pin, &state, t(0), &limits).expect("old format loads");
+    assert_eq!(recorded(), Some(t(0)));
+    // Slightly behind: loads, the recorded time does not move back.
+    let behind = t(0) - Duration::minutes(30);
+    TrustStore::load_with_state(&keys, &pin, &state, behind, &limits).expect("within tolerance");
+    assert_eq!(recorded(), Some(t(0)));
+    // Stepped back: refused, by the worker's loader and by `config check`'s read-only one.
+    let stepped = t(0) - Duration::hours(2);
+    for read_only in [false, true] {
+        let got = if read_only {
+            TrustStore::load_with_state_read_only(&keys, &pin, &state, stepped, &limits)
+        } else {
+            TrustStore::load_with_state(&keys, &pin, &state, stepped, &limits)
+        };
+        match got {
+            Err(TrustError::ClockSteppedBack {
+                path,
+                last_evaluated,
+                now,
+                ..
+            }) => {
+                assert_eq!(path, state);
+                assert_eq!((last_evaluated, now), (t(0), stepped));
+            }
+            other => panic!("read_only={read_only}: {other:?}"),
+        }
+    }
+    assert_eq!(recorded(), Some(t(0)));
+    // The read-only loader never writes, even when the time would move forward.
+    TrustStore::load_with_state_read_only(&keys, &pin, &state, t(1), &limits).expect("load");
+    assert_eq!(recorded(), Some(t(0)));
+    // Between tasks the running worker records its evaluations too.
+    let store = TrustStore::load_with_state(&keys, &pin, &state, t(1), &limits).expect("load");
+    assert_eq!(recorded(), Some(t(1)));
+    store
+        .record_evaluation(&state, t(2), &limits)
+        .expect("record");
+    assert_eq!(recorded(), Some(t(2)));
+    let err = store
+        .record_evaluation(&state, t(1), &limits)
+        .expect_err("stepped back");
+    assert!(
+        matches!(err, TrustError::ClockSteppedBack { .. }),
+        "{err:?}"
+    );
+    assert_eq!(recorded(), Some(t(2)));
+    // The message names both times.
+    let text = err.to_string();
+    assert!(
+        text.contains(&t(1).to_string()) && text.contains(&t(2).to_string()),
+        "{text}"
+    );
+}

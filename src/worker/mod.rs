@@ -381,6 +381,13 @@ async fn process_claim_inner(
             ))),
         ),
     };
+    let verification_failed = matches!(
+        &result,
+        Err(task::TaskError::Chain {
+            failure: crate::evidence::ChainFailure::Verification(_),
+            ..
+        })
+    );
     let mut error_note = None;
     let (mut resolution, artifacts, sign) = match result {
         Ok(staged) => (staged.resolution, staged.artifacts, staged.sign_cot),
@@ -460,14 +467,25 @@ async fn process_claim_inner(
         }
     }
     let chain_log = task::chain_log_path(&ctx.dirs);
+    let mut chain_log_uploaded = false;
     if !lost.is_cancelled() && chain_log.exists() {
         match task::upload_worker_file(&ctx, task::CHAIN_OF_TRUST_LOG, &chain_log).await {
-            Ok(()) => uploaded.push(task::CHAIN_OF_TRUST_LOG.to_owned()),
+            Ok(()) => {
+                chain_log_uploaded = true;
+                uploaded.push(task::CHAIN_OF_TRUST_LOG.to_owned());
+            }
             Err(e) => fail(&mut resolution, e),
         }
     }
+    // After a failed verification, live.log shows the verification report (scriptworker
+    // 63.2.0), the task log stays available as live_backing.log.
+    let live_target = if verification_failed && chain_log_uploaded {
+        task::LiveLogTarget::ChainOfTrustLog
+    } else {
+        task::LiveLogTarget::TaskLog
+    };
     if log_ok && !lost.is_cancelled() {
-        match task::upload_log(&ctx, &log_path).await {
+        match task::upload_log(&ctx, &log_path, live_target).await {
             Ok(()) => {
                 uploaded.push(task::LIVE_BACKING_LOG.to_owned());
                 uploaded.push(task::LIVE_LOG.to_owned());

@@ -203,6 +203,8 @@ pub struct TrustGuard {
     cfg: ChainOfTrustConfig,
     limits: trust::Limits,
     current: Option<Arc<TrustStore>>,
+    /// The newest evaluation time this guard wrote to the state file.
+    recorded: DateTime<Utc>,
 }
 
 impl TrustGuard {
@@ -218,6 +220,7 @@ impl TrustGuard {
             cfg: cfg.clone(),
             limits: *limits,
             current: Some(Arc::new(store)),
+            recorded: now,
         })
     }
 
@@ -238,6 +241,18 @@ impl TrustGuard {
             keys_dir: self.cfg.keys_dir.clone(),
             source,
         };
+        // A clock stepped back behind what we already recorded: claim nothing (the reload
+        // this forces checks the state file again, and keeps refusing until the clock is
+        // right).
+        if now + self.limits.max_clock_step_back < self.recorded {
+            self.current = None;
+            return Err(load_err(TrustError::ClockSteppedBack {
+                path: self.cfg.state_file.clone(),
+                last_evaluated: self.recorded,
+                now,
+                tolerance: self.limits.max_clock_step_back,
+            }));
+        }
         let changed = match &self.current {
             None => true,
             Some(store) => match store.changed_on_disk() {
@@ -268,6 +283,7 @@ impl TrustGuard {
                 "trust policy reloaded"
             );
             self.current = Some(Arc::new(store));
+            self.recorded = self.recorded.max(now);
         }
         let Some(store) = self.current.clone() else {
             // Unreachable: set just above or kept from before.
@@ -293,6 +309,17 @@ impl TrustGuard {
                 source: Box::new(source),
             });
         }
+        // Keep the clock floor in the state file current while the worker runs for long.
+        if now - self.recorded >= self.limits.evaluation_record_interval {
+            if let Err(e) = store.record_evaluation(&self.cfg.state_file, now, &self.limits) {
+                self.current = None;
+                return Err(TrustProblem::Load {
+                    keys_dir: self.cfg.keys_dir.clone(),
+                    source: e,
+                });
+            }
+            self.recorded = now;
+        }
         Ok(store)
     }
 }
@@ -317,51 +344,14 @@ impl Startup {
         now: DateTime<Utc>,
         trust_limits: &trust::Limits,
     ) -> Result<Startup, StartupError> {
-        let source = &config.source;
         let cot = &config.chain_of_trust;
-        let validator =
-            TaskValidator::from_config(&config.task).map_err(|e| StartupError::Validator {
-                config: source.clone(),
-                source: e,
-            })?;
-        let policy =
-            ChainPolicy::load(&config.verify.policy).map_err(|e| StartupError::ChainPolicy {
-                config: source.clone(),
-                source: e,
-            })?;
-        let signing_key = openpgp::load_signing_key(&cot.signing_key, now).map_err(|e| {
-            StartupError::SigningKey {
-                config: source.clone(),
-                source: e,
-            }
-        })?;
-        if let Some(run_as) = config.script.run_as {
-            check_not_readable_by(
-                source,
-                "/chain_of_trust/signing_key",
-                &cot.signing_key,
-                run_as,
-            )?;
-            if let Some(creds) = &config.credentials.file {
-                check_not_readable_by(source, "/credentials/file", creds, run_as)?;
-            }
-        }
-        let trust =
-            TrustGuard::load(cot, now, trust_limits).map_err(|e| StartupError::TrustStore {
-                config: source.clone(),
-                keys_dir: cot.keys_dir.clone(),
-                source: e,
-            })?;
+        let validator = load_validator(config)?;
+        let policy = load_chain_policy(config)?;
+        let signing_key = load_key(config, now)?;
+        check_run_as(config)?;
+        let trust = TrustGuard::load(cot, now, trust_limits).map_err(|e| trust_error(config, e))?;
         if let Some(store) = &trust.current {
-            check_own_key(store, &signing_key, cot, now).map_err(|e| {
-                StartupError::KeyNotTrusted {
-                    config: source.clone(),
-                    fingerprint: signing_key.fingerprint(),
-                    worker_impl: cot.worker_impl.clone(),
-                    version: store.version(),
-                    source: Box::new(e),
-                }
-            })?;
+            check_key_trusted(config, store, &signing_key, now)?;
             tracing::info!(
                 version = store.version(),
                 keys_dir = %cot.keys_dir.display(),
@@ -377,6 +367,209 @@ impl Startup {
             trust,
         })
     }
+}
+
+fn load_validator(config: &Config) -> Result<TaskValidator, StartupError> {
+    TaskValidator::from_config(&config.task).map_err(|e| StartupError::Validator {
+        config: config.source.clone(),
+        source: e,
+    })
+}
+
+fn load_chain_policy(config: &Config) -> Result<ChainPolicy, StartupError> {
+    ChainPolicy::load(&config.verify.policy).map_err(|e| StartupError::ChainPolicy {
+        config: config.source.clone(),
+        source: e,
+    })
+}
+
+fn load_key(config: &Config, now: DateTime<Utc>) -> Result<SigningKey, StartupError> {
+    openpgp::load_signing_key(&config.chain_of_trust.signing_key, now).map_err(|e| {
+        StartupError::SigningKey {
+            config: config.source.clone(),
+            source: e,
+        }
+    })
+}
+
+/// With `[script] run_as`: neither the signing key nor the credentials file may be readable by
+/// the script's user.
+fn check_run_as(config: &Config) -> Result<(), StartupError> {
+    let Some(run_as) = config.script.run_as else {
+        return Ok(());
+    };
+    let source = &config.source;
+    check_not_readable_by(
+        source,
+        "/chain_of_trust/signing_key",
+        &config.chain_of_trust.signing_key,
+        run_as,
+    )?;
+    if let Some(creds) = &config.credentials.file {
+        check_not_readable_by(source, "/credentials/file", creds, run_as)?;
+    }
+    Ok(())
+}
+
+fn trust_error(config: &Config, e: TrustError) -> StartupError {
+    StartupError::TrustStore {
+        config: config.source.clone(),
+        keys_dir: config.chain_of_trust.keys_dir.clone(),
+        source: e,
+    }
+}
+
+fn check_key_trusted(
+    config: &Config,
+    store: &TrustStore,
+    key: &SigningKey,
+    now: DateTime<Utc>,
+) -> Result<(), StartupError> {
+    let cot = &config.chain_of_trust;
+    check_own_key(store, key, cot, now).map_err(|e| StartupError::KeyNotTrusted {
+        config: config.source.clone(),
+        fingerprint: key.fingerprint(),
+        worker_impl: cot.worker_impl.clone(),
+        version: store.version(),
+        source: Box::new(e),
+    })
+}
+
+/// The trust limits the worker uses for `config`: the defaults, with the root-signature skew
+/// taken from `[chain_of_trust] max_clock_skew_seconds` (as [`crate::worker::run`] does).
+pub fn trust_limits_for(config: &Config) -> trust::Limits {
+    trust::Limits {
+        max_root_signature_skew: config.chain_of_trust.max_clock_skew(),
+        ..trust::Limits::default()
+    }
+}
+
+/// The outcome of one start-up check run by [`check_config`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CheckOutcome {
+    /// The check passed; a short description of what was found.
+    Ok(String),
+    /// The check failed, exactly as the worker's start-up would fail.
+    Failed(StartupError),
+    /// The check could not run because a check it depends on failed.
+    Skipped {
+        /// The check(s) it needs.
+        needs: &'static str,
+    },
+}
+
+/// One named start-up check and its outcome.
+#[derive(Debug)]
+pub struct Check {
+    /// What was checked (`"signing key"`, `"trust store"`, ...).
+    pub name: &'static str,
+    /// The outcome.
+    pub outcome: CheckOutcome,
+}
+
+impl Check {
+    /// Whether the check passed.
+    pub fn passed(&self) -> bool {
+        matches!(self.outcome, CheckOutcome::Ok(_))
+    }
+}
+
+/// Runs every check [`Startup::prepare`] runs before the first claim, without stopping at the
+/// first failure, for `chainlock config check`. Read-only: the queue is not contacted and the
+/// trust state file is read but never written (so checking a config cannot move the worker's
+/// rollback floor). The run_as hand-over probe, which writes into the work area, is not run.
+pub fn check_config(config: &Config, now: DateTime<Utc>) -> Vec<Check> {
+    let limits = trust_limits_for(config);
+    let cot = &config.chain_of_trust;
+    let mut checks = Vec::new();
+    let mut push = |name, outcome| checks.push(Check { name, outcome });
+    push(
+        "payload schema",
+        match load_validator(config) {
+            Ok(_) => CheckOutcome::Ok(format!("{} compiles", config.task.payload_schema.display())),
+            Err(e) => CheckOutcome::Failed(e),
+        },
+    );
+    push(
+        "chain policy",
+        match load_chain_policy(config) {
+            Ok(_) => CheckOutcome::Ok(format!("{} loads", config.verify.policy.display())),
+            Err(e) => CheckOutcome::Failed(e),
+        },
+    );
+    let key = match load_key(config, now) {
+        Ok(k) => {
+            push(
+                "signing key",
+                CheckOutcome::Ok(format!(
+                    "{}: key {}, not readable by group or others",
+                    cot.signing_key.display(),
+                    k.fingerprint()
+                )),
+            );
+            Some(k)
+        }
+        Err(e) => {
+            push("signing key", CheckOutcome::Failed(e));
+            None
+        }
+    };
+    push(
+        "run_as",
+        match (config.script.run_as, check_run_as(config)) {
+            (_, Err(e)) => CheckOutcome::Failed(e),
+            (None, Ok(())) => CheckOutcome::Ok("not configured".into()),
+            (Some(r), Ok(())) => CheckOutcome::Ok(format!(
+                "uid {} cannot read the signing key or credentials file",
+                r.uid
+            )),
+        },
+    );
+    let store = TrustStore::load_with_state_read_only(
+        &cot.keys_dir,
+        &cot.pin(),
+        &cot.state_file,
+        now,
+        &limits,
+    );
+    let store = match store {
+        Ok(store) => {
+            push(
+                "trust store",
+                CheckOutcome::Ok(format!(
+                    "{}: policy version {} verified from pin version {} (state file {} not written)",
+                    cot.keys_dir.display(),
+                    store.version(),
+                    cot.pinned_version,
+                    cot.state_file.display()
+                )),
+            );
+            Some(store)
+        }
+        Err(e) => {
+            push("trust store", CheckOutcome::Failed(trust_error(config, e)));
+            None
+        }
+    };
+    push(
+        "own key trusted",
+        match (&store, &key) {
+            (Some(store), Some(key)) => match check_key_trusted(config, store, key, now) {
+                Ok(()) => CheckOutcome::Ok(format!(
+                    "policy version {} accepts key {} for {:?}",
+                    store.version(),
+                    key.fingerprint(),
+                    cot.worker_impl
+                )),
+                Err(e) => CheckOutcome::Failed(e),
+            },
+            _ => CheckOutcome::Skipped {
+                needs: "signing key and trust store",
+            },
+        },
+    );
+    checks
 }
 
 /// Refuses a secret file the script's user could read: owned by that uid, or with any group or

@@ -14,7 +14,8 @@
 //! 6. after the script exited (any code or a signal of its own; not after a timeout, a
 //!    shutdown or a failed verification): finalise the task log, then write and sign
 //!    `chain-of-trust.json` over every artifact's sha256 plus both logs ([`sign_cot`]);
-//! 7. upload: artifacts, `chain_of_trust.log`, the task log and the `live.log` link, then
+//! 7. upload: artifacts, `chain_of_trust.log`, the task log and the `live.log` link (to the
+//!    task log, or to `chain_of_trust.log` when verification failed), then
 //!    `public/chain-of-trust.json` and its `.asc` last;
 //! 8. report.
 //!
@@ -673,9 +674,34 @@ pub(super) async fn upload_file(
     Ok(())
 }
 
+/// What `public/logs/live.log`, the log UIs and Treeherder show, links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LiveLogTarget {
+    /// The task log, [`LIVE_BACKING_LOG`]: the normal case.
+    TaskLog,
+    /// The audit report, [`CHAIN_OF_TRUST_LOG`]: after a failed verification, so the reason is
+    /// what a reader sees first (as scriptworker 63.2.0 does). Only once that report is
+    /// uploaded, so the link never dangles.
+    ChainOfTrustLog,
+}
+
+impl LiveLogTarget {
+    /// The artifact name the link points at.
+    pub(super) fn artifact(self) -> &'static str {
+        match self {
+            LiveLogTarget::TaskLog => LIVE_BACKING_LOG,
+            LiveLogTarget::ChainOfTrustLog => CHAIN_OF_TRUST_LOG,
+        }
+    }
+}
+
 /// Stage 7b: the task log (after everything else, so it is complete), then `live.log` as a
-/// link to it.
-pub(super) async fn upload_log(ctx: &RunCtx, log_path: &std::path::Path) -> Result<(), TaskError> {
+/// link to `target` (the task log itself, unless verification failed).
+pub(super) async fn upload_log(
+    ctx: &RunCtx,
+    log_path: &std::path::Path,
+    target: LiveLogTarget,
+) -> Result<(), TaskError> {
     let size = tokio::fs::metadata(log_path)
         .await
         .map(|m| m.len())
@@ -691,7 +717,7 @@ pub(super) async fn upload_log(ctx: &RunCtx, log_path: &std::path::Path) -> Resu
     .await?;
     let link = CreateArtifactRequest::Link {
         expires: ctx.expires,
-        artifact: LIVE_BACKING_LOG.to_owned(),
+        artifact: target.artifact().to_owned(),
         content_type: Some(LOG_CONTENT_TYPE.to_owned()),
     };
     ctx.client
