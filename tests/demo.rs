@@ -1,11 +1,13 @@
 //! The demo area: the shared chain seeding (`chainlock::demo::seed`) against a real dev queue on
 //! loopback, verified by the real verifier; and the `chainlock demo` binary end to end.
 
+mod common;
+
 use chainlock::demo::seed::{self, ChainOptions, Material};
-use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+use chainlock::devqueue::DevQueueHandle;
 use chainlock::evidence::{self, ChainFailure};
 use chainlock::queue::types::{ExceptionReason, TaskState};
-use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+use chainlock::queue::{Credentials, QueueClient};
 use chainlock::secret::Secret;
 use chainlock::verify::{Check, Limits};
 use std::path::Path;
@@ -13,23 +15,12 @@ use std::path::Path;
 const TOKEN: &str = "demo-test-admin-token";
 
 async fn start_queue(dir: &Path) -> DevQueueHandle {
-    let clients = vec![Client {
-        client_id: "admin".into(),
-        access_token: Secret::new(TOKEN),
-        scopes: vec!["*".into()],
-    }];
-    let mut cfg = DevQueueConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_owned(), clients);
-    cfg.claim_work_timeout = std::time::Duration::from_millis(500);
-    devqueue::start(cfg).await.unwrap()
+    let timeout = std::time::Duration::from_millis(500);
+    common::start_dev_queue(dir, vec![common::admin_client(TOKEN)], None, timeout).await
 }
 
 fn admin(h: &DevQueueHandle) -> QueueClient {
-    QueueClient::new(
-        h.root_url(),
-        Some(Credentials::permanent("admin", Secret::new(TOKEN))),
-        RetryPolicy::fast_for_tests(),
-    )
-    .unwrap()
+    common::client_for(h, "admin", TOKEN)
 }
 
 /// Runs the worker-side verification of `chain`'s signing task and returns its outcome.

@@ -1,7 +1,9 @@
 //! The queue client against the dev queue over loopback (real HTTP, real Hawk), plus the
 //! official Python client's interop with the dev queue.
 
-use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+mod common;
+
+use chainlock::devqueue::{Client, DevQueueHandle};
 use chainlock::ids::TaskId;
 use chainlock::queue::types::{
     ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskState,
@@ -32,19 +34,12 @@ fn clients() -> Vec<Client> {
 }
 
 async fn start(dir: &Path, claim_timeout: Duration) -> DevQueueHandle {
-    let mut cfg = DevQueueConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_owned(), clients());
-    cfg.claim_timeout = claim_timeout;
-    cfg.claim_work_timeout = Duration::from_millis(500);
-    devqueue::start(cfg).await.unwrap()
+    let timeout = Duration::from_millis(500);
+    common::start_dev_queue(dir, clients(), Some(claim_timeout), timeout).await
 }
 
 fn admin(h: &DevQueueHandle) -> QueueClient {
-    QueueClient::new(
-        h.root_url(),
-        Some(Credentials::permanent("admin", Secret::new(TOKEN))),
-        RetryPolicy::fast_for_tests(),
-    )
-    .unwrap()
+    common::client_for(h, "admin", TOKEN)
 }
 
 fn now() -> DateTime<Utc> {

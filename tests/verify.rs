@@ -5,6 +5,8 @@
 //! Documents, signatures, task graphs and publishing on the dev queue come from the shared
 //! seeding module (`chainlock::demo::seed`); this file owns the fixture's shape and mutations.
 
+mod common;
+
 use base64::Engine as _;
 use chainlock::chain_policy::ChainPolicy;
 use chainlock::demo::seed::{self, DocumentKey, RunIdentity, Signer};
@@ -1191,32 +1193,21 @@ fn ed25519_known_answers_verify_through_the_trust_store() {
 
 mod online {
     use super::*;
-    use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+    use chainlock::devqueue::DevQueueHandle;
     use chainlock::evidence::{self, ChainFailure};
     use chainlock::queue::types::ExceptionReason;
-    use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
-    use chainlock::secret::Secret;
+    use chainlock::queue::{QueueClient, RetryPolicy};
 
     const TOKEN: &str = "verify-test-admin-token";
 
     async fn start_queue(dir: &Path) -> DevQueueHandle {
-        let clients = vec![Client {
-            client_id: "admin".into(),
-            access_token: Secret::new(TOKEN),
-            scopes: vec!["*".into()],
-        }];
-        let mut cfg = DevQueueConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_owned(), clients);
-        cfg.claim_work_timeout = std::time::Duration::from_millis(200);
-        devqueue::start(cfg).await.unwrap()
+        let timeout = std::time::Duration::from_millis(200);
+        crate::common::start_dev_queue(dir, vec![crate::common::admin_client(TOKEN)], None, timeout)
+            .await
     }
 
     fn admin(h: &DevQueueHandle) -> QueueClient {
-        QueueClient::new(
-            h.root_url(),
-            Some(Credentials::permanent("admin", Secret::new(TOKEN))),
-            RetryPolicy::fast_for_tests(),
-        )
-        .unwrap()
+        crate::common::client_for(h, "admin", TOKEN)
     }
 
     /// Creates the fixture's tasks on the dev queue, takes their stored definitions back into

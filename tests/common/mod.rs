@@ -1,0 +1,44 @@
+//! Helpers shared by the integration-test binaries: an in-process dev queue on loopback and a
+//! queue client for one of its clients. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+use chainlock::secret::Secret;
+use std::path::Path;
+use std::time::Duration;
+
+/// A client with every scope.
+pub fn admin_client(token: &str) -> Client {
+    Client {
+        client_id: "admin".into(),
+        access_token: Secret::new(token),
+        scopes: vec!["*".into()],
+    }
+}
+
+/// Starts a dev queue on a free loopback port, state in `dir`; `claimWork` long polls last
+/// `claim_work_timeout` so idle workers in tests come back quickly.
+pub async fn start_dev_queue(
+    dir: &Path,
+    clients: Vec<Client>,
+    claim_timeout: Option<Duration>,
+    claim_work_timeout: Duration,
+) -> DevQueueHandle {
+    let mut cfg = DevQueueConfig::new("127.0.0.1:0".parse().unwrap(), dir.to_owned(), clients);
+    if let Some(t) = claim_timeout {
+        cfg.claim_timeout = t;
+    }
+    cfg.claim_work_timeout = claim_work_timeout;
+    devqueue::start(cfg).await.unwrap()
+}
+
+/// A client of `h` with the permanent credentials `client_id` / `token` and fast test retries.
+pub fn client_for(h: &DevQueueHandle, client_id: &str, token: &str) -> QueueClient {
+    QueueClient::new(
+        h.root_url(),
+        Some(Credentials::permanent(client_id, Secret::new(token))),
+        RetryPolicy::fast_for_tests(),
+    )
+    .unwrap()
+}
