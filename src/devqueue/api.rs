@@ -16,10 +16,14 @@ use crate::queue::types::{
 use crate::secret::Secret;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Path, Query, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt as _;
@@ -109,26 +113,20 @@ impl App {
         })
     }
 
-    fn authenticate(
-        &self,
-        method: &Method,
-        uri: &OriginalUri,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Caller, ApiError> {
-        let h = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let resource = uri
-            .0
+    fn authenticate(&self, req: &SignedRequest) -> Result<Caller, ApiError> {
+        let h = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let resource = req
+            .uri
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or_else(|| uri.0.path());
+            .unwrap_or_else(|| req.uri.path());
         let facts = RequestFacts {
-            method: method.as_str(),
+            method: req.method.as_str(),
             resource,
             host_header: h(header::HOST),
             authorization: h(header::AUTHORIZATION),
             content_type: h(header::CONTENT_TYPE),
-            body,
+            body: &req.body,
         };
         let keys = Keyring {
             clients: &self.0.cfg.clients,
@@ -137,7 +135,7 @@ impl App {
         };
         let r = auth::authenticate(&keys, &facts, crate::clock::now());
         if let Err(e) = &r {
-            tracing::info!(method = %method, path = uri.0.path(), status = e.status, reason = %e.message, "dev-queue rejected request");
+            tracing::info!(method = %req.method, path = req.uri.path(), status = e.status, reason = %e.message, "dev-queue rejected request");
         }
         r
     }
@@ -209,6 +207,52 @@ impl App {
     }
 }
 
+/// What Hawk authenticates: the method, the URI as the client sent it, the headers and the
+/// payload. Extracting it reads the whole body within the router's [`DefaultBodyLimit`], exactly
+/// as the `Bytes` extractor does (same rejection); like `Bytes`, it is a handler's last argument.
+struct SignedRequest {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl SignedRequest {
+    /// The request line and headers, with an empty payload.
+    async fn from_head(parts: &mut Parts, app: &App) -> SignedRequest {
+        let Ok(OriginalUri(uri)) = OriginalUri::from_request_parts(parts, app).await;
+        SignedRequest {
+            method: parts.method.clone(),
+            uri,
+            headers: parts.headers.clone(),
+            body: Bytes::new(),
+        }
+    }
+}
+
+impl FromRequest<App> for SignedRequest {
+    type Rejection = BytesRejection;
+
+    async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let head = SignedRequest::from_head(&mut parts, app).await;
+        let body = Bytes::from_request(Request::from_parts(parts, body), app).await?;
+        Ok(SignedRequest { body, ..head })
+    }
+}
+
+/// A [`SignedRequest`] on a route without a payload (the artifact GETs): the body is never read
+/// and the signature is checked against an empty payload.
+struct SignedGet(SignedRequest);
+
+impl FromRequestParts<App> for SignedGet {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(SignedGet(SignedRequest::from_head(parts, app).await))
+    }
+}
+
 pub(crate) fn router(app: App) -> Router {
     let api = "/api/queue/v1";
     Router::new()
@@ -231,15 +275,15 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/completed"),
-            post(completed),
+            resolve_route(Some(Outcome::Completed)),
         )
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/failed"),
-            post(failed),
+            resolve_route(Some(Outcome::Failed)),
         )
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/exception"),
-            post(exception),
+            resolve_route(None),
         )
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/artifacts"),
@@ -294,14 +338,11 @@ fn status_response(rec: &TaskRecord) -> Response {
 async fn create_task(
     State(app): State<App>,
     Path(id): Path<String>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    req: SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let caller = app.authenticate(&req)?;
     let id = task_id(&id)?;
-    let given: Value = parse_body(&body)?;
+    let given: Value = parse_body(&req.body)?;
     let (definition, meta) = fill_defaults(&id, given)?;
     let mut needed = vec![
         format!("queue:create-task:{}:{}", meta.priority, meta.task_queue_id),
@@ -332,13 +373,10 @@ async fn get_status(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 async fn claim_work(
     State(app): State<App>,
     Path(task_queue_id): Path<String>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    req: SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &body)?;
-    let req: ClaimWorkRequest = parse_body(&body)?;
+    let caller = app.authenticate(&req)?;
+    let req: ClaimWorkRequest = parse_body(&req.body)?;
     check_identifier("workerGroup", &req.worker_group)?;
     check_identifier("workerId", &req.worker_id)?;
     if !(1..=32).contains(&req.tasks) {
@@ -403,12 +441,9 @@ async fn claim_work(
 async fn reclaim(
     State(app): State<App>,
     Path((id, run)): Path<(String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    req: SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let caller = app.authenticate(&req)?;
     let (id, run) = (task_id(&id)?, run_id(&run)?);
     caller.require(&[format!("queue:reclaim-task:{id}/{run}")])?;
     let mut q = app.lock_swept().await?;
@@ -432,24 +467,30 @@ async fn reclaim(
     })))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The POST route of reportCompleted (`Some(Completed)`), reportFailed (`Some(Failed)`) or
+/// reportException (`None`: the reason is read from the body).
+fn resolve_route(outcome: Option<Outcome>) -> MethodRouter<App> {
+    post(
+        move |State(app): State<App>,
+              Path((id, run)): Path<(String, String)>,
+              req: SignedRequest| resolve(app, id, run, req, outcome),
+    )
+}
+
 async fn resolve(
     app: App,
     id: String,
     run: String,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    req: SignedRequest,
     outcome: Option<Outcome>,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let caller = app.authenticate(&req)?;
     let (id, run) = (task_id(&id)?, run_id(&run)?);
     let outcome = match outcome {
         Some(o) => o,
         None => {
-            let req: ExceptionRequest = parse_body(&body)?;
-            Outcome::Exception(req.reason.as_str())
+            let body: ExceptionRequest = parse_body(&req.body)?;
+            Outcome::Exception(body.reason.as_str())
         }
     };
     caller.require(&[format!("queue:resolve-task:{id}/{run}")])?;
@@ -462,59 +503,6 @@ async fn resolve(
     Ok(status_response(q.task(&id)?))
 }
 
-async fn completed(
-    State(app): State<App>,
-    Path((id, run)): Path<(String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    resolve(
-        app,
-        id,
-        run,
-        uri,
-        method,
-        headers,
-        body,
-        Some(Outcome::Completed),
-    )
-    .await
-}
-
-async fn failed(
-    State(app): State<App>,
-    Path((id, run)): Path<(String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    resolve(
-        app,
-        id,
-        run,
-        uri,
-        method,
-        headers,
-        body,
-        Some(Outcome::Failed),
-    )
-    .await
-}
-
-async fn exception(
-    State(app): State<App>,
-    Path((id, run)): Path<(String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    resolve(app, id, run, uri, method, headers, body, None).await
-}
-
 const ERROR_REASONS: &[&str] = &[
     "file-missing-on-worker",
     "invalid-resource-on-worker",
@@ -525,15 +513,12 @@ const ERROR_REASONS: &[&str] = &[
 async fn create_artifact(
     State(app): State<App>,
     Path((id, run, name)): Path<(String, String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    req: SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &body)?;
+    let caller = app.authenticate(&req)?;
     let (id, run) = (task_id(&id)?, run_id(&run)?);
     caller.require(&[format!("queue:create-artifact:{id}/{run}")])?;
-    let req: CreateArtifactRequest = parse_body(&body)?;
+    let req: CreateArtifactRequest = parse_body(&req.body)?;
     if name.is_empty() || name.len() > 1024 {
         return Err(ApiError::invalid("artifact name must be 1-1024 characters"));
     }
@@ -848,22 +833,18 @@ async fn get_blob(
 async fn get_run_artifact(
     State(app): State<App>,
     Path((id, run, name)): Path<(String, String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
+    SignedGet(req): SignedGet,
 ) -> ApiResult {
     let run = run_id(&run)?;
-    serve_artifact(app, id, Some(run), name, uri, method, headers).await
+    serve_artifact(app, id, Some(run), name, &req).await
 }
 
 async fn get_latest_artifact(
     State(app): State<App>,
     Path((id, name)): Path<(String, String)>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
+    SignedGet(req): SignedGet,
 ) -> ApiResult {
-    serve_artifact(app, id, None, name, uri, method, headers).await
+    serve_artifact(app, id, None, name, &req).await
 }
 
 async fn serve_artifact(
@@ -871,11 +852,9 @@ async fn serve_artifact(
     id: String,
     run: Option<u32>,
     name: String,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
+    req: &SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &[])?;
+    let caller = app.authenticate(req)?;
     let id = task_id(&id)?;
     // `public/` artifacts need no scope, authenticated or not (the real queue's anonymous role
     // applies to every client): a worker fetching upstream evidence with task credentials
@@ -956,23 +935,19 @@ async fn list_run_artifacts(
     State(app): State<App>,
     Path((id, run)): Path<(String, String)>,
     Query(lq): Query<ListQuery>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
+    SignedGet(req): SignedGet,
 ) -> ApiResult {
     let run = run_id(&run)?;
-    list(app, id, Some(run), lq, uri, method, headers).await
+    list(app, id, Some(run), lq, &req).await
 }
 
 async fn list_latest_artifacts(
     State(app): State<App>,
     Path(id): Path<String>,
     Query(lq): Query<ListQuery>,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
+    SignedGet(req): SignedGet,
 ) -> ApiResult {
-    list(app, id, None, lq, uri, method, headers).await
+    list(app, id, None, lq, &req).await
 }
 
 async fn list(
@@ -980,11 +955,9 @@ async fn list(
     id: String,
     run: Option<u32>,
     lq: ListQuery,
-    uri: OriginalUri,
-    method: Method,
-    headers: HeaderMap,
+    req: &SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&method, &uri, &headers, &[])?;
+    let caller = app.authenticate(req)?;
     let id = task_id(&id)?;
     caller.require(&[format!("queue:list-artifacts:{id}")])?;
     let limit = lq.limit.unwrap_or(1000).clamp(1, 1000);
