@@ -42,9 +42,10 @@ pub enum UnsafePathReason {
     NonNormalComponent,
 }
 
-impl fmt::Display for UnsafePathReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl UnsafePathReason {
+    /// A short human-readable reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
             UnsafePathReason::Empty => "empty name",
             UnsafePathReason::TooLong => "name too long",
             UnsafePathReason::Absolute => "absolute path",
@@ -52,7 +53,13 @@ impl fmt::Display for UnsafePathReason {
             UnsafePathReason::ControlCharacter => "contains a NUL or control character",
             UnsafePathReason::ParentComponent => "contains a '..' component",
             UnsafePathReason::NonNormalComponent => "contains a '.' or empty component",
-        })
+        }
+    }
+}
+
+impl fmt::Display for UnsafePathReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

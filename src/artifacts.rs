@@ -253,14 +253,13 @@ pub fn check_name(name: &str, limits: &Limits) -> Result<(), ArtifactError> {
     if name.len() > limits.max_name_bytes {
         return bad("too long");
     }
-    if name.chars().any(|c| c.is_control() || c == '\\') {
-        return bad("contains a control character or backslash");
-    }
-    if name
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return bad("empty, `.` or `..` component");
+    // The one lexical rule for names joined to a directory (shared with verification and the
+    // scripts): no absolute path, `..`, `.`, empty component, backslash or control character.
+    if let Err(reason) = crate::artifact_path::ArtifactPath::parse(name) {
+        return Err(ArtifactError::BadName {
+            name: name.to_owned(),
+            reason: reason.as_str(),
+        });
     }
     if RESERVED_NAMES.contains(&name) {
         return Err(ArtifactError::Reserved {
