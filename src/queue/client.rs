@@ -939,8 +939,11 @@ fn gzip_to_temp(src: &Path) -> Result<tempfile::NamedTempFile, QueueError> {
     let mut input = std::fs::File::open(src).map_err(|e| io_err("open", src, e))?;
     let tmp = tempfile::NamedTempFile::new().map_err(|e| io_err("create temp for", src, e))?;
     let out = tmp.reopen().map_err(|e| io_err("open temp for", src, e))?;
+    // Level 1: measured (scripts/bench upload) at ~250 MB/s against ~44 MB/s for the default
+    // level, for 5.4x instead of 5.7x on log-like text. Compression, not the network, was the
+    // bottleneck of uploading large logs.
     let mut enc =
-        flate2::write::GzEncoder::new(std::io::BufWriter::new(out), flate2::Compression::default());
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(out), flate2::Compression::fast());
     std::io::copy(&mut input, &mut enc).map_err(|e| io_err("gzip", src, e))?;
     let mut w = enc.finish().map_err(|e| io_err("gzip", src, e))?;
     w.flush().map_err(|e| io_err("gzip", src, e))?;
