@@ -327,6 +327,28 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
 }
 
+/// The run to read artifacts from (the given one, or the latest) and its artifact table.
+fn run_artifacts<'a>(
+    rec: &'a TaskRecord,
+    id: &TaskId,
+    run: Option<u32>,
+) -> Result<(u32, &'a std::collections::BTreeMap<String, ArtifactRecord>), ApiError> {
+    let run = match run {
+        Some(r) => r,
+        None => rec
+            .runs
+            .last()
+            .map(|r| r.run_id)
+            .ok_or_else(|| ApiError::not_found(format!("task {id} has no runs")))?,
+    };
+    rec.run(run)?;
+    let table = rec
+        .artifacts
+        .get(run as usize)
+        .ok_or_else(|| internal("run without artifact table"))?;
+    Ok((run, table))
+}
+
 fn json_response(v: Value) -> Response {
     axum::Json(v).into_response()
 }
@@ -864,19 +886,7 @@ async fn serve_artifact(
     }
     let q = app.lock_swept().await?;
     let rec = q.task(&id)?;
-    let run = match run {
-        Some(r) => r,
-        None => rec
-            .runs
-            .last()
-            .map(|r| r.run_id)
-            .ok_or_else(|| ApiError::not_found(format!("task {id} has no runs")))?,
-    };
-    rec.run(run)?;
-    let table = rec
-        .artifacts
-        .get(run as usize)
-        .ok_or_else(|| internal("run without artifact table"))?;
+    let (run, table) = run_artifacts(rec, &id, run)?;
     // Links are resolved here, server-side, as the real queue does.
     let mut current = name.clone();
     let mut seen = HashSet::new();
@@ -973,19 +983,7 @@ async fn list(
     };
     let q = app.lock_swept().await?;
     let rec = q.task(&id)?;
-    let run = match run {
-        Some(r) => r,
-        None => rec
-            .runs
-            .last()
-            .map(|r| r.run_id)
-            .ok_or_else(|| ApiError::not_found(format!("task {id} has no runs")))?,
-    };
-    rec.run(run)?;
-    let table = rec
-        .artifacts
-        .get(run as usize)
-        .ok_or_else(|| internal("run without artifact table"))?;
+    let (_, table) = run_artifacts(rec, &id, run)?;
     let mut items = table
         .values()
         .filter(|a| after.as_ref().is_none_or(|after| a.name > *after));
