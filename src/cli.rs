@@ -57,6 +57,19 @@ pub enum Command {
     ///
     /// Exit 0 verified, 1 verification failed, 2 evidence unavailable, 64 usage.
     Verify(crate::verify_cli::VerifyArgs),
+    /// Internal: run inside the script sandbox by the worker's start-up probe.
+    #[command(hide = true)]
+    SandboxProbe {
+        /// The scratch run's artifact directory.
+        #[arg(long)]
+        artifacts: std::path::PathBuf,
+        /// A worker secret the script must not read.
+        #[arg(long = "secret")]
+        secrets: Vec<std::path::PathBuf>,
+    },
+    /// Internal: run as the script's uid after every run; SIGKILLs every process of that uid.
+    #[command(hide = true)]
+    SandboxReap,
 }
 
 /// `chainlock script ...`.
@@ -161,6 +174,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     init_logging(cli.log_format, default_filter);
     match cli.command {
         Command::Keys(args) => crate::keys_cli::run(args),
+        Command::SandboxProbe { artifacts, secrets } => {
+            Ok(crate::sandbox::probe_main(&artifacts, &secrets))
+        }
+        Command::SandboxReap => Ok(crate::sandbox::reap_main()),
         Command::Verify(args) => crate::verify_cli::run(args).await,
         Command::Script(ScriptCommand::Sign { config }) => {
             Ok(crate::scripts::sign::run(&config).await)
@@ -169,7 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(crate::scripts::push::run(&config, dry_run).await)
         }
         Command::Run(args) => run_worker(args).await,
-        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::DevQueue(args) => run_dev_queue(args).await,
     }
@@ -210,7 +227,7 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {
+async fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {
     let (config, credentials) = load_config(file)?;
     println!("# {}: valid", file.display());
     println!(
@@ -226,8 +243,12 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {
     print!("{}", config.to_toml());
     // The same checks the worker runs before its first claim, read-only.
     use crate::worker::startup::{CheckOutcome, check_config};
-    let checks = check_config(&config, crate::clock::now());
-    println!("# start-up checks (read-only: the queue is not contacted, no file is written)");
+    let mut checks = check_config(&config, crate::clock::now());
+    checks.extend(crate::worker::startup::check_isolation(&config).await);
+    println!(
+        "# start-up checks (read-only: the queue is not contacted, nothing in the work area is \
+         written; the isolation probe runs in a temporary directory)"
+    );
     for check in &checks {
         match &check.outcome {
             CheckOutcome::Ok(detail) => println!("ok    {}: {detail}", check.name),

@@ -28,6 +28,7 @@ use crate::queue::{Credentials, CredentialsError, EnvSource};
 use crate::trust::TrustPin;
 pub use crate::validate::TaskConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -192,9 +193,81 @@ pub struct ScriptConfig {
     #[serde(default)]
     pub env_allowlist: Vec<String>,
     /// Run the script as this uid/gid instead of the worker's own (isolation from the signing
-    /// key and credentials). Optional; uid and gid 0 are refused.
+    /// key and credentials). Required by `isolation = "uid"` and `"namespaces"`; uid and gid 0
+    /// are refused. The uid must be dedicated to this worker: after every run (and at start-up)
+    /// every process of that uid is killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// The isolation level the operator expects (required, no default: `none` must be chosen
+    /// explicitly). Start-up proves the host provides it and refuses to start otherwise.
+    pub isolation: Isolation,
+    /// `namespaces` only: extra host paths visible read-only in the sandbox (the script's own
+    /// config, schemas, binaries outside `/usr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ro_paths: Vec<PathBuf>,
+    /// `namespaces` only: extra host directories visible writable in the sandbox (for example a
+    /// `file://` push destination).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rw_paths: Vec<PathBuf>,
+    /// `namespaces` only: share the host's network. Default false (own loopback only).
+    #[serde(default)]
+    pub network: bool,
+    /// `namespaces` only: scope value (one of `task.allowed_scopes`) -> files made visible,
+    /// read-only at the same path, only to runs whose validated scope is that value (release
+    /// keys of `chainlock script sign`). The worker copies them into the run (owned by the
+    /// script's uid, mode 0400) and removes the copy with the run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scope_files: BTreeMap<String, Vec<PathBuf>>,
+    /// Most artifacts per task. Default 1000.
+    #[serde(default = "default_max_artifacts")]
+    pub max_artifacts: usize,
+    /// Most bytes of artifacts per task. Default 8 GiB.
+    #[serde(default = "default_max_artifact_bytes")]
+    pub max_artifact_bytes: u64,
+    /// The bubblewrap binary (`namespaces`). Default `/usr/bin/bwrap`.
+    #[serde(default = "default_bwrap")]
+    pub bwrap: PathBuf,
+    /// The setpriv binary (`uid`, `namespaces`). Default `/usr/bin/setpriv`.
+    #[serde(default = "default_setpriv")]
+    pub setpriv: PathBuf,
+}
+
+/// `[script] isolation`: how the script is contained (README "Security model" says exactly
+/// what each level protects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// bubblewrap: own uid, pid, mount, ipc and uts namespaces (and network unless
+    /// `network = true`); only the run's directories and read-only system paths are visible.
+    Namespaces,
+    /// Own uid only: the host filesystem as that uid sees it.
+    Uid,
+    /// The worker's own uid: the script can read everything the worker can.
+    None,
+}
+
+impl Isolation {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Namespaces => "namespaces",
+            Isolation::Uid => "uid",
+            Isolation::None => "none",
+        }
+    }
+}
+
+fn default_max_artifacts() -> usize {
+    1000
+}
+fn default_max_artifact_bytes() -> u64 {
+    8 * 1024 * 1024 * 1024
+}
+fn default_bwrap() -> PathBuf {
+    PathBuf::from("/usr/bin/bwrap")
+}
+fn default_setpriv() -> PathBuf {
+    PathBuf::from("/usr/bin/setpriv")
 }
 
 fn default_kill_grace_secs() -> u64 {
@@ -254,6 +327,21 @@ impl Default for TimingConfig {
             backoff_max_secs: default_backoff_max_secs(),
         }
     }
+}
+
+/// A path handed into the sandbox: absolute, normal components only, and never `/` itself or
+/// a top-level system directory the sandbox already provides read-only.
+fn check_sandbox_path(p: &Path) -> Result<(), &'static str> {
+    if !p.is_absolute() {
+        return Err("must be an absolute path");
+    }
+    if p.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
+        return Err("must not contain `.` or `..`");
+    }
+    if p.components().count() < 2 {
+        return Err("must not be `/`");
+    }
+    Ok(())
 }
 
 /// One schema violation, located by JSON pointer into the configuration.
@@ -378,6 +466,75 @@ impl Config {
         Ok(config)
     }
 
+    /// The `[script]` isolation rules the schema cannot express: which keys each level needs
+    /// or forbids. Whether the host provides the level is proved at start-up
+    /// ([`crate::sandbox::Sandbox::probe`]), not here.
+    fn check_isolation(&self) -> Result<(), ConfigError> {
+        let invalid = |pointer: &str, reason: String| ConfigError::Invalid {
+            path: self.source.clone(),
+            pointer: pointer.to_owned(),
+            reason,
+        };
+        let s = &self.script;
+        if s.isolation != Isolation::None && s.run_as.is_none() {
+            return Err(invalid(
+                "/script/run_as",
+                format!(
+                    "isolation = \"{}\" needs run_as (a uid and gid dedicated to this worker's \
+                     script)",
+                    s.isolation.as_str()
+                ),
+            ));
+        }
+        if s.isolation == Isolation::None && s.run_as.is_some() {
+            return Err(invalid(
+                "/script/run_as",
+                "isolation = \"none\" runs the script as the worker's uid: set isolation = \"uid\" \
+                 or \"namespaces\" to use run_as"
+                    .into(),
+            ));
+        }
+        if s.isolation != Isolation::Namespaces {
+            let only_ns = [
+                ("/script/ro_paths", !s.ro_paths.is_empty()),
+                ("/script/rw_paths", !s.rw_paths.is_empty()),
+                ("/script/network", s.network),
+                ("/script/scope_files", !s.scope_files.is_empty()),
+            ];
+            if let Some((pointer, _)) = only_ns.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    pointer,
+                    format!(
+                        "only meaningful with isolation = \"namespaces\" (this config says \"{}\": \
+                         the script sees the host filesystem and network as they are)",
+                        s.isolation.as_str()
+                    ),
+                ));
+            }
+        }
+        let lists = [("ro_paths", &s.ro_paths), ("rw_paths", &s.rw_paths)];
+        for (name, list) in lists {
+            for (i, p) in list.iter().enumerate() {
+                check_sandbox_path(p)
+                    .map_err(|r| invalid(&format!("/script/{name}/{i}"), r.to_owned()))?;
+            }
+        }
+        for (scope, files) in &s.scope_files {
+            if !self.task.allowed_scopes.contains(scope) {
+                return Err(invalid(
+                    &format!("/script/scope_files/{scope}"),
+                    "not one of task.allowed_scopes".into(),
+                ));
+            }
+            for (i, p) in files.iter().enumerate() {
+                check_sandbox_path(p).map_err(|r| {
+                    invalid(&format!("/script/scope_files/{scope}/{i}"), r.to_owned())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what the schema cannot express and makes relative paths absolute.
     fn finalize(&mut self, path: &Path, env: &impl EnvSource) -> Result<(), ConfigError> {
         let invalid = |pointer: &str, reason: String| ConfigError::Invalid {
@@ -444,6 +601,7 @@ impl Config {
                 "uid and gid 0 would give the script root: omit run_as instead".into(),
             ));
         }
+        self.check_isolation()?;
 
         let argv0 = self
             .script

@@ -9,23 +9,28 @@
 //! too.
 //!
 //! [`run`] takes a [`VerifiedChain`], which only the chain-of-trust verifier can build: starting
-//! the script for a task whose chain was not verified does not compile. With `[script] run_as`
-//! the script runs as another uid/gid (std's `CommandExt::uid`/`gid`, which also drops the
-//! worker's supplementary groups), so it cannot read the worker's signing key or credentials.
+//! the script for a task whose chain was not verified does not compile. The argv is wrapped by
+//! the configured [`Sandbox`] (`[script] isolation`): with `namespaces` the script runs under
+//! its own uid in its own PID and mount namespaces and cannot see the worker's files at all;
+//! with `uid` it runs under its own uid. After the script ends, whatever the reason,
+//! [`Sandbox::contain`] kills everything it started and checks `/proc` that nothing is left,
+//! before the worker looks at the artifact directory.
 //!
 //! What it must not do: pass any credentials. The script receives **no Taskcluster credentials
 //! at all** (not even the run's temporary ones) and never the chain-of-trust key: everything it
 //! needs from the queue has been downloaded and verified by the worker before it starts, and
-//! everything it produces is uploaded by the worker after it ends. `clippy.toml` bans
-//! `Command::new` everywhere else.
+//! everything it produces is uploaded by the worker after it ends. With `isolation = "none"`
+//! the script still runs as the worker's uid and *can* read the worker's files: only the
+//! environment is clean there. `clippy.toml` bans `Command::new` everywhere else.
 
-use crate::config::RunAs;
 use crate::queue::EnvSource;
+use crate::sandbox::{RunView, Sandbox, SandboxError, procs};
 use crate::verify::VerifiedChain;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
@@ -71,8 +76,10 @@ pub struct LaunchSpec {
     pub kill_grace: Duration,
     /// Output caps.
     pub limits: Limits,
-    /// Run as this uid/gid instead of the worker's (`[script] run_as`).
-    pub run_as: Option<RunAs>,
+    /// The isolation the argv is wrapped in.
+    pub sandbox: Arc<Sandbox>,
+    /// What this run may see.
+    pub view: RunView,
 }
 
 /// How the script run ended.
@@ -114,6 +121,9 @@ pub enum LaunchError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Something of the run survived the kill: the worker must not go on.
+    #[error("containment failed: {0}")]
+    Contain(#[from] SandboxError),
     /// The task log could not be written.
     #[error("cannot write task log {path}: {source}")]
     Log {
@@ -263,13 +273,12 @@ impl TaskLog {
 }
 
 #[allow(clippy::disallowed_methods)] // the one place allowed to start a process
-fn spawn(spec: &LaunchSpec) -> Result<tokio::process::Child, LaunchError> {
-    let (program, args) = spec.argv.split_first().ok_or(LaunchError::EmptyArgv)?;
+fn spawn(
+    spec: &LaunchSpec,
+) -> Result<(tokio::process::Child, Option<procs::Registered>), LaunchError> {
+    let argv = spec.sandbox.wrap(&spec.argv, &spec.view);
+    let (program, args) = argv.split_first().ok_or(LaunchError::EmptyArgv)?;
     let mut cmd = tokio::process::Command::new(program);
-    if let Some(RunAs { uid, gid }) = spec.run_as {
-        // std sets the gid, drops supplementary groups, then sets the uid, in the child.
-        cmd.uid(uid).gid(gid);
-    }
     cmd.args(args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -278,12 +287,46 @@ fn spawn(spec: &LaunchSpec) -> Result<tokio::process::Child, LaunchError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    procs::registry()
+        .spawn(|| cmd.spawn(), |c| c.id())
         .map_err(|source| LaunchError::Spawn {
             program: program.clone(),
             source,
         })
+}
+
+/// Runs one of the sandbox's own helpers (probe, reaper) to its end with a fixed argv, an
+/// environment of `PATH` only and no stdin; returns its stdout, or why it failed.
+#[allow(clippy::disallowed_methods)] // the sandbox's own helpers, never task-chosen
+pub(crate) async fn run_helper(
+    argv: &[String],
+    cwd: &Path,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let (program, args) = argv.split_first().ok_or("empty argv")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let (child, _reg) = procs::registry()
+        .spawn(|| cmd.spawn(), |c| c.id())
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{program} did not finish within {} s", timeout.as_secs()))?
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr: String = stderr.chars().take(2000).collect();
+        return Err(format!("{program} failed ({}): {}", out.status, stderr.trim()));
+    }
+    Ok(out.stdout)
 }
 
 /// Runs the script to its end, streaming its output into `log`. Returns how it ended; the log
@@ -315,8 +358,13 @@ async fn run_script(
     cancel: &CancellationToken,
 ) -> Result<ScriptEnd, LaunchError> {
     let program = spec.argv.first().cloned().unwrap_or_default();
-    log.notice(&format!("running {:?}", spec.argv)).await?;
-    let mut child = spawn(spec)?;
+    log.notice(&format!(
+        "running {:?} (isolation: {})",
+        spec.argv,
+        spec.sandbox.level().as_str()
+    ))
+    .await?;
+    let (mut child, registered) = spawn(spec)?;
     // `id()` is Some until the child has been reaped, which cannot have happened yet.
     let pgid = child
         .id()
@@ -359,21 +407,21 @@ async fn run_script(
             },
             status = child.wait() => {
                 outcome = Some(status.map(end_of).map_err(wait_err));
-                // Stray processes left by a finished script are killed outright.
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                stop_group(pgid, &mut child, spec.kill_grace, &mut rx, log).await?;
+                stop_group(spec, pgid, &mut child, &mut rx, log).await?;
                 outcome = Some(Ok(ScriptEnd::TimedOut { after: spec.timeout }));
             }
             _ = cancel.cancelled() => {
-                stop_group(pgid, &mut child, spec.kill_grace, &mut rx, log).await?;
+                stop_group(spec, pgid, &mut child, &mut rx, log).await?;
                 outcome = Some(Ok(ScriptEnd::Cancelled));
             }
         }
     }
+    drop(registered);
+    // Whatever ended the run: nothing it started may live on (kernel-enforced where the level
+    // allows, checked over /proc in every case) before anything looks at its output.
+    spec.sandbox.contain(pgid).await?;
 
     // The group is dead: the pipes close unless something escaped it, which gets a bound.
     let drain_until = Instant::now() + spec.limits.drain_timeout;
@@ -412,12 +460,13 @@ async fn run_script(
     Ok(end)
 }
 
-/// SIGTERM to the group; wait (still logging output) until the group is empty or the grace has
-/// passed; SIGKILL to the group; reap the child.
+/// SIGTERM to the script's processes; wait (still logging output) until they are gone or the
+/// grace has passed; then SIGKILL to the group and reap the child ([`Sandbox::contain`] kills
+/// the rest).
 async fn stop_group(
+    spec: &LaunchSpec,
     pgid: Option<Pid>,
     child: &mut tokio::process::Child,
-    grace: Duration,
     rx: &mut mpsc::Receiver<(Stream, Vec<u8>)>,
     log: &mut TaskLog,
 ) -> Result<(), LaunchError> {
@@ -426,12 +475,12 @@ async fn stop_group(
         let _ = child.wait().await;
         return Ok(());
     };
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let until = Instant::now() + grace;
+    spec.sandbox.terminate(Some(pgid));
+    let until = Instant::now() + spec.kill_grace;
     let mut reaped = false;
     let mut pipes_open = true;
     loop {
-        if reaped && !group_alive(pgid) {
+        if reaped && !spec.sandbox.run_alive(Some(pgid)) {
             break;
         }
         tokio::select! {
@@ -447,12 +496,6 @@ async fn stop_group(
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = child.wait().await;
     Ok(())
-}
-
-/// Whether any process is left in the group (zombies waiting for init do not count: they hold
-/// no resources and cannot run).
-fn group_alive(pgid: Pid) -> bool {
-    killpg(pgid, None).is_ok()
 }
 
 fn end_of(status: ExitStatus) -> ScriptEnd {
@@ -525,7 +568,8 @@ mod tests {
                 max_line_bytes: 16,
                 ..Limits::default()
             },
-            run_as: None,
+            sandbox: Arc::new(Sandbox::none()),
+            view: RunView::default(),
         }
     }
 

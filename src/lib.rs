@@ -23,6 +23,7 @@ pub mod launch;
 pub mod manifest;
 pub mod openpgp;
 pub mod queue;
+pub mod sandbox;
 pub mod scripts;
 pub mod secret;
 pub mod trust;

@@ -250,6 +250,7 @@ fn generated_worker_configs_load() {
                 credentials: &creds,
                 chainlock_exe: exe,
                 script,
+                isolation: seed::SeedIsolation::None,
             })
             .unwrap();
         let env = std::collections::HashMap::<String, String>::new();

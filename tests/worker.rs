@@ -159,11 +159,16 @@ impl Env {
 
     fn config_text(&self, extra_script: &str) -> String {
         let m = &self.material;
+        let extra_script = if extra_script.contains("isolation") {
+            extra_script.to_owned()
+        } else {
+            format!("isolation = \"none\"\n{extra_script}")
+        };
         format!(
             "[queue]\nroot_url = \"{}\"\ntask_queue_id = \"{QUEUE_ID}\"\nworker_group = \"wg\"\n\
              worker_id = \"w1\"\n\n[paths]\nwork_dir = \"{}\"\nlog_dir = \"{}\"\n\n[script]\n\
              argv = [\"{}\"]\ntimeout_secs = 60\nkill_grace_secs = 1\n\
-             env_allowlist = [\"PATH\"]\n{extra_script}\n[timing]\nreclaim_margin_secs = 1\n\
+             env_allowlist = [\"PATH\"]\n{}\n[timing]\nreclaim_margin_secs = 1\n\
              poll_interval_secs = 0\nbackoff_min_secs = 0\nbackoff_max_secs = 1\n\n\
              [task]\npayload_schema = \"payload.schema.json\"\nscope_prefix = \"{CERT_SCOPE_PREFIX}\"\n\
              allowed_scopes = [\"{CERT_NAME}\"]\n\n\
@@ -174,6 +179,7 @@ impl Env {
             self.dir.join("work").display(),
             self.dir.join("logs").display(),
             self.dir.join("script.py").display(),
+            extra_script,
             m.worker_key.display(),
             m.keys_dir.display(),
             m.pin.version,
@@ -1478,7 +1484,7 @@ async fn invalid_policy_on_disk_stops_claims_until_a_valid_one_is_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn run_as_isolates_the_script_from_the_worker_secrets() {
     let env = Env::new(Duration::from_secs(1200)).await;
-    let nobody = "run_as = { uid = 65534, gid = 65534 }\n";
+    let nobody = "isolation = \"uid\"\nrun_as = { uid = 65534, gid = 65534 }\n";
     env.write_config("worker.toml", nobody);
     // A directory this process created is owned by its effective uid.
     let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&env.dir).unwrap());

@@ -250,6 +250,7 @@ async fn stages(
             credentials: creds,
             chainlock_exe: &exe,
             script: Script::Sign,
+            isolation: seed::SeedIsolation::strongest(1).await,
         },
     )
     .await?;
@@ -285,6 +286,7 @@ async fn stages(
             credentials: creds,
             chainlock_exe: &exe,
             script: Script::Push,
+            isolation: seed::SeedIsolation::strongest(2).await,
         },
     )
     .await?;
@@ -367,6 +369,17 @@ async fn stages(
 async fn run_worker(material: &Material, spec: WorkerSpec<'_>) -> anyhow::Result<Vec<TaskReport>> {
     let files = material.write_worker_config(&spec)?;
     info(&format!("worker config {}", files.config.display()));
+    info(&match spec.isolation {
+        seed::SeedIsolation::Namespaces(r) => format!(
+            "script isolation: namespaces (bubblewrap; uid {}, own PID and mount namespaces, \
+             no network; the worker's key and credentials are not visible)",
+            r.uid
+        ),
+        seed::SeedIsolation::None => "script isolation: none (this machine allows no better: \
+             run the demo as root with bubblewrap installed for namespaces); the script runs as \
+             the worker's uid"
+            .to_owned(),
+    });
     if let Some(sc) = &files.script_config {
         info(&format!("script config {}", sc.display()));
     }

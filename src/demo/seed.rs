@@ -1226,6 +1226,39 @@ pub struct WorkerSpec<'a> {
     pub chainlock_exe: &'a Path,
     /// The script.
     pub script: Script,
+    /// How the script is isolated.
+    pub isolation: SeedIsolation,
+}
+
+/// The isolation a seeded worker config asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedIsolation {
+    /// `isolation = "none"` (not root, or no user namespaces).
+    None,
+    /// `isolation = "namespaces"` with this `run_as`; the script's config, the payload schemas
+    /// and (push) the published directory are made visible, the release key through
+    /// `scope_files`.
+    Namespaces(crate::config::RunAs),
+}
+
+impl SeedIsolation {
+    /// The strongest level this host provides (`slot` picks a distinct uid per worker).
+    pub async fn strongest(slot: u32) -> SeedIsolation {
+        let run_as = crate::sandbox::dev_run_as(slot);
+        if crate::sandbox::namespaces_available(run_as).await {
+            SeedIsolation::Namespaces(run_as)
+        } else {
+            SeedIsolation::None
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeedIsolation::None => "none",
+            SeedIsolation::Namespaces(_) => "namespaces",
+        }
+    }
 }
 
 /// Paths of a written worker configuration.
@@ -1363,6 +1396,34 @@ impl Material {
             toml::Value::Array(argv.into_iter().map(toml::Value::from).collect()),
         );
         script.insert("timeout_secs".into(), 600.into());
+        script.insert("isolation".into(), spec.isolation.as_str().into());
+        if let SeedIsolation::Namespaces(run_as) = spec.isolation {
+            let mut r = toml::Table::new();
+            r.insert("uid".into(), i64::from(run_as.uid).into());
+            r.insert("gid".into(), i64::from(run_as.gid).into());
+            script.insert("run_as".into(), r.into());
+            let mut ro = vec![toml::Value::from(path_str(&schemas))];
+            if let Some(sc) = &script_config {
+                ro.push(path_str(sc).into());
+            }
+            script.insert("ro_paths".into(), toml::Value::Array(ro));
+            if let Some(published) = &published_dir {
+                std::os::unix::fs::chown(published, Some(run_as.uid), Some(run_as.gid))
+                    .map_err(io(published))?;
+                script.insert(
+                    "rw_paths".into(),
+                    toml::Value::Array(vec![path_str(published).into()]),
+                );
+            }
+            if matches!(spec.script, Script::Sign) {
+                let mut files = toml::Table::new();
+                files.insert(
+                    CERT_NAME.into(),
+                    toml::Value::Array(vec![path_str(&self.release_key).into()]),
+                );
+                script.insert("scope_files".into(), files.into());
+            }
+        }
         script.insert("kill_grace_secs".into(), 5.into());
         script.insert(
             "env_allowlist".into(),

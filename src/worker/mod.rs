@@ -123,6 +123,9 @@ pub enum WorkerError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// Something a script started survived its run: nothing more is claimed (non-zero exit).
+    #[error("script containment failed, refusing to claim more tasks: {0}")]
+    Containment(String),
 }
 
 impl From<startup::StartupError> for WorkerError {
@@ -141,6 +144,10 @@ pub(crate) struct Shared {
     pub validator: crate::validate::TaskValidator,
     pub policy: crate::chain_policy::ChainPolicy,
     pub signing_key: crate::openpgp::SigningKey,
+    /// The script's isolation, proved at start-up.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
+    /// Set when something of a run survived the kill: the worker claims nothing more.
+    pub containment_broken: std::sync::Mutex<Option<String>>,
 }
 
 /// Summary of a worker run.
@@ -168,11 +175,8 @@ pub async fn run(
         startup::check_can_hand_over(&config.source, area.root(), run_as)?;
         area.allow_traverse()?;
     }
-    std::fs::create_dir_all(&config.paths.log_dir).map_err(|source| WorkDirError::Io {
-        op: "create",
-        path: config.paths.log_dir.clone(),
-        source,
-    })?;
+    workdir::create_private_dir(&config.paths.log_dir)?;
+    let sandbox = Arc::new(startup::prepare_sandbox(&config, area.root()).await?);
     let queue = QueueClient::new(
         &config.queue.root_url,
         Some(credentials),
@@ -187,6 +191,8 @@ pub async fn run(
         validator: prepared.validator,
         policy: prepared.policy,
         signing_key: prepared.signing_key,
+        sandbox,
+        containment_broken: std::sync::Mutex::new(None),
     });
     let timing = &shared.config.timing;
     let backoff_min = Duration::from_secs(timing.backoff_min_secs);
@@ -212,6 +218,10 @@ pub async fn run(
         if shutdown.stop_claiming.is_cancelled() {
             tracing::info!("stopping: no more claims");
             break;
+        }
+        if let Some(reason) = shared.containment_broken.lock().ok().and_then(|g| g.clone()) {
+            tracing::error!(%reason, "stopping: a script run was not contained");
+            return Err(WorkerError::Containment(reason));
         }
         if shared.options.max_tasks.is_some_and(|max| handled >= max) {
             tracing::info!(handled, "stopping: task limit reached");
@@ -372,7 +382,7 @@ async fn process_claim_inner(
         }
         .instrument(tracing::Span::current()),
     );
-    let (log, result) = match job.await {
+    let (log, mut result) = match job.await {
         Ok(x) => x,
         Err(e) => (
             None,
@@ -381,6 +391,15 @@ async fn process_claim_inner(
             ))),
         ),
     };
+    // Whatever happened in the pipeline (a panic included): nothing of the run lives on.
+    if let Err(e) = shared.sandbox.contain(None).await {
+        result = Err(task::TaskError::Launch(crate::launch::LaunchError::Contain(e)));
+    }
+    if let Err(task::TaskError::Launch(crate::launch::LaunchError::Contain(e))) = &result {
+        if let Ok(mut broken) = shared.containment_broken.lock() {
+            *broken = Some(e.to_string());
+        }
+    }
     let verification_failed = matches!(
         &result,
         Err(task::TaskError::Chain {

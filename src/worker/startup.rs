@@ -17,7 +17,8 @@
 //! What it must not do: read the clock (times are arguments) or log key material.
 
 use crate::chain_policy::{ChainPolicy, PolicyError};
-use crate::config::{ChainOfTrustConfig, Config, RunAs};
+use crate::config::{ChainOfTrustConfig, Config, Isolation, RunAs};
+use crate::sandbox::{ProbeReport, Sandbox};
 use crate::openpgp::{self, OpenPgpError, SigningKey};
 use crate::trust::{self, CotSignature, SignatureError, TrustError, TrustStore};
 use crate::validate::{TaskValidator, ValidateError};
@@ -111,6 +112,14 @@ pub enum StartupError {
         uid: u32,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// `[script] isolation`: the host does not provide the isolation the config asks for.
+    #[error("config file {config}: /script/isolation: {reason}")]
+    Isolation {
+        /// The config file.
+        config: PathBuf,
+        /// What the probe found (one line per failed property).
+        reason: String,
     },
     /// A file named by the configuration could not be inspected.
     #[error("config file {config}: {pointer}: cannot inspect {path}: {source}")]
@@ -617,4 +626,152 @@ pub fn check_can_hand_over(config: &Path, dir: &Path, run_as: RunAs) -> Result<(
     let probe = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
     std::os::unix::fs::chown(probe.path(), Some(run_as.uid), Some(run_as.gid)).map_err(err)?;
     Ok(())
+}
+
+/// The worker's files the script must never read, as `(name, path)`: what the isolation probe
+/// tries to open from inside the sandbox. With `uid` these are the secrets (not readable by the
+/// script's uid); with `namespaces` also everything else of the worker's (not visible at all).
+pub fn worker_secrets(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let cot = &config.chain_of_trust;
+    let mut out = vec![
+        ("signing key", cot.signing_key.clone()),
+        ("task logs", config.paths.log_dir.clone()),
+    ];
+    if let Some(creds) = &config.credentials.file {
+        out.push(("credentials file", creds.clone()));
+    }
+    if config.script.isolation == Isolation::Namespaces {
+        // Not secret, but none of the script's business: invisible with namespaces.
+        out.push(("config file", config.source.clone()));
+        out.push(("trust store", cot.keys_dir.join("trust.toml")));
+        out.push(("trust state", cot.state_file.clone()));
+        // Other runs' directories live next to the marker; the sandbox shows only its own.
+        out.push(("work area", config.paths.work_dir.join(super::workdir::MARKER)));
+        for files in config.script.scope_files.values() {
+            out.extend(files.iter().map(|f| ("unselected scope file", f.clone())));
+        }
+    } else {
+        out.push(("work area", config.paths.work_dir.clone()));
+    }
+    out
+}
+
+/// Builds the configured [`Sandbox`] and proves the host provides it: a sandboxed no-op in a
+/// scratch run under `scratch` must run as the configured uid without privileges and, for
+/// `namespaces`, in its own PID and mount namespaces where none of [`worker_secrets`] exists.
+/// Also kills anything a previous worker's script left running (before the first claim).
+pub async fn prepare_sandbox(config: &Config, scratch: &Path) -> Result<Sandbox, StartupError> {
+    let refuse = |reason: String| StartupError::Isolation {
+        config: config.source.clone(),
+        reason,
+    };
+    let sandbox = Sandbox::from_config(&config.script).map_err(|e| refuse(e.to_string()))?;
+    // Orphans of a script without a PID namespace come back to us, never to init.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "cannot become child subreaper");
+    }
+    // Before anything else: nothing of an earlier run (of a worker killed with SIGKILL) lives.
+    sandbox
+        .contain(None)
+        .await
+        .map_err(|e| refuse(format!("left over from an earlier run: {e}")))?;
+    let report = probe_report(config, &sandbox, scratch).await?;
+    for c in &report.checks {
+        tracing::info!(level = sandbox.level().as_str(), property = c.name, ok = c.ok, "isolation: {}", c.detail);
+    }
+    if !report.passed() {
+        let failed: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        return Err(refuse(format!(
+            "the host does not provide isolation \"{}\": {}",
+            sandbox.level().as_str(),
+            failed.join("; ")
+        )));
+    }
+    if sandbox.level() == Isolation::None {
+        tracing::warn!(
+            "isolation = \"none\": the script runs as the worker's uid and can read the \
+             worker's credentials and signing key"
+        );
+    }
+    Ok(sandbox)
+}
+
+async fn probe_report(
+    config: &Config,
+    sandbox: &Sandbox,
+    scratch: &Path,
+) -> Result<ProbeReport, StartupError> {
+    let refuse = |reason: String| StartupError::Isolation {
+        config: config.source.clone(),
+        reason,
+    };
+    if sandbox.level() == Isolation::None {
+        return Ok(ProbeReport {
+            level: Isolation::None,
+            checks: vec![crate::sandbox::ProbeCheck {
+                name: "script uid",
+                ok: true,
+                detail: "the worker's own uid: the script can read the worker's credentials, \
+                         signing key and every other run's files (isolation = \"none\")"
+                    .into(),
+            }],
+        });
+    }
+    if let Some(run_as) = sandbox.run_as() {
+        check_can_hand_over(&config.source, scratch, run_as)?;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(".probe-")
+        .tempdir_in(scratch)
+        .map_err(|e| refuse(format!("cannot create a probe directory in {}: {e}", scratch.display())))?;
+    let report = sandbox
+        .probe(dir.path(), &worker_secrets(config))
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(report)
+}
+
+/// `chainlock config check`: the isolation level, one line per probed property (the probe
+/// runs in a temporary directory, never in the work area).
+pub async fn check_isolation(config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let failed = |reason: String| CheckOutcome::Failed(StartupError::Isolation {
+        config: config.source.clone(),
+        reason,
+    });
+    let sandbox = match Sandbox::from_config(&config.script) {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(Check { name: "isolation", outcome: failed(e.to_string()) });
+            return checks;
+        }
+    };
+    let scratch = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            checks.push(Check { name: "isolation", outcome: failed(e.to_string()) });
+            return checks;
+        }
+    };
+    match probe_report(config, &sandbox, scratch.path()).await {
+        Ok(report) => {
+            checks.push(Check {
+                name: "isolation",
+                outcome: CheckOutcome::Ok(format!("level \"{}\" requested", report.level.as_str())),
+            });
+            for c in report.checks {
+                checks.push(Check {
+                    name: c.name,
+                    outcome: if c.ok { CheckOutcome::Ok(c.detail) } else { failed(c.detail) },
+                });
+            }
+        }
+        Err(e) => checks.push(Check { name: "isolation", outcome: CheckOutcome::Failed(e) }),
+    }
+    checks
 }

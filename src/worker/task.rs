@@ -34,7 +34,9 @@ use super::workdir::{TaskDirs, sorted_json};
 use crate::artifacts::{self, ArtifactError, CollectedArtifact};
 use crate::evidence::{self, ChainFailure};
 use crate::ids::TaskId;
+use crate::config::Isolation;
 use crate::launch::{self, LaunchError, LaunchSpec, ScriptEnd, TaskLog};
+use crate::sandbox::RunView;
 use crate::queue::QueueError;
 use crate::queue::types::{
     CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskDefinition,
@@ -296,15 +298,18 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
 
     // Stage 2: validate the restricted input. Nothing has been downloaded or run yet, and
     // nothing will be for a rejected task.
-    if let Err(rejection) = ctx.shared.validator.validate(&ctx.raw_task, ctx.raw_len) {
-        for line in rejection.to_string().lines() {
-            log.notice(line).await?;
+    let validated = match ctx.shared.validator.validate(&ctx.raw_task, ctx.raw_len) {
+        Ok(v) => v,
+        Err(rejection) => {
+            for line in rejection.to_string().lines() {
+                log.notice(line).await?;
+            }
+            return Err(TaskError::Rejected {
+                task_id: ctx.task_id.clone(),
+                rejection,
+            });
         }
-        return Err(TaskError::Rejected {
-            task_id: ctx.task_id.clone(),
-            rejection,
-        });
-    }
+    };
     log.notice("task input valid (payload schema, scopes, upstream artifacts)")
         .await?;
 
@@ -317,9 +322,25 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
             .await?;
         ScriptEnd::Cancelled
     } else {
-        let spec = launch_spec(ctx, &def)?;
-        if let Some(run_as) = spec.run_as {
+        let scope_files = ctx
+            .shared
+            .config
+            .script
+            .scope_files
+            .get(validated.scope().value())
+            .cloned()
+            .unwrap_or_default();
+        let spec = launch_spec(ctx, &def, &scope_files).await?;
+        if let Some(run_as) = spec.sandbox.run_as() {
             ctx.dirs.hand_to(run_as.uid, run_as.gid)?;
+        }
+        if spec.sandbox.level() == Isolation::None {
+            log.notice(
+                "WARNING: isolation = \"none\": this script runs as the worker's uid and could \
+                 read the worker's credentials and signing key",
+            )
+            .await?;
+            tracing::warn!(task_id = %ctx.task_id, "isolation = \"none\": the script runs as the worker's uid");
         }
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
@@ -592,7 +613,11 @@ fn parse_definition(ctx: &RunCtx) -> Result<TaskDefinition, TaskError> {
     Ok(def)
 }
 
-fn launch_spec(ctx: &RunCtx, def: &TaskDefinition) -> Result<LaunchSpec, TaskError> {
+async fn launch_spec(
+    ctx: &RunCtx,
+    def: &TaskDefinition,
+    scope_files: &[PathBuf],
+) -> Result<LaunchSpec, TaskError> {
     let cfg = &ctx.shared.config;
     let max_run_time = def
         .payload
@@ -626,8 +651,50 @@ fn launch_spec(ctx: &RunCtx, def: &TaskDefinition) -> Result<LaunchSpec, TaskErr
         timeout,
         kill_grace: cfg.script.kill_grace(),
         limits: ctx.shared.options.launch_limits,
-        run_as: cfg.script.run_as,
+        sandbox: ctx.shared.sandbox.clone(),
+        view: RunView {
+            work: ctx.dirs.work.clone(),
+            artifacts: ctx.dirs.artifacts.clone(),
+            read_only: vec![ctx.dirs.work.join("cot"), ctx.dirs.work.join("task.json")],
+            files: stage_scope_files(ctx, scope_files).await?,
+        },
     })
+}
+
+/// Copies the files the task's validated scope selects (`[script] scope_files`) into the run,
+/// readable only by the script's uid (mode 0400), for the sandbox to show at their configured
+/// paths. Files of other scopes are never copied, so no run can see them. The copies go with
+/// the run's directory.
+async fn stage_scope_files(
+    ctx: &RunCtx,
+    files: &[PathBuf],
+) -> Result<Vec<(PathBuf, PathBuf)>, TaskError> {
+    use std::os::unix::fs::PermissionsExt;
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let err = |op: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| TaskError::WorkerFile { op, path, source }
+    };
+    let dir = ctx.dirs.root.join("scope");
+    tokio::fs::create_dir(&dir).await.map_err(err("create", &dir))?;
+    tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .await
+        .map_err(err("chmod", &dir))?;
+    let mut out = Vec::new();
+    for (i, src) in files.iter().enumerate() {
+        let copy = dir.join(i.to_string());
+        tokio::fs::copy(src, &copy).await.map_err(err("copy", src))?;
+        tokio::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o400))
+            .await
+            .map_err(err("chmod", &copy))?;
+        if let Some(r) = ctx.shared.sandbox.run_as() {
+            std::os::unix::fs::chown(&copy, Some(r.uid), Some(r.gid)).map_err(err("chown", &copy))?;
+        }
+        out.push((copy, src.clone()));
+    }
+    Ok(out)
 }
 
 /// createArtifact (s3, expires = task expiry) then PUT the file.

@@ -176,13 +176,15 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), WorkDirError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
 }
 
-fn create_private_dir(path: &Path) -> Result<(), WorkDirError> {
+/// Creates `path` (and parents) mode 0700, and makes an existing one 0700.
+pub fn create_private_dir(path: &Path) -> Result<(), WorkDirError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(io("create", path))
+        .map_err(io("create", path))?;
+    set_mode(path, 0o700)
 }
 
 /// Writes `value` with keys sorted at every level and 2-space indentation (as scriptworker
