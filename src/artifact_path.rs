@@ -6,7 +6,7 @@
 //! the sign and push scripts) uses this one check, so the rule cannot drift between them. An [`ArtifactPath`] can only be built by
 //! [`ArtifactPath::parse`], which refuses anything that could leave the directory it is joined
 //! to: absolute paths, `..`, `.`, empty components, backslashes, NUL and other control
-//! characters. Symlinks are a property of the file system, not of the name: the code that opens
+//! characters, and line separators or bidi overrides that could forge a log line. Symlinks are a property of the file system, not of the name: the code that opens
 //! or creates files (`bundle`, `evidence`) refuses symlinked components separately.
 
 use serde::Serialize;
@@ -34,7 +34,7 @@ pub enum UnsafePathReason {
     Absolute,
     /// Contains `\` (a separator on Windows).
     Backslash,
-    /// Contains NUL or another control character.
+    /// Contains NUL, another control character, U+2028/U+2029 or a bidi override.
     ControlCharacter,
     /// Has a `..` component.
     ParentComponent,
@@ -50,7 +50,9 @@ impl UnsafePathReason {
             UnsafePathReason::TooLong => "name too long",
             UnsafePathReason::Absolute => "absolute path",
             UnsafePathReason::Backslash => "contains a backslash",
-            UnsafePathReason::ControlCharacter => "contains a NUL or control character",
+            UnsafePathReason::ControlCharacter => {
+                "contains a NUL, control, line-separator or bidi-override character"
+            }
             UnsafePathReason::ParentComponent => "contains a '..' component",
             UnsafePathReason::NonNormalComponent => "contains a '.' or empty component",
         }
@@ -78,7 +80,7 @@ impl ArtifactPath {
         if name.contains('\\') {
             return Err(UnsafePathReason::Backslash);
         }
-        if name.chars().any(char::is_control) {
+        if name.chars().any(crate::untrusted_text::is_deceptive) {
             return Err(UnsafePathReason::ControlCharacter);
         }
         for component in name.split('/') {

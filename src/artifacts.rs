@@ -2,20 +2,30 @@
 //! hashed list of files to upload.
 //!
 //! Why it exists: the artifact directory is written by the script, so its contents are input
-//! to be checked, not trusted. Every regular file becomes an artifact whose name is its
-//! relative path. Symlinks, hard links, special files, names that are not clean UTF-8 and names
-//! the worker reserves for itself (logs, chain-of-trust document) are refused and reported, and
-//! nothing is uploaded for them; what a symlink points to is never read. The sha256 is taken
-//! over the bytes on disk, before any upload compression, streaming (memory does not grow with
-//! file size); the chain-of-trust stage lists exactly these hashes.
+//! to be checked, not trusted. It runs only after every process of the script is dead
+//! ([`crate::sandbox::Sandbox::contain`]). Every regular file becomes an artifact whose name is
+//! its relative path. Symlinks, hard links, special files, names that are not clean UTF-8 or
+//! carry control, line-separator or bidi characters, and names the worker reserves for itself
+//! (logs, chain-of-trust document) are refused and reported, and nothing is uploaded for them;
+//! what a symlink points to is never read.
+//!
+//! "What is signed is what is uploaded": each file is opened once, relative to its directory's
+//! handle, without following links and without blocking, checked on the handle, and copied into
+//! worker-owned staging while its sha256 is taken (streaming: memory does not grow with file
+//! size). The chain-of-trust stage lists exactly these hashes and the upload reads exactly
+//! these copies, so a swap in the artifact directory after collection changes nothing. Counts,
+//! total bytes, entries looked at and refusals listed are all capped ([`Limits`]).
 //!
 //! What it must not do: upload, or follow anything out of the directory. It is synchronous
 //! filesystem code; async callers run it with `spawn_blocking`.
 
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Artifact names only the worker may create. A script that writes one of them fails the task.
@@ -32,20 +42,32 @@ pub const RESERVED_NAMES: [&str; 7] = [
 /// Caps on what one task may produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most artifacts per task (default 1000); beyond it the task fails.
+    /// Most artifacts per task (default 1000, `[script] max_artifacts`); beyond it the task
+    /// fails.
     pub max_artifacts: usize,
+    /// Most bytes over all artifacts (default 8 GiB, `[script] max_artifact_bytes`); beyond it
+    /// the task fails and nothing more is copied.
+    pub max_total_bytes: u64,
     /// Longest artifact name in bytes (default 1024).
     pub max_name_bytes: usize,
     /// Deepest directory nesting (default 32).
     pub max_depth: usize,
+    /// Most directory entries looked at (files, directories, anything), so a script that
+    /// leaves 300 000 symlinks costs a bounded walk (default 10 000).
+    pub max_entries: usize,
+    /// Most refusals listed one by one; the rest are counted (default 100).
+    pub max_listed_refusals: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_artifacts: 1000,
+            max_total_bytes: 8 * 1024 * 1024 * 1024,
             max_name_bytes: 1024,
             max_depth: 32,
+            max_entries: 10_000,
+            max_listed_refusals: 100,
         }
     }
 }
@@ -55,7 +77,7 @@ impl Default for Limits {
 pub struct CollectedArtifact {
     /// Artifact name (`public/build/target.tar.gz`): the path relative to the artifact dir.
     pub name: String,
-    /// The file on disk.
+    /// The worker-owned copy that is uploaded (in the staging directory, never the script's).
     pub path: PathBuf,
     /// Lower-case hex sha256 of the file's bytes (before any gzip on the wire).
     pub sha256: String,
@@ -105,8 +127,9 @@ pub enum ArtifactError {
         /// The name.
         name: String,
     },
-    /// The file resolved outside the artifact dir, or changed identity while being read.
-    #[error("artifact {name:?} resolves outside the artifact directory or changed: refused")]
+    /// The entry changed between being looked at and being opened or read (a swap for a
+    /// symlink, a FIFO or another file).
+    #[error("artifact {name:?} changed while it was collected: refused")]
     Escapes {
         /// The name.
         name: String,
@@ -114,6 +137,20 @@ pub enum ArtifactError {
     /// More artifacts than [`Limits::max_artifacts`].
     #[error("more than {limit} artifacts")]
     TooMany {
+        /// The limit.
+        limit: usize,
+    },
+    /// More bytes than [`Limits::max_total_bytes`].
+    #[error("artifacts exceed {limit} bytes in total (at {name:?}): nothing more collected")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+        /// The file being copied when the limit was passed.
+        name: String,
+    },
+    /// More directory entries than [`Limits::max_entries`].
+    #[error("the artifact directory has more than {limit} entries: the rest were not looked at")]
+    TooManyEntries {
         /// The limit.
         limit: usize,
     },
@@ -136,110 +173,309 @@ pub enum ArtifactError {
 }
 
 /// The result of collecting: the files to upload and the entries refused. A non-empty
-/// `refused` fails the task; the accepted files are still uploaded to help debugging.
+/// `refused` (or `refused_unlisted > 0`) fails the task; the accepted files are still uploaded
+/// to help debugging.
 #[derive(Debug, Default)]
 pub struct Collection {
-    /// Accepted, hashed artifacts, sorted by name.
+    /// Accepted, hashed, staged artifacts, sorted by name.
     pub artifacts: Vec<CollectedArtifact>,
-    /// Refused entries, in walk order.
+    /// Refused entries, in walk order, at most [`Limits::max_listed_refusals`].
     pub refused: Vec<ArtifactError>,
+    /// Refusals beyond those listed.
+    pub refused_unlisted: usize,
 }
 
-/// Walks `dir` and hashes every regular file. Only a failure to read `dir` itself is an `Err`;
-/// problems with entries end up in [`Collection::refused`].
-pub fn collect(dir: &Path, limits: &Limits) -> Result<Collection, ArtifactError> {
-    let root = fs::canonicalize(dir).map_err(|source| ArtifactError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut out = Collection::default();
-    let mut stack: Vec<(PathBuf, String, usize)> = vec![(root.clone(), String::new(), 0)];
-    while let Some((path, prefix, depth)) = stack.pop() {
-        let entries = match fs::read_dir(&path) {
-            Ok(e) => e,
-            Err(source) if prefix.is_empty() => return Err(ArtifactError::Io { path, source }),
-            Err(source) => {
-                out.refused.push(ArtifactError::Io { path, source });
-                continue;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(source) => {
-                    out.refused.push(ArtifactError::Io {
-                        path: path.clone(),
-                        source,
-                    });
-                    continue;
-                }
-            };
-            let file_name = entry.file_name();
-            let Some(component) = file_name.to_str() else {
-                out.refused.push(ArtifactError::BadName {
-                    name: format!("{prefix}{}", file_name.to_string_lossy()),
-                    reason: "not valid UTF-8",
-                });
-                continue;
-            };
-            let name = format!("{prefix}{component}");
-            let entry_path = entry.path();
-            let meta = match fs::symlink_metadata(&entry_path) {
-                Ok(m) => m,
-                Err(source) => {
-                    out.refused.push(ArtifactError::Io {
-                        path: entry_path,
-                        source,
-                    });
-                    continue;
-                }
-            };
-            let ft = meta.file_type();
-            if ft.is_symlink() {
-                out.refused.push(ArtifactError::Symlink { name });
-            } else if ft.is_dir() {
-                if depth + 1 > limits.max_depth {
-                    out.refused.push(ArtifactError::TooDeep {
-                        name,
-                        limit: limits.max_depth,
-                    });
-                } else {
-                    stack.push((entry_path, format!("{name}/"), depth + 1));
-                }
-            } else if !ft.is_file() {
-                out.refused.push(ArtifactError::NotRegular { name });
-            } else if let Err(e) = check_name(&name, limits) {
-                out.refused.push(e);
-            } else if meta.nlink() > 1 {
-                out.refused.push(ArtifactError::HardLink {
-                    name,
-                    links: meta.nlink(),
-                });
-            } else if out.artifacts.len() >= limits.max_artifacts {
-                out.refused.push(ArtifactError::TooMany {
-                    limit: limits.max_artifacts,
-                });
-                return Ok(out);
-            } else {
-                match hash_file(&root, &entry_path, &name, &meta) {
-                    Ok((sha256, size)) => {
-                        let (content_type, gzip) = content_type_for(&name);
-                        out.artifacts.push(CollectedArtifact {
-                            name,
-                            path: entry_path,
-                            sha256,
-                            size,
-                            content_type: content_type.to_owned(),
-                            gzip,
-                        });
-                    }
-                    Err(e) => out.refused.push(e),
-                }
-            }
+impl Collection {
+    /// Every refusal, listed or not.
+    pub fn refused_count(&self) -> usize {
+        self.refused.len().saturating_add(self.refused_unlisted)
+    }
+
+    fn refuse(&mut self, e: ArtifactError, limits: &Limits) {
+        if self.refused.len() < limits.max_listed_refusals {
+            self.refused.push(e);
+        } else {
+            self.refused_unlisted = self.refused_unlisted.saturating_add(1);
         }
     }
-    out.artifacts.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+const FILE_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+/// Walks `dir` and copies every regular file into `staging` (a worker-owned directory the
+/// script never had access to), hashing the bytes as they are copied, so the hash that goes
+/// into the signed document and the bytes that are uploaded are the same bytes.
+///
+/// Every directory is opened relative to its parent's handle with `O_NOFOLLOW|O_DIRECTORY`
+/// (a directory swapped for a symlink is refused, never walked); every file with
+/// `O_NOFOLLOW|O_NONBLOCK` (a FIFO, socket or device cannot block the worker), then checked on
+/// the handle: a regular file with one link, the same inode that was listed. Only a failure to
+/// open `dir` itself is an `Err`; problems with entries end up in [`Collection::refused`].
+pub fn collect(dir: &Path, staging: &Path, limits: &Limits) -> Result<Collection, ArtifactError> {
+    let root = nix::fcntl::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| ArtifactError::Io {
+        path: dir.to_owned(),
+        source: e.into(),
+    })?;
+    let mut walk = Walk {
+        out: Collection::default(),
+        staging,
+        limits,
+        entries: 0,
+        bytes: 0,
+        stop: false,
+    };
+    // (directory handle, name prefix, depth); handles are opened when their turn comes.
+    let mut stack: Vec<(OwnedFd, String, usize)> = vec![(root, String::new(), 0)];
+    while let Some((fd, prefix, depth)) = stack.pop() {
+        if walk.stop {
+            break;
+        }
+        walk.directory(fd, &prefix, depth, &mut stack);
+    }
+    walk.out.artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(walk.out)
+}
+
+struct Walk<'a> {
+    out: Collection,
+    staging: &'a Path,
+    limits: &'a Limits,
+    entries: usize,
+    bytes: u64,
+    /// A limit that ends the walk was reached.
+    stop: bool,
+}
+
+impl Walk<'_> {
+    fn directory(
+        &mut self,
+        fd: OwnedFd,
+        prefix: &str,
+        depth: usize,
+        stack: &mut Vec<(OwnedFd, String, usize)>,
+    ) {
+        let listing = match fd.try_clone().map_err(std::io::Error::from).and_then(|f| {
+            nix::dir::Dir::from_fd(f).map_err(std::io::Error::from)
+        }) {
+            Ok(d) => d,
+            Err(source) => {
+                self.out.refuse(
+                    ArtifactError::Io {
+                        path: PathBuf::from(prefix),
+                        source,
+                    },
+                    self.limits,
+                );
+                return;
+            }
+        };
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for entry in listing {
+            let Ok(entry) = entry else { continue };
+            let bytes = entry.file_name().to_bytes();
+            if bytes != b"." && bytes != b".." {
+                names.push(bytes.to_vec());
+            }
+        }
+        for raw in names {
+            if self.stop {
+                return;
+            }
+            self.entries = self.entries.saturating_add(1);
+            if self.entries > self.limits.max_entries {
+                self.out.refuse(
+                    ArtifactError::TooManyEntries {
+                        limit: self.limits.max_entries,
+                    },
+                    self.limits,
+                );
+                self.stop = true;
+                return;
+            }
+            self.entry(&fd, prefix, depth, &raw, stack);
+        }
+    }
+
+    fn entry(
+        &mut self,
+        dir: &OwnedFd,
+        prefix: &str,
+        depth: usize,
+        raw: &[u8],
+        stack: &mut Vec<(OwnedFd, String, usize)>,
+    ) {
+        let limits = self.limits;
+        let Ok(component) = std::str::from_utf8(raw) else {
+            let name = format!("{prefix}{}", String::from_utf8_lossy(raw));
+            self.out.refuse(
+                ArtifactError::BadName {
+                    name,
+                    reason: "not valid UTF-8",
+                },
+                limits,
+            );
+            return;
+        };
+        let name = format!("{prefix}{component}");
+        let listed = match fstatat(dir, raw, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) => {
+                self.out.refuse(
+                    ArtifactError::Io {
+                        path: PathBuf::from(&name),
+                        source: e.into(),
+                    },
+                    limits,
+                );
+                return;
+            }
+        };
+        match SFlag::from_bits_truncate(listed.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFLNK => self.out.refuse(ArtifactError::Symlink { name }, limits),
+            SFlag::S_IFDIR => {
+                if depth + 1 > limits.max_depth {
+                    self.out.refuse(
+                        ArtifactError::TooDeep {
+                            name,
+                            limit: limits.max_depth,
+                        },
+                        limits,
+                    );
+                    return;
+                }
+                match nix::fcntl::openat(dir, raw, DIR_FLAGS, Mode::empty()) {
+                    Ok(sub) => stack.push((sub, format!("{name}/"), depth + 1)),
+                    // Swapped for a symlink (ELOOP) or a file (ENOTDIR) since it was listed.
+                    Err(_) => self.out.refuse(ArtifactError::Escapes { name }, limits),
+                }
+            }
+            SFlag::S_IFREG => {
+                if let Err(e) = check_name(&name, limits) {
+                    self.out.refuse(e, limits);
+                } else if listed.st_nlink > 1 {
+                    self.out.refuse(
+                        ArtifactError::HardLink {
+                            name,
+                            links: u64::from(listed.st_nlink),
+                        },
+                        limits,
+                    );
+                } else if self.out.artifacts.len() >= limits.max_artifacts {
+                    self.out.refuse(
+                        ArtifactError::TooMany {
+                            limit: limits.max_artifacts,
+                        },
+                        limits,
+                    );
+                    self.stop = true;
+                } else {
+                    match self.stage(dir, raw, &name, &listed) {
+                        Ok(a) => self.out.artifacts.push(a),
+                        Err(e) => {
+                            if matches!(e, ArtifactError::TooLarge { .. }) {
+                                self.stop = true;
+                            }
+                            self.out.refuse(e, limits);
+                        }
+                    }
+                }
+            }
+            _ => self.out.refuse(ArtifactError::NotRegular { name }, limits),
+        }
+    }
+
+    /// Opens the listed file without following links or blocking, checks the handle is the
+    /// listed regular file with one link, and copies it into the staging directory while
+    /// hashing. The bytes hashed are the bytes staged, and only the staged copy is uploaded.
+    fn stage(
+        &mut self,
+        dir: &OwnedFd,
+        raw: &[u8],
+        name: &str,
+        listed: &FileStat,
+    ) -> Result<CollectedArtifact, ArtifactError> {
+        let changed = || ArtifactError::Escapes {
+            name: name.to_owned(),
+        };
+        let fd = nix::fcntl::openat(dir, raw, FILE_FLAGS, Mode::empty()).map_err(|_| changed())?;
+        let opened = fstat(&fd).map_err(|_| changed())?;
+        let regular = SFlag::from_bits_truncate(opened.st_mode & SFlag::S_IFMT.bits())
+            == SFlag::S_IFREG;
+        if !regular
+            || opened.st_nlink != 1
+            || opened.st_dev != listed.st_dev
+            || opened.st_ino != listed.st_ino
+        {
+            return Err(changed());
+        }
+        let mut src = fs::File::from(fd);
+        let index = self.out.artifacts.len();
+        let path = self.staging.join(index.to_string());
+        let io = |source| ArtifactError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut dst = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size: u64 = 0;
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            };
+            if n == 0 {
+                break;
+            }
+            let chunk = buf.get(..n).ok_or_else(changed)?;
+            size = size.saturating_add(n as u64);
+            self.bytes = self.bytes.saturating_add(n as u64);
+            if self.bytes > self.limits.max_total_bytes {
+                drop(dst);
+                let _ = fs::remove_file(&path);
+                return Err(ArtifactError::TooLarge {
+                    limit: self.limits.max_total_bytes,
+                    name: name.to_owned(),
+                });
+            }
+            hasher.update(chunk);
+            dst.write_all(chunk).map_err(io)?;
+        }
+        dst.sync_all().map_err(io)?;
+        // The file must not have changed under us (all script processes are dead by now; this
+        // is a second line of defence).
+        let after = fstat(src.as_fd()).map_err(|_| changed())?;
+        if u64::try_from(after.st_size).ok() != Some(size)
+            || after.st_mtime != opened.st_mtime
+            || after.st_mtime_nsec != opened.st_mtime_nsec
+        {
+            let _ = fs::remove_file(&path);
+            return Err(changed());
+        }
+        let (content_type, gzip) = content_type_for(name);
+        Ok(CollectedArtifact {
+            name: name.to_owned(),
+            path,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+            content_type: content_type.to_owned(),
+            gzip,
+        })
+    }
 }
 
 /// Checks one artifact name (relative path with `/` separators).
@@ -267,45 +503,6 @@ pub fn check_name(name: &str, limits: &Limits) -> Result<(), ArtifactError> {
         });
     }
     Ok(())
-}
-
-/// Hashes the file, making sure the file opened is the one that was inspected (no swap for a
-/// symlink in between) and lies under `root`.
-fn hash_file(
-    root: &Path,
-    path: &Path,
-    name: &str,
-    inspected: &fs::Metadata,
-) -> Result<(String, u64), ArtifactError> {
-    let io = |source| ArtifactError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let escapes = || ArtifactError::Escapes {
-        name: name.to_owned(),
-    };
-    let real = fs::canonicalize(path).map_err(io)?;
-    if !real.starts_with(root) {
-        return Err(escapes());
-    }
-    let mut file = fs::File::open(&real).map_err(io)?;
-    let opened = file.metadata().map_err(io)?;
-    if !opened.is_file() || opened.dev() != inspected.dev() || opened.ino() != inspected.ino() {
-        return Err(escapes());
-    }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size: u64 = 0;
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        let chunk = buf.get(..n).ok_or_else(escapes)?;
-        hasher.update(chunk);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
 }
 
 /// Content type by extension (longest match, case-insensitive) and whether to gzip on the wire.
@@ -382,7 +579,8 @@ mod tests {
             b"not really a tarball",
         );
         write(dir.path(), "public/notes.txt", b"hello");
-        let c = collect(dir.path(), &Limits::default()).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let c = collect(dir.path(), staging.path(), &Limits::default()).unwrap();
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         let names: Vec<&str> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(
@@ -434,9 +632,14 @@ mod tests {
         )
         .unwrap();
         write(dir.path(), "public/bad\nname", b"x");
+        write(dir.path(), "public/fake\u{2028}line", b"x");
+        write(dir.path(), "public/evil\u{202E}txt.exe", b"x");
+        nix::unistd::mkfifo(&dir.path().join("public/fifo"), Mode::from_bits_truncate(0o600))
+            .unwrap();
         let _socket =
             std::os::unix::net::UnixListener::bind(dir.path().join("public/sock")).unwrap();
-        let c = collect(dir.path(), &Limits::default()).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let c = collect(dir.path(), staging.path(), &Limits::default()).unwrap();
         let names: Vec<&str> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["public/ok.txt"]);
         let mut kinds: Vec<String> = c
@@ -456,7 +659,10 @@ mod tests {
             kinds,
             [
                 "badname",
+                "badname",
+                "badname",
                 "hardlink public/hard",
+                "notregular public/fifo",
                 "notregular public/sock",
                 "reserved public/chain-of-trust.json",
                 "reserved public/logs/live_backing.log",
@@ -476,10 +682,133 @@ mod tests {
             max_artifacts: 2,
             ..Limits::default()
         };
-        let c = collect(dir.path(), &limits).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let c = collect(dir.path(), staging.path(), &limits).unwrap();
         assert!(matches!(
             c.refused.as_slice(),
             [ArtifactError::TooMany { limit: 2 }]
+        ));
+    }
+
+    #[test]
+    fn staged_copy_is_what_was_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        write(dir.path(), "public/a.bin", b"original");
+        let c = collect(dir.path(), staging.path(), &Limits::default()).unwrap();
+        // A swap after collection changes nothing the worker uploads.
+        fs::write(dir.path().join("public/a.bin"), b"swapped!").unwrap();
+        let a = &c.artifacts[0];
+        assert!(a.path.starts_with(staging.path()));
+        let staged = fs::read(&a.path).unwrap();
+        assert_eq!(staged, b"original");
+        assert_eq!(a.sha256, hex::encode(Sha256::digest(&staged)));
+    }
+
+    #[test]
+    fn total_bytes_and_refusal_lists_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            write(dir.path(), &format!("public/{i}"), &[0u8; 100]);
+        }
+        let limits = Limits {
+            max_total_bytes: 250,
+            ..Limits::default()
+        };
+        let staging = tempfile::tempdir().unwrap();
+        let c = collect(dir.path(), staging.path(), &limits).unwrap();
+        assert_eq!(c.artifacts.len(), 2);
+        assert!(matches!(c.refused.as_slice(), [ArtifactError::TooLarge { limit: 250, .. }]));
+        // Nothing beyond the cap was copied.
+        assert_eq!(fs::read_dir(staging.path()).unwrap().count(), 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("public")).unwrap();
+        for i in 0..500 {
+            std::os::unix::fs::symlink("/etc/passwd", dir.path().join(format!("public/l{i}")))
+                .unwrap();
+        }
+        let limits = Limits {
+            max_listed_refusals: 10,
+            max_entries: 200,
+            ..Limits::default()
+        };
+        let staging = tempfile::tempdir().unwrap();
+        let c = collect(dir.path(), staging.path(), &limits).unwrap();
+        assert_eq!(c.refused.len(), 10);
+        // 200 entries looked at (the directory is one), then the walk stops.
+        assert_eq!(c.refused_count(), 200);
+    }
+
+    /// A racing process swaps files for symlinks to a secret, for FIFOs, and directories for
+    /// symlinks, while the worker collects: the secret's bytes are never staged and the walk
+    /// never blocks.
+    #[test]
+    fn racing_swaps_never_stage_foreign_bytes() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = b"-----BEGIN PGP PRIVATE KEY BLOCK----- racing secret";
+        write(outside.path(), "key.asc", secret);
+        write(outside.path(), "dir/inner", secret);
+        for round in 0..150 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_owned();
+            for i in 0..20 {
+                write(&root, &format!("public/f{i}"), b"harmless");
+                write(&root, &format!("public/d{i}/x"), b"harmless");
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (r, st, key, odir) = (
+                root.clone(),
+                stop.clone(),
+                outside.path().join("key.asc"),
+                outside.path().join("dir"),
+            );
+            let swapper = std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = i % 20;
+                    let f = r.join(format!("public/f{n}"));
+                    let tmp = r.join(format!("public/.t{n}"));
+                    match (i + round) % 3 {
+                        0 => {
+                            let _ = std::os::unix::fs::symlink(&key, &tmp);
+                        }
+                        1 => {
+                            let _ = nix::unistd::mkfifo(&tmp, Mode::from_bits_truncate(0o600));
+                        }
+                        _ => {
+                            let d = r.join(format!("public/d{n}"));
+                            let _ = fs::remove_dir_all(&d);
+                            let _ = std::os::unix::fs::symlink(&odir, &d);
+                        }
+                    }
+                    let _ = fs::rename(&tmp, &f);
+                    i += 1;
+                }
+            });
+            let staging = tempfile::tempdir().unwrap();
+            let c = collect(&root, staging.path(), &Limits::default()).unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            swapper.join().unwrap();
+            for a in &c.artifacts {
+                let bytes = fs::read(&a.path).unwrap();
+                assert_ne!(bytes.as_slice(), secret.as_slice(), "round {round}: {}", a.name);
+                assert_eq!(a.sha256, hex::encode(Sha256::digest(&bytes)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_symlinked_root_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "public/secret", b"key");
+        let tmp = tempfile::tempdir().unwrap();
+        let link = tmp.path().join("artifacts");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            collect(&link, staging.path(), &Limits::default()),
+            Err(ArtifactError::Io { .. })
         ));
     }
 

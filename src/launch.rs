@@ -213,7 +213,8 @@ impl TaskLog {
 
     /// Writes one worker line (`[chainlock] …`) to the task log. Never pass secrets.
     pub async fn notice(&mut self, text: &str) -> Result<(), LaunchError> {
-        let line = format!("[chainlock] {text}\n");
+        // Notices quote untrusted names and messages: one notice is always exactly one line.
+        let line = format!("[chainlock] {}\n", crate::untrusted_text::escape_line(text));
         self.write_unbounded(line.as_bytes()).await
     }
 

@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod scripts;
 pub mod secret;
 pub mod trust;
+pub mod untrusted_text;
 pub mod validate;
 pub mod verify;
 pub mod verify_cli;

@@ -370,19 +370,43 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
     }
 
     // Stage 5: collect the artifacts (even after a failure or shutdown: they help debugging).
+    // Every process of the run is dead by now (launch::run contained it); each file is copied
+    // into worker-owned staging while it is hashed, and only the copy is uploaded.
     let dir = ctx.dirs.artifacts.clone();
-    let limits = ctx.shared.options.artifact_limits;
-    let collection = tokio::task::spawn_blocking(move || artifacts::collect(&dir, &limits))
+    let staging = ctx.dirs.worker.join("staged");
+    tokio::fs::create_dir(&staging)
         .await
-        .map_err(|e| TaskError::Internal(format!("artifact collection: {e}")))?
-        .map_err(TaskError::Artifacts)?;
+        .map_err(|source| TaskError::WorkerFile {
+            op: "create",
+            path: staging.clone(),
+            source,
+        })?;
+    let cfg = &ctx.shared.config.script;
+    let limits = artifacts::Limits {
+        max_artifacts: cfg.max_artifacts,
+        max_total_bytes: cfg.max_artifact_bytes,
+        ..ctx.shared.options.artifact_limits
+    };
+    let collection =
+        tokio::task::spawn_blocking(move || artifacts::collect(&dir, &staging, &limits))
+            .await
+            .map_err(|e| TaskError::Internal(format!("artifact collection: {e}")))?
+            .map_err(TaskError::Artifacts)?;
     for refused in &collection.refused {
         log.notice(&format!("refused: {refused}")).await?;
-        tracing::warn!(task_id = %ctx.task_id, "{refused}");
+        tracing::warn!(task_id = %ctx.task_id, "{}", crate::untrusted_text::escape_line(&refused.to_string()));
     }
-    if !collection.refused.is_empty() {
+    if collection.refused_unlisted > 0 {
+        log.notice(&format!(
+            "refused: {} more entries not listed",
+            collection.refused_unlisted
+        ))
+        .await?;
+        tracing::warn!(task_id = %ctx.task_id, unlisted = collection.refused_unlisted, "more refused artifact entries");
+    }
+    if collection.refused_count() > 0 {
         resolution = resolution.combine(Resolution::Failed(FailReason::ArtifactsRefused(
-            collection.refused.len(),
+            collection.refused_count(),
         )));
     }
     Ok(Staged {
