@@ -808,6 +808,7 @@ log_dir = "/var/log/chainlock"
 argv = ["sh", "-c", "true"]
 timeout_secs = 600
 env_allowlist = ["LANG"]
+isolation = "none"
 
 [task]
 payload_schema = "schemas/sign.schema.json"
@@ -1056,8 +1057,11 @@ policy = "chain-policy.toml"
 
     #[test]
     fn run_as_is_parsed() {
-        let c = load(&GOOD.replace("[task]", "run_as = { uid = 65534, gid = 65534 }\n\n[task]"))
-            .unwrap();
+        let c = load(&GOOD.replace(
+            "isolation = \"none\"\n",
+            "isolation = \"uid\"\nrun_as = { uid = 65534, gid = 65534 }\n",
+        ))
+        .unwrap();
         assert_eq!(
             c.script.run_as,
             Some(RunAs {
@@ -1065,6 +1069,46 @@ policy = "chain-policy.toml"
                 gid: 65534
             })
         );
+        assert_eq!(c.script.isolation, Isolation::Uid);
+    }
+
+    #[test]
+    fn isolation_rules() {
+        let with = |script: &str| GOOD.replace("isolation = \"none\"\n", script);
+        // No default: the level must be stated.
+        let err = load(&with("")).unwrap_err().to_string();
+        assert!(err.contains("isolation"), "{err}");
+        for (script, pointer) in [
+            ("isolation = \"namespaces\"\n", "/script/run_as"),
+            ("isolation = \"uid\"\n", "/script/run_as"),
+            ("isolation = \"none\"\nrun_as = { uid = 5, gid = 5 }\n", "/script/run_as"),
+            (
+                "isolation = \"uid\"\nrun_as = { uid = 5, gid = 5 }\nro_paths = [\"/srv\"]\n",
+                "/script/ro_paths",
+            ),
+            (
+                "isolation = \"uid\"\nrun_as = { uid = 5, gid = 5 }\nnetwork = true\n",
+                "/script/network",
+            ),
+            (
+                "isolation = \"namespaces\"\nrun_as = { uid = 5, gid = 5 }\nro_paths = [\"/a/../etc\"]\n",
+                "/script/ro_paths/0",
+            ),
+            (
+                "isolation = \"namespaces\"\nrun_as = { uid = 5, gid = 5 }\nscope_files = { nope = [\"/k\"] }\n",
+                "/script/scope_files/nope",
+            ),
+            ("isolation = \"sandboxed\"\n", "/script/isolation"),
+        ] {
+            let err = load(&with(script)).unwrap_err().to_string();
+            assert!(err.contains(pointer), "{script}: {err}");
+        }
+        let ok = load(&with(
+            "isolation = \"namespaces\"\nrun_as = { uid = 5, gid = 5 }\nro_paths = [\"/srv/x\"]\n",
+        ))
+        .unwrap();
+        assert_eq!(ok.script.isolation, Isolation::Namespaces);
+        assert_eq!(ok.script.max_artifacts, 1000);
     }
 
     #[test]
