@@ -262,9 +262,11 @@ impl Walk<'_> {
         depth: usize,
         stack: &mut Vec<(OwnedFd, String, usize)>,
     ) {
-        let listing = match fd.try_clone().map_err(std::io::Error::from).and_then(|f| {
-            nix::dir::Dir::from_fd(f).map_err(std::io::Error::from)
-        }) {
+        let listing = match fd
+            .try_clone()
+            .map_err(std::io::Error::from)
+            .and_then(|f| nix::dir::Dir::from_fd(f).map_err(std::io::Error::from))
+        {
             Ok(d) => d,
             Err(source) => {
                 self.out.refuse(
@@ -407,8 +409,8 @@ impl Walk<'_> {
         };
         let fd = nix::fcntl::openat(dir, raw, FILE_FLAGS, Mode::empty()).map_err(|_| changed())?;
         let opened = fstat(&fd).map_err(|_| changed())?;
-        let regular = SFlag::from_bits_truncate(opened.st_mode & SFlag::S_IFMT.bits())
-            == SFlag::S_IFREG;
+        let regular =
+            SFlag::from_bits_truncate(opened.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
         if !regular
             || opened.st_nlink != 1
             || opened.st_dev != listed.st_dev
@@ -634,8 +636,11 @@ mod tests {
         write(dir.path(), "public/bad\nname", b"x");
         write(dir.path(), "public/fake\u{2028}line", b"x");
         write(dir.path(), "public/evil\u{202E}txt.exe", b"x");
-        nix::unistd::mkfifo(&dir.path().join("public/fifo"), Mode::from_bits_truncate(0o600))
-            .unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("public/fifo"),
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         let _socket =
             std::os::unix::net::UnixListener::bind(dir.path().join("public/sock")).unwrap();
         let staging = tempfile::tempdir().unwrap();
@@ -718,7 +723,10 @@ mod tests {
         let staging = tempfile::tempdir().unwrap();
         let c = collect(dir.path(), staging.path(), &limits).unwrap();
         assert_eq!(c.artifacts.len(), 2);
-        assert!(matches!(c.refused.as_slice(), [ArtifactError::TooLarge { limit: 250, .. }]));
+        assert!(matches!(
+            c.refused.as_slice(),
+            [ArtifactError::TooLarge { limit: 250, .. }]
+        ));
         // Nothing beyond the cap was copied.
         assert_eq!(fs::read_dir(staging.path()).unwrap().count(), 2);
 
@@ -792,7 +800,12 @@ mod tests {
             swapper.join().unwrap();
             for a in &c.artifacts {
                 let bytes = fs::read(&a.path).unwrap();
-                assert_ne!(bytes.as_slice(), secret.as_slice(), "round {round}: {}", a.name);
+                assert_ne!(
+                    bytes.as_slice(),
+                    secret.as_slice(),
+                    "round {round}: {}",
+                    a.name
+                );
                 assert_eq!(a.sha256, hex::encode(Sha256::digest(&bytes)));
             }
         }

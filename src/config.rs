@@ -335,7 +335,9 @@ fn check_sandbox_path(p: &Path) -> Result<(), &'static str> {
     if !p.is_absolute() {
         return Err("must be an absolute path");
     }
-    if p.components().any(|c| !matches!(c, Component::RootDir | Component::Normal(_))) {
+    if p.components()
+        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
         return Err("must not contain `.` or `..`");
     }
     if p.components().count() < 2 {
@@ -1081,7 +1083,10 @@ policy = "chain-policy.toml"
         for (script, pointer) in [
             ("isolation = \"namespaces\"\n", "/script/run_as"),
             ("isolation = \"uid\"\n", "/script/run_as"),
-            ("isolation = \"none\"\nrun_as = { uid = 5, gid = 5 }\n", "/script/run_as"),
+            (
+                "isolation = \"none\"\nrun_as = { uid = 5, gid = 5 }\n",
+                "/script/run_as",
+            ),
             (
                 "isolation = \"uid\"\nrun_as = { uid = 5, gid = 5 }\nro_paths = [\"/srv\"]\n",
                 "/script/ro_paths",

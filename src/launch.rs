@@ -325,7 +325,11 @@ pub(crate) async fn run_helper(
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stderr: String = stderr.chars().take(2000).collect();
-        return Err(format!("{program} failed ({}): {}", out.status, stderr.trim()));
+        return Err(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ));
     }
     Ok(out.stdout)
 }

@@ -47,7 +47,9 @@ mod tests {
 
     #[test]
     fn escapes_every_line_breaker_and_override() {
-        for c in ['\n', '\r', '\0', '\u{1b}', '\u{85}', '\u{2028}', '\u{2029}', '\u{202E}', '\u{2066}'] {
+        for c in [
+            '\n', '\r', '\0', '\u{1b}', '\u{85}', '\u{2028}', '\u{2029}', '\u{202E}', '\u{2066}',
+        ] {
             let s = format!("a{c}b");
             let e = escape_line(&s);
             assert!(!e.chars().any(is_deceptive), "{s:?} -> {e:?}");

@@ -65,6 +65,20 @@ if b == "tree":
     time.sleep(120)
 if b == "symlink":
     os.symlink("/etc/passwd", os.path.join(out, "public", "passwd"))
+if b == "shell":
+    r = subprocess.run(["sh", "-c", p["sh"]])
+    sys.exit(p.get("code", r.returncode))
+if b == "probes":
+    def state(path):
+        try:
+            if os.path.isdir(path): os.listdir(path)
+            else: open(path, "rb").read(1)
+            return "readable"
+        except FileNotFoundError:
+            return "absent"
+        except OSError:
+            return "denied"
+    art("public/probes.json", json.dumps({path: state(path) for path in p["paths"]}))
 if b == "longline":
     sys.stdout.buffer.write(b"A" * 100000 + b"\n" + b"bad \xff\xfe utf8\n" + b"no newline at end")
     sys.stdout.flush()
@@ -76,7 +90,9 @@ const PAYLOAD_SCHEMA: &str = r#"{
   "type": "object",
   "additionalProperties": false,
   "properties": {
-    "behaviour": {"enum": ["ok", "exit", "kill", "sleep", "tree", "symlink", "longline", "identity"]},
+    "behaviour": {"enum": ["ok", "exit", "kill", "sleep", "tree", "symlink", "longline", "identity", "shell", "probes"]},
+    "sh": {"type": "string"},
+    "paths": {"type": "array", "items": {"type": "string"}},
     "code": {"type": "integer"},
     "secs": {"type": "number"},
     "marker": {"type": "string"},
@@ -1036,6 +1052,8 @@ async fn config_check_runs_the_startup_checks_read_only() {
         "run_as",
         "trust store",
         "own key trusted",
+        "isolation",
+        "sandbox uid",
     ] {
         assert!(
             stdout.contains(&format!("\nok    {name}: ")),
@@ -1058,7 +1076,7 @@ async fn config_check_runs_the_startup_checks_read_only() {
         stdout.contains("\nFAIL  own key trusted: not checked"),
         "{stdout}"
     );
-    assert!(err.contains("2 of 6 start-up checks failed"), "{err}");
+    assert!(err.contains("2 of 8 start-up checks failed"), "{err}");
 
     let wrong_pin = std::fs::read_to_string(env.dir.join("worker.toml"))
         .unwrap()
@@ -1566,6 +1584,486 @@ async fn run_as_isolates_the_script_from_the_worker_secrets() {
         stderr(&out).contains("/credentials/file") && stderr(&out).contains("0644"),
         "{}",
         stderr(&out)
+    );
+    env.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Isolation (issue 8): escapes, races and visibility at every level, with real namespaces.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether this host runs the strong levels (root, bubblewrap, setpriv). Under CI they must:
+/// `scripts/test` installs bubblewrap and CI runs as root, so a skip there is a failure.
+fn strong_levels_available() -> bool {
+    let ok = nix::unistd::geteuid().is_root()
+        && Path::new("/usr/bin/bwrap").exists()
+        && Path::new("/usr/bin/setpriv").exists();
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI must run the isolation tests: they need root, bubblewrap and setpriv"
+    );
+    if !ok {
+        eprintln!("SKIPPED: needs root, /usr/bin/bwrap and /usr/bin/setpriv");
+    }
+    ok
+}
+
+static RUN_AS_SLOT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(8);
+
+/// A uid/gid no other test (or worker) uses.
+fn fresh_run_as() -> chainlock::config::RunAs {
+    chainlock::sandbox::dev_run_as(RUN_AS_SLOT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+}
+
+/// The `[script]` lines of one isolation level.
+fn level_lines(level: &str, run_as: chainlock::config::RunAs) -> String {
+    match level {
+        "none" => "isolation = \"none\"\n".into(),
+        l => format!(
+            "isolation = \"{l}\"\nrun_as = {{ uid = {}, gid = {} }}\n",
+            run_as.uid, run_as.gid
+        ),
+    }
+}
+
+/// Live processes whose command line contains `token`.
+fn procs_with(token: &str) -> Vec<i32> {
+    chainlock::sandbox::procs::scan()
+        .into_iter()
+        .filter(|p| !p.zombie)
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                .map(|c| String::from_utf8_lossy(&c).contains(token))
+                .unwrap_or(false)
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Every way a script can try to leave something behind, each a `sleep TOKEN`: a new session,
+/// a double fork, a child ignoring SIGTERM, a new process group, and one that keeps the
+/// script's stdout open.
+fn escapes(token: &str) -> String {
+    format!(
+        "setsid sleep {token} & \
+         (sh -c 'sleep {token} &' &) ; \
+         (trap '' TERM; exec sleep {token}) & \
+         python3 -c 'import os,sys,time; os.setpgid(0,0); time.sleep(int(sys.argv[1]))' {token} & \
+         sleep {token} & "
+    )
+}
+
+fn token() -> String {
+    format!("{}", 7_000_000 + rand::random::<u32>() % 1_000_000)
+}
+
+async fn wait_for_procs(token: &str, n: usize) {
+    for _ in 0..400 {
+        if procs_with(token).len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the script's {n} processes never appeared");
+}
+
+async fn assert_nothing_left(token: &str, run_as: Option<chainlock::config::RunAs>, what: &str) {
+    // SIGKILL is delivered asynchronously; give the kernel a moment.
+    for _ in 0..80 {
+        let uid_left =
+            run_as.is_some_and(|r| !chainlock::sandbox::procs::alive_with_uid(r.uid).is_empty());
+        if procs_with(token).is_empty() && !uid_left {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{what}: survivors {:?}, uid processes {:?}",
+        procs_with(token),
+        run_as.map(|r| chainlock::sandbox::procs::alive_with_uid(r.uid))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_the_script_starts_outlives_its_run() {
+    if !strong_levels_available() {
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    set_mode(&env.dir, 0o755);
+    for level in ["namespaces", "uid", "none"] {
+        let run_as = fresh_run_as();
+        env.write_config("worker.toml", &level_lines(level, run_as));
+        let strong = (level != "none").then_some(run_as);
+        for outcome in ["exit 0", "exit 3", "timeout", "sigterm"] {
+            let t = token();
+            let tail = match outcome {
+                "exit 0" => "exit 0",
+                "exit 3" => "exit 3",
+                _ => "sleep 60",
+            };
+            let mut payload = json!({"behaviour": "shell", "sh": format!("{}{tail}", escapes(&t))});
+            if outcome == "timeout" {
+                payload["maxRunTime"] = json!(2);
+            }
+            let id = env.create(payload).await;
+            let started = std::time::Instant::now();
+            if outcome == "sigterm" {
+                let worker = env.spawn_watched(&["--max-tasks", "1"]);
+                wait_for_procs(&t, 5).await;
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(worker.child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                )
+                .unwrap();
+                let (status, log) = worker.wait().await;
+                assert!(status.success(), "{level}/{outcome}: {log}");
+            } else {
+                let out = env.run_worker(1).await;
+                assert!(out.status.success(), "{level}/{outcome}: {}", stderr(&out));
+            }
+            assert_nothing_left(&t, strong, &format!("{level}/{outcome}")).await;
+            let expected = match outcome {
+                "exit 0" => (TaskState::Completed, Some("completed".to_owned())),
+                "exit 3" => (TaskState::Exception, Some("malformed-payload".to_owned())),
+                "timeout" => (TaskState::Failed, Some("failed".to_owned())),
+                _ => (TaskState::Exception, Some("worker-shutdown".to_owned())),
+            };
+            assert_eq!(env.last_run(&id).await, expected, "{level}/{outcome}");
+            let log = env.task_log(&id).await;
+            assert!(
+                !log.contains("output pipes still open"),
+                "{level}/{outcome}: an escapee held stdout open:\n{log}"
+            );
+            assert!(log.contains(&format!("(isolation: {level})")), "{log}");
+            // The worker did not wait out the 5 s pipe-drain limit for an escapee.
+            assert!(
+                started.elapsed() < Duration::from_secs(if outcome == "timeout" { 14 } else { 12 }),
+                "{level}/{outcome} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_with_sigkill_leaves_no_script_behind() {
+    if !strong_levels_available() {
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    set_mode(&env.dir, 0o755);
+    for level in ["namespaces", "uid"] {
+        let run_as = fresh_run_as();
+        env.write_config("worker.toml", &level_lines(level, run_as));
+        let t = token();
+        env.create(json!({"behaviour": "shell", "sh": format!("{}sleep 60", escapes(&t))}))
+            .await;
+        let mut worker = env.spawn_worker(&["--max-tasks", "1"]);
+        wait_for_procs(&t, 5).await;
+        worker.kill().unwrap();
+        let _ = worker.wait();
+        if level == "namespaces" {
+            // --die-with-parent and the PID namespace: gone with the worker.
+            assert_nothing_left(&t, Some(run_as), "namespaces after SIGKILL").await;
+        }
+        // The next worker on the same work area kills whatever is left before it claims.
+        let out = env.run_worker(0).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_nothing_left(
+            &t,
+            Some(run_as),
+            &format!("{level}: next worker's start-up"),
+        )
+        .await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leftover_cannot_write_into_the_next_run() {
+    if !strong_levels_available() {
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    set_mode(&env.dir, 0o755);
+    let area = env.dir.join("work");
+    for level in ["namespaces", "uid"] {
+        env.write_config("worker.toml", &level_lines(level, fresh_run_as()));
+        let tamper = format!(
+            "(while true; do for d in {}/*/artifacts; do mkdir -p $d/public; \
+             echo evil > $d/public/evil.txt; done; sleep 0.02; done) > /dev/null 2>&1 & \
+             sleep 0.2; exit 0",
+            area.display()
+        );
+        let first = env
+            .create(json!({"behaviour": "shell", "sh": tamper}))
+            .await;
+        let second = env.create(json!({"behaviour": "ok"})).await;
+        let out = env.run_worker(2).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_ne!(env.last_run(&first).await.0, TaskState::Pending);
+        assert_eq!(
+            env.last_run(&second).await.0,
+            TaskState::Completed,
+            "{level}"
+        );
+        let doc: Value =
+            serde_json::from_slice(&env.download(&second, "public/chain-of-trust.json").await)
+                .unwrap();
+        let listed: Vec<&String> = doc["artifacts"].as_object().unwrap().keys().collect();
+        assert!(
+            !listed.iter().any(|n| n.contains("evil")),
+            "{level}: the next run's document lists a leftover's file: {listed:?}"
+        );
+        assert!(
+            !env.artifact_names(&second)
+                .await
+                .iter()
+                .any(|n| n.contains("evil"))
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swapped_artifacts_never_upload_the_key_and_never_hang() {
+    if !strong_levels_available() {
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    set_mode(&env.dir, 0o755);
+    let key = env.material.worker_key.clone();
+    let key_bytes = std::fs::read(&key).unwrap();
+    for level in ["namespaces", "uid", "none"] {
+        env.write_config("worker.toml", &level_lines(level, fresh_run_as()));
+        for round in 0..4 {
+            // A leftover that keeps swapping already-written files for symlinks to the worker's
+            // key and to /etc/shadow, for FIFOs, and a directory for a symlink, while the
+            // script exits at once.
+            let swapper = format!(
+                "A=$CHAINLOCK_ARTIFACT_DIR/public; mkdir -p $A/dir; echo x > $A/dir/inner; \
+                 for i in $(seq 1 50); do echo harmless > $A/f$i; done; \
+                 (while true; do for i in $(seq 1 50); do \
+                    ln -sf {key} $A/.t && mv -f $A/.t $A/f$i; \
+                    ln -sf /etc/shadow $A/.s && mv -f $A/.s $A/f$((i % 7 + 1)); \
+                    rm -f $A/.p; mkfifo $A/.p && mv -f $A/.p $A/f$((i % 5 + 1)); \
+                    rm -rf $A/dir && ln -sfn / $A/dir; \
+                 done; done) > /dev/null 2>&1 & \
+                 sleep 0.{round}; exit 0",
+                key = key.display()
+            );
+            let id = env
+                .create(json!({"behaviour": "shell", "sh": swapper}))
+                .await;
+            let out = tokio::time::timeout(Duration::from_secs(60), env.run_worker(1))
+                .await
+                .unwrap_or_else(|_| panic!("{level}/{round}: the worker hung"));
+            assert!(out.status.success(), "{}", stderr(&out));
+            let (state, reason) = env.last_run(&id).await;
+            assert!(
+                reason.is_some(),
+                "{level}/{round}: not resolved ({state:?})"
+            );
+            for name in env.artifact_names(&id).await {
+                if name == "public/logs/live.log" {
+                    continue;
+                }
+                let blob = env.download(&id, &name).await;
+                assert!(
+                    !blob
+                        .windows(key_bytes.len())
+                        .any(|w| w == key_bytes.as_slice()),
+                    "{level}/{round}: {name} carries the worker's private key"
+                );
+                assert!(
+                    !String::from_utf8_lossy(&blob).contains("root:"),
+                    "{level}/{round}: {name} carries /etc/shadow"
+                );
+            }
+        }
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_level_shows_the_script_exactly_what_it_promises() {
+    if !strong_levels_available() {
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    set_mode(&env.dir, 0o755);
+    let creds = env.dir.join("creds.json");
+    std::fs::write(
+        &creds,
+        format!("{{\"clientId\": \"test-worker\", \"accessToken\": \"{TOKEN}\"}}"),
+    )
+    .unwrap();
+    set_mode(&creds, 0o600);
+    let keys = env.dir.join("release-keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (selected, other) = (keys.join("selected.key"), keys.join("other.key"));
+    std::fs::write(&selected, b"selected release key").unwrap();
+    std::fs::write(&other, b"other release key").unwrap();
+    set_mode(&selected, 0o600);
+    set_mode(&other, 0o600);
+    let paths = |config: &Path| {
+        vec![
+            env.material.worker_key.clone(),
+            creds.clone(),
+            config.to_owned(),
+            env.dir.join("trust-state.json"),
+            env.dir.join("logs"),
+            env.dir.join("work"),
+            env.dir.join("work").join(".chainlock-work-area"),
+            selected.clone(),
+            other.clone(),
+        ]
+    };
+    for (level, expected) in [
+        (
+            "namespaces",
+            // The work area shows only this run's own directory (the marker next to the other
+            // runs is not there).
+            [
+                "absent", "absent", "absent", "absent", "absent", "readable", "absent", "readable",
+                "absent",
+            ],
+        ),
+        (
+            "uid",
+            // The config is not secret (credentials live in their own 0600 file); the trust
+            // state is written 0600.
+            [
+                "denied", "denied", "readable", "denied", "denied", "denied", "readable", "denied",
+                "denied",
+            ],
+        ),
+        ("none", ["readable"; 9]),
+    ] {
+        let mut lines = level_lines(level, fresh_run_as());
+        if level == "namespaces" {
+            lines.push_str(&format!(
+                "scope_files = {{ \"{CERT_NAME}\" = [\"{}\"], \"other-signing\" = [\"{}\"] }}\n",
+                selected.display(),
+                other.display()
+            ));
+        }
+        let text = env
+            .config_text(&lines)
+            .replace(
+                &format!("allowed_scopes = [\"{CERT_NAME}\"]"),
+                &format!("allowed_scopes = [\"{CERT_NAME}\", \"other-signing\"]"),
+            )
+            .replace("\n[queue]", "\n[queue]");
+        let config = env.dir.join("worker.toml");
+        std::fs::write(
+            &config,
+            format!("{text}\n[credentials]\nfile = \"creds.json\"\n"),
+        )
+        .unwrap();
+        set_mode(&config, 0o644);
+        let probe_paths = paths(&config);
+        let id = env
+            .create(json!({"behaviour": "probes", "paths": probe_paths}))
+            .await;
+        let out = env.run_worker(1).await;
+        assert!(out.status.success(), "{level}: {}", stderr(&out));
+        assert_eq!(
+            env.last_run(&id).await.0,
+            TaskState::Completed,
+            "{level}: {}",
+            stderr(&out)
+        );
+        let seen: Value =
+            serde_json::from_slice(&env.download(&id, "public/probes.json").await).unwrap();
+        for (path, want) in probe_paths.iter().zip(expected) {
+            assert_eq!(
+                seen[path.to_string_lossy().as_ref()],
+                want,
+                "{level}: {}: {seen}",
+                path.display()
+            );
+        }
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_and_start_up_refuse_a_level_the_host_cannot_provide() {
+    if !strong_levels_available() {
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    set_mode(&env.dir, 0o755);
+    let check = |config: &str| {
+        let out = chainlock_bin()
+            .arg("config")
+            .arg("check")
+            .arg(env.dir.join(config))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    env.write_config("worker.toml", &level_lines("namespaces", fresh_run_as()));
+    let (code, stdout, err) = check("worker.toml");
+    assert_eq!(code, Some(0), "{stdout}\n{err}");
+    for line in [
+        "ok    isolation: level \"namespaces\" requested",
+        "ok    sandbox pid namespace: own PID namespace",
+        "ok    sandbox mount namespace: own mount namespace",
+        "ok    sandbox privileges: no_new_privs true, effective capabilities 0x0",
+        "ok    sandbox network: own network namespace",
+        "ok    hidden: signing key: ",
+        "ok    hidden: config file: ",
+    ] {
+        assert!(stdout.contains(line), "{line}:\n{stdout}");
+    }
+    // A "bubblewrap" that does nothing: the probe never answers, so the level is refused.
+    let fake = env.dir.join("fake-bwrap");
+    std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+    set_exec(&fake);
+    env.write_config(
+        "worker.toml",
+        &format!(
+            "{}bwrap = \"{}\"\n",
+            level_lines("namespaces", fresh_run_as()),
+            fake.display()
+        ),
+    );
+    let (code, stdout, err) = check("worker.toml");
+    assert_eq!(code, Some(64), "{stdout}\n{err}");
+    assert!(stdout.contains("FAIL  isolation: "), "{stdout}");
+    let out = env.run_worker(1).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/script/isolation"),
+        "{}",
+        stderr(&out)
+    );
+    // A level that hides nothing it promises to hide: uid, with the signing key readable by all.
+    env.write_config("worker.toml", &level_lines("uid", fresh_run_as()));
+    let private = env.material.worker_key.parent().unwrap().to_owned();
+    set_mode(&private, 0o755);
+    set_mode(&env.material.worker_key, 0o644);
+    let (code, stdout, _) = check("worker.toml");
+    set_mode(&env.material.worker_key, 0o600);
+    set_mode(&private, 0o700);
+    assert_eq!(code, Some(64), "{stdout}");
+    // The probe itself read it from inside the sandbox, besides the static mode check.
+    assert!(
+        stdout.contains("FAIL  hidden: signing key: ")
+            && stdout.contains(": readable (must be not readable)"),
+        "{stdout}"
     );
     env.stop().await;
 }

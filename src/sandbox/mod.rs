@@ -42,7 +42,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// System directories made visible read-only (or re-created as the host's symlinks).
-const SYSTEM_DIRS: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 
 /// Files of `/etc` a program may need to start, resolve names and check TLS; nothing else of
 /// `/etc` (where the worker's own configuration usually lives) is visible.
@@ -211,7 +213,11 @@ impl Sandbox {
             "--inh-caps=-all".into(),
         ];
         if self.level == Isolation::Uid {
-            out.extend(["--no-new-privs".into(), "--pdeathsig=KILL".into(), "--".into()]);
+            out.extend([
+                "--no-new-privs".into(),
+                "--pdeathsig=KILL".into(),
+                "--".into(),
+            ]);
             out.extend(argv.iter().cloned());
             return out;
         }
@@ -444,7 +450,7 @@ impl Sandbox {
         let worker_uid = nix::unistd::getuid().as_raw();
         match self.run_as.filter(|_| self.level != Isolation::None) {
             Some(r) => check(
-                "script uid",
+                "sandbox uid",
                 seen.uid == r.uid
                     && seen.gid == r.gid
                     && seen.groups.iter().all(|g| *g == r.gid)
@@ -455,14 +461,17 @@ impl Sandbox {
                 ),
             ),
             None => check(
-                "script uid",
+                "sandbox uid",
                 true,
-                format!("runs as the worker's uid {}: it can read the worker's secrets", seen.uid),
+                format!(
+                    "runs as the worker's uid {}: it can read the worker's secrets",
+                    seen.uid
+                ),
             ),
         }
         if self.level != Isolation::None {
             check(
-                "privileges",
+                "sandbox privileges",
                 seen.no_new_privs && seen.cap_eff == 0,
                 format!(
                     "no_new_privs {}, effective capabilities {:#x}",
@@ -472,17 +481,17 @@ impl Sandbox {
         }
         if self.level == Isolation::Namespaces {
             check(
-                "pid namespace",
+                "sandbox pid namespace",
                 seen.pid_ns != me.pid && !seen.pid_ns.is_empty(),
                 format!("own PID namespace ({} vs worker {})", seen.pid_ns, me.pid),
             );
             check(
-                "mount namespace",
+                "sandbox mount namespace",
                 seen.mnt_ns != me.mnt && !seen.mnt_ns.is_empty(),
                 format!("own mount namespace ({} vs worker {})", seen.mnt_ns, me.mnt),
             );
             check(
-                "network",
+                "sandbox network",
                 self.network || seen.net_ns != me.net,
                 if self.network {
                     "shares the host's network (network = true)".into()
@@ -516,7 +525,7 @@ impl Sandbox {
             });
         }
         checks.push(ProbeCheck {
-            name: "artifact dir",
+            name: "sandbox artifact dir",
             ok: wrote_uid.is_some()
                 && wrote_uid == Some(self.run_as.map(|r| r.uid).unwrap_or(worker_uid)),
             detail: match wrote_uid {

@@ -45,7 +45,10 @@ pub fn parse_status(pid: i32, text: &str) -> Option<ProcInfo> {
         if let Some(v) = line.strip_prefix("PPid:") {
             ppid = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("Uid:") {
-            let ids: Vec<u32> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let ids: Vec<u32> = v
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             uids = <[u32; 4]>::try_from(ids).ok();
         } else if let Some(v) = line.strip_prefix("State:") {
             zombie = matches!(v.trim_start().chars().next(), Some('Z' | 'X'));

@@ -219,7 +219,12 @@ pub async fn run(
             tracing::info!("stopping: no more claims");
             break;
         }
-        if let Some(reason) = shared.containment_broken.lock().ok().and_then(|g| g.clone()) {
+        if let Some(reason) = shared
+            .containment_broken
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+        {
             tracing::error!(%reason, "stopping: a script run was not contained");
             return Err(WorkerError::Containment(reason));
         }
@@ -393,7 +398,9 @@ async fn process_claim_inner(
     };
     // Whatever happened in the pipeline (a panic included): nothing of the run lives on.
     if let Err(e) = shared.sandbox.contain(None).await {
-        result = Err(task::TaskError::Launch(crate::launch::LaunchError::Contain(e)));
+        result = Err(task::TaskError::Launch(
+            crate::launch::LaunchError::Contain(e),
+        ));
     }
     if let Err(task::TaskError::Launch(crate::launch::LaunchError::Contain(e))) = &result {
         if let Ok(mut broken) = shared.containment_broken.lock() {

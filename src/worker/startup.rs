@@ -18,8 +18,8 @@
 
 use crate::chain_policy::{ChainPolicy, PolicyError};
 use crate::config::{ChainOfTrustConfig, Config, Isolation, RunAs};
-use crate::sandbox::{ProbeReport, Sandbox};
 use crate::openpgp::{self, OpenPgpError, SigningKey};
+use crate::sandbox::{ProbeReport, Sandbox};
 use crate::trust::{self, CotSignature, SignatureError, TrustError, TrustStore};
 use crate::validate::{TaskValidator, ValidateError};
 use chrono::{DateTime, Utc};
@@ -634,24 +634,31 @@ pub fn check_can_hand_over(config: &Path, dir: &Path, run_as: RunAs) -> Result<(
 pub fn worker_secrets(config: &Config) -> Vec<(&'static str, PathBuf)> {
     let cot = &config.chain_of_trust;
     let mut out = vec![
-        ("signing key", cot.signing_key.clone()),
-        ("task logs", config.paths.log_dir.clone()),
+        ("hidden: signing key", cot.signing_key.clone()),
+        ("hidden: task logs", config.paths.log_dir.clone()),
     ];
     if let Some(creds) = &config.credentials.file {
-        out.push(("credentials file", creds.clone()));
+        out.push(("hidden: credentials file", creds.clone()));
     }
     if config.script.isolation == Isolation::Namespaces {
         // Not secret, but none of the script's business: invisible with namespaces.
-        out.push(("config file", config.source.clone()));
-        out.push(("trust store", cot.keys_dir.join("trust.toml")));
-        out.push(("trust state", cot.state_file.clone()));
+        out.push(("hidden: config file", config.source.clone()));
+        out.push(("hidden: trust store", cot.keys_dir.join("trust.toml")));
+        out.push(("hidden: trust state", cot.state_file.clone()));
         // Other runs' directories live next to the marker; the sandbox shows only its own.
-        out.push(("work area", config.paths.work_dir.join(super::workdir::MARKER)));
+        out.push((
+            "hidden: work area",
+            config.paths.work_dir.join(super::workdir::MARKER),
+        ));
         for files in config.script.scope_files.values() {
-            out.extend(files.iter().map(|f| ("unselected scope file", f.clone())));
+            out.extend(
+                files
+                    .iter()
+                    .map(|f| ("hidden: unselected scope file", f.clone())),
+            );
         }
     } else {
-        out.push(("work area", config.paths.work_dir.clone()));
+        out.push(("hidden: work area", config.paths.work_dir.clone()));
     }
     out
 }
@@ -677,7 +684,13 @@ pub async fn prepare_sandbox(config: &Config, scratch: &Path) -> Result<Sandbox,
         .map_err(|e| refuse(format!("left over from an earlier run: {e}")))?;
     let report = probe_report(config, &sandbox, scratch).await?;
     for c in &report.checks {
-        tracing::info!(level = sandbox.level().as_str(), property = c.name, ok = c.ok, "isolation: {}", c.detail);
+        tracing::info!(
+            level = sandbox.level().as_str(),
+            property = c.name,
+            ok = c.ok,
+            "isolation: {}",
+            c.detail
+        );
     }
     if !report.passed() {
         let failed: Vec<String> = report
@@ -714,7 +727,7 @@ async fn probe_report(
         return Ok(ProbeReport {
             level: Isolation::None,
             checks: vec![crate::sandbox::ProbeCheck {
-                name: "script uid",
+                name: "sandbox uid",
                 ok: true,
                 detail: "the worker's own uid: the script can read the worker's credentials, \
                          signing key and every other run's files (isolation = \"none\")"
@@ -728,7 +741,12 @@ async fn probe_report(
     let dir = tempfile::Builder::new()
         .prefix(".probe-")
         .tempdir_in(scratch)
-        .map_err(|e| refuse(format!("cannot create a probe directory in {}: {e}", scratch.display())))?;
+        .map_err(|e| {
+            refuse(format!(
+                "cannot create a probe directory in {}: {e}",
+                scratch.display()
+            ))
+        })?;
     let report = sandbox
         .probe(dir.path(), &worker_secrets(config))
         .await
@@ -740,21 +758,29 @@ async fn probe_report(
 /// runs in a temporary directory, never in the work area).
 pub async fn check_isolation(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
-    let failed = |reason: String| CheckOutcome::Failed(StartupError::Isolation {
-        config: config.source.clone(),
-        reason,
-    });
+    let failed = |reason: String| {
+        CheckOutcome::Failed(StartupError::Isolation {
+            config: config.source.clone(),
+            reason,
+        })
+    };
     let sandbox = match Sandbox::from_config(&config.script) {
         Ok(s) => s,
         Err(e) => {
-            checks.push(Check { name: "isolation", outcome: failed(e.to_string()) });
+            checks.push(Check {
+                name: "isolation",
+                outcome: failed(e.to_string()),
+            });
             return checks;
         }
     };
     let scratch = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => {
-            checks.push(Check { name: "isolation", outcome: failed(e.to_string()) });
+            checks.push(Check {
+                name: "isolation",
+                outcome: failed(e.to_string()),
+            });
             return checks;
         }
     };
@@ -767,11 +793,18 @@ pub async fn check_isolation(config: &Config) -> Vec<Check> {
             for c in report.checks {
                 checks.push(Check {
                     name: c.name,
-                    outcome: if c.ok { CheckOutcome::Ok(c.detail) } else { failed(c.detail) },
+                    outcome: if c.ok {
+                        CheckOutcome::Ok(c.detail)
+                    } else {
+                        failed(c.detail)
+                    },
                 });
             }
         }
-        Err(e) => checks.push(Check { name: "isolation", outcome: CheckOutcome::Failed(e) }),
+        Err(e) => checks.push(Check {
+            name: "isolation",
+            outcome: CheckOutcome::Failed(e),
+        }),
     }
     checks
 }

@@ -32,15 +32,15 @@ use super::outcome::{FailReason, Resolution};
 use super::reclaim::TaskClient;
 use super::workdir::{TaskDirs, sorted_json};
 use crate::artifacts::{self, ArtifactError, CollectedArtifact};
+use crate::config::Isolation;
 use crate::evidence::{self, ChainFailure};
 use crate::ids::TaskId;
-use crate::config::Isolation;
 use crate::launch::{self, LaunchError, LaunchSpec, ScriptEnd, TaskLog};
-use crate::sandbox::RunView;
 use crate::queue::QueueError;
 use crate::queue::types::{
     CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskDefinition,
 };
+use crate::sandbox::RunView;
 use crate::trust::{CotSignature, SignatureError, TrustStore};
 use crate::validate::Rejection;
 use crate::verify::VerifiedChain;
@@ -702,19 +702,24 @@ async fn stage_scope_files(
         move |source| TaskError::WorkerFile { op, path, source }
     };
     let dir = ctx.dirs.root.join("scope");
-    tokio::fs::create_dir(&dir).await.map_err(err("create", &dir))?;
+    tokio::fs::create_dir(&dir)
+        .await
+        .map_err(err("create", &dir))?;
     tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
         .await
         .map_err(err("chmod", &dir))?;
     let mut out = Vec::new();
     for (i, src) in files.iter().enumerate() {
         let copy = dir.join(i.to_string());
-        tokio::fs::copy(src, &copy).await.map_err(err("copy", src))?;
+        tokio::fs::copy(src, &copy)
+            .await
+            .map_err(err("copy", src))?;
         tokio::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o400))
             .await
             .map_err(err("chmod", &copy))?;
         if let Some(r) = ctx.shared.sandbox.run_as() {
-            std::os::unix::fs::chown(&copy, Some(r.uid), Some(r.gid)).map_err(err("chown", &copy))?;
+            std::os::unix::fs::chown(&copy, Some(r.uid), Some(r.gid))
+                .map_err(err("chown", &copy))?;
         }
         out.push((copy, src.clone()));
     }
