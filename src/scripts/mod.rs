@@ -14,6 +14,13 @@
 //! outputs at `$CHAINLOCK_ARTIFACT_DIR/<artifact name>`. Exit codes: 0 ok, 1 failure,
 //! 3 malformed-payload, 4 resource-unavailable, 5 internal-error.
 //!
+//! Only verified facts are acted on. An upstream task's kind (`build`, `signing`...) comes from
+//! the manifest's `taskKind`, which the worker took from its chain policy; the payload's
+//! `upstreamArtifacts[].taskType` is still required by the schemas (compatibility with
+//! scriptworker-style payloads), but a label that disagrees with the verified kind is refused
+//! as a malformed payload instead of being silently corrected: a task that mislabels its inputs
+//! was built wrongly or is probing the worker, and either way should not run.
+//!
 //! What this module must not do: read private keys other than the one selected by the task's
 //! scope, write outside the artifact directory (or the configured destination), or follow a
 //! symlink out of the work directory.
@@ -21,6 +28,7 @@
 pub mod push;
 pub mod sign;
 
+use crate::chain_policy::LinkKind;
 use crate::ids::TaskId;
 use crate::manifest::{MANIFEST_FILE, MANIFEST_VERSION, VerifiedManifest};
 use crate::validate::path::ArtifactPath;
@@ -126,6 +134,20 @@ pub enum ScriptError {
         /// Size now.
         actual_size: u64,
     },
+    /// The payload labels an upstream task with a type other than the kind the chain of trust
+    /// verified for it.
+    #[error(
+        "upstream task {task_id} is labelled taskType {claimed:?} in the payload, but the chain \
+         of trust verified it as {verified}"
+    )]
+    TaskTypeMismatch {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The payload's `taskType`.
+        claimed: String,
+        /// The kind from the verified manifest.
+        verified: LinkKind,
+    },
     /// Two inputs would produce the same output name.
     #[error("two upstream files would produce the same output {name:?}")]
     OutputCollision {
@@ -187,6 +209,7 @@ impl ScriptError {
             ScriptError::TaskJson { .. }
             | ScriptError::Rejected(_)
             | ScriptError::NotVerified { .. }
+            | ScriptError::TaskTypeMismatch { .. }
             | ScriptError::OutputCollision { .. }
             | ScriptError::BadInput(_) => EXIT_MALFORMED_PAYLOAD,
             ScriptError::HashMismatch { .. }
@@ -332,8 +355,8 @@ pub(crate) fn build_validator<'a>(
 pub struct VerifiedInput {
     /// The upstream task.
     pub task_id: TaskId,
-    /// The upstream task's type from the payload.
-    pub task_type: String,
+    /// The upstream task's kind from the verified manifest (never the payload's label).
+    pub task_kind: LinkKind,
     /// The artifact path.
     pub path: ArtifactPath,
     /// `<work_dir>/cot/<taskId>/<path>`.
@@ -345,7 +368,8 @@ pub struct VerifiedInput {
 }
 
 /// Reads `cot/manifest.json` and matches every requested upstream file against it. Optional
-/// entries missing from the manifest are skipped; a missing non-optional file is refused.
+/// entries missing from the manifest are skipped; a missing non-optional file is refused, and
+/// so is a payload `taskType` that differs from the file's verified `taskKind`.
 pub fn resolve_inputs(
     env: &ScriptEnv,
     task: &ValidatedTask,
@@ -357,11 +381,20 @@ pub fn resolve_inputs(
         reason,
     };
     let bytes = read_capped(&manifest_path, MAX_MANIFEST_BYTES)?;
+    // The version first, so an older worker's manifest is reported as such rather than as a
+    // missing field.
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let VersionOnly { version } = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if version != MANIFEST_VERSION {
+        return Err(bad(format!(
+            "unknown version {version} (this script reads version {MANIFEST_VERSION})"
+        )));
+    }
     let manifest: VerifiedManifest =
         serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    if manifest.version != MANIFEST_VERSION {
-        return Err(bad(format!("unknown version {}", manifest.version)));
-    }
     let mut by_key = HashMap::new();
     for a in &manifest.artifacts {
         if !is_sha256_hex(&a.sha256) {
@@ -373,9 +406,16 @@ pub fn resolve_inputs(
     for up in task.upstream_artifacts() {
         for p in &up.paths {
             match by_key.get(&(up.task_id.as_str(), p.as_str())) {
+                Some(a) if a.task_kind.as_str() != up.task_type => {
+                    return Err(ScriptError::TaskTypeMismatch {
+                        task_id: up.task_id.clone(),
+                        claimed: up.task_type.clone(),
+                        verified: a.task_kind,
+                    });
+                }
                 Some(a) => out.push(VerifiedInput {
                     task_id: up.task_id.clone(),
-                    task_type: up.task_type.clone(),
+                    task_kind: a.task_kind,
                     path: p.clone(),
                     file: cot.join(up.task_id.as_str()).join(p.as_str()),
                     sha256: a.sha256.clone(),

@@ -6,6 +6,13 @@
 //! Object keys come from the config's path template (`{product}/{version}/{platform}/{name}`)
 //! filled with payload values, each checked so no value can climb out of the prefix.
 //!
+//! Which upstream files may be published is decided by their *verified* kind: the `taskKind`
+//! the worker wrote into `cot/manifest.json` from its chain policy. `allowed_task_types` and
+//! the `{task_type}` template variable both use that kind. The payload's
+//! `upstreamArtifacts[].taskType` is only a label the task author wrote; it must equal the
+//! verified kind or the task is refused as malformed (see [`super::resolve_inputs`]), so a
+//! payload cannot get a decision task's file published by calling it `build`.
+//!
 //! Publishing is idempotent: an object that already holds identical bytes is left alone; one
 //! with different bytes is a conflict that fails the task before anything is uploaded, unless
 //! the destination allows overwriting. A push that failed half-way can therefore simply be
@@ -19,6 +26,7 @@ use super::{
     ScriptEnv, ScriptError, VerifiedInput, build_validator, check_digest, load_task, open_input,
     read_capped, read_toml_config, recheck_input, resolve_inputs, write_artifact,
 };
+use crate::chain_policy::LinkKind;
 use crate::secret::Secret;
 use crate::validate::Limits;
 use crate::validate::path::{PathError, check_relative_path};
@@ -55,9 +63,11 @@ pub struct PushConfig {
     /// Object key template; variables `{product}`, `{version}`, `{platform}`, `{name}` (the
     /// artifact's file name), `{task_id}`, `{task_type}`. Must contain `{name}`.
     pub path_template: String,
-    /// Upstream task types whose files may be published (e.g. `["build", "signing"]` to publish
-    /// builds together with the detached signatures of an upstream signing task).
-    pub allowed_task_types: Vec<String>,
+    /// Upstream task kinds whose files may be published (e.g. `["build", "signing"]` to publish
+    /// builds together with the detached signatures of an upstream signing task). Matched
+    /// against the kind verified by the chain of trust (the manifest's `taskKind`), never the
+    /// payload's `taskType`; values use the chain policy's spelling, unknown ones are refused.
+    pub allowed_task_types: Vec<LinkKind>,
     /// How many files are uploaded at once (default 4).
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
@@ -118,7 +128,7 @@ pub enum Var {
     Name,
     /// `{task_id}`: the upstream task id.
     TaskId,
-    /// `{task_type}`: the upstream task type.
+    /// `{task_type}`: the upstream task's verified kind (from the manifest, not the payload).
     TaskType,
 }
 
@@ -492,20 +502,18 @@ async fn run_inner(config_path: &Path, dry_run: bool) -> Result<(), ScriptError>
     let dest = Destination::open(scope.value(), dest_cfg)?;
 
     let inputs = resolve_inputs(&env, &task)?;
-    let allowed: BTreeSet<&str> = config
-        .allowed_task_types
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let allowed: BTreeSet<LinkKind> = config.allowed_task_types.iter().copied().collect();
     let payload = task.payload();
     let field = |k: &str| payload.get(k).and_then(serde_json::Value::as_str);
     let mut plans = Vec::new();
     let mut keys = BTreeSet::new();
     for input in inputs {
-        if !allowed.contains(input.task_type.as_str()) {
+        // The verified kind, never the payload's label (resolve_inputs refused a disagreement).
+        if !allowed.contains(&input.task_kind) {
             return Err(ScriptError::BadInput(format!(
-                "upstream task type {:?} ({}) may not be published by this worker",
-                input.task_type, input.task_id
+                "upstream task {} is a verified {} task; its files may not be published by this \
+                 worker (allowed_task_types)",
+                input.task_id, input.task_kind
             )));
         }
         let values = TemplateValues {
@@ -514,7 +522,7 @@ async fn run_inner(config_path: &Path, dry_run: bool) -> Result<(), ScriptError>
             platform: field("platform"),
             name: Some(input.path.file_name()),
             task_id: Some(input.task_id.as_str()),
-            task_type: Some(&input.task_type),
+            task_type: Some(input.task_kind.as_str()),
         };
         let key = template
             .render(&values)
