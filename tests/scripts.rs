@@ -741,6 +741,65 @@ fn push_refuses_unknown_bucket_and_unlisted_task_type() {
     assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
 }
 
+/// Issue 8, point 7: a `file://` push never writes through a symlink, whether it is planted as
+/// an intermediate directory, as the object itself, or is the configured directory.
+#[test]
+fn push_refuses_symlinks_in_a_local_destination() {
+    use std::os::unix::fs::symlink;
+    let s = push_scenario();
+    let elsewhere = s.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let victim = elsewhere.join("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let refused = |out: &Output, what: &Path| {
+        assert_eq!(code(out), 1, "{}", stderr(out));
+        assert!(
+            stderr(out).contains(&format!("destination path {}", what.display()))
+                && stderr(out).contains("symlink"),
+            "{}",
+            stderr(out)
+        );
+        assert!(!s.artifacts().join("public/manifest.json").exists());
+    };
+
+    // An intermediate directory: <dest>/pub/firefox/128.0 -> elsewhere.
+    let dest = s.path("dest1");
+    std::fs::create_dir_all(dest.join("pub/firefox")).unwrap();
+    symlink(&elsewhere, dest.join("pub/firefox/128.0")).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    refused(&out, &dest.join("pub/firefox/128.0"));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+
+    // The object itself: <dest>/.../target.checksums -> elsewhere/victim, even with overwrite.
+    let dest = s.path("dest2");
+    let base = dest.join("pub/firefox/128.0/linux64");
+    std::fs::create_dir_all(&base).unwrap();
+    symlink(&victim, base.join("target.checksums")).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, true));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    refused(&out, &base.join("target.checksums"));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert!(
+        std::fs::symlink_metadata(base.join("target.checksums"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
+
+    // The configured directory itself.
+    let real = s.path("dest3");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = s.path("dest3-link");
+    symlink(&real, &link).unwrap();
+    let cfg = push_config(&s, &file_destination(&link, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    refused(&out, &link);
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+}
+
 /// Issue 8, point 6: the kind that decides what may be published is the one the chain of trust
 /// verified (`taskKind` in `cot/manifest.json`), not the payload's `taskType` label.
 #[test]

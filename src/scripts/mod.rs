@@ -182,6 +182,15 @@ pub enum ScriptError {
         /// Why (never includes credentials).
         reason: String,
     },
+    /// A local destination path goes through a symlink or something that is not a plain
+    /// directory/file; nothing is written there.
+    #[error("destination path {path}: {reason}; refusing to write through it")]
+    UnsafeDestination {
+        /// The offending component.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Objects already exist at the destination with different content.
     #[error(
         "{} object(s) already exist with different content and overwriting is disabled: {}",
@@ -201,7 +210,8 @@ impl ScriptError {
     ///
     /// Decisions: a file that changed after verification is a `failure` (1), not
     /// `malformed-payload`: the task author did nothing wrong, the host did, and it must be
-    /// loud. A task asking for a file its verified chain does not contain is malformed (3).
+    /// loud; so is a symlink planted in a local destination. A task asking for a file its
+    /// verified chain does not contain, or mislabelling an upstream task's kind, is malformed (3).
     /// Destination errors are `resource-unavailable` (4); configuration problems are
     /// `internal-error` (5) because the operator, not the task, must fix them.
     pub fn exit_code(&self) -> i32 {
@@ -214,6 +224,7 @@ impl ScriptError {
             | ScriptError::BadInput(_) => EXIT_MALFORMED_PAYLOAD,
             ScriptError::HashMismatch { .. }
             | ScriptError::NotRegularFile { .. }
+            | ScriptError::UnsafeDestination { .. }
             | ScriptError::Conflict { .. } => EXIT_FAILURE,
             ScriptError::Destination { .. } => EXIT_RESOURCE_UNAVAILABLE,
             ScriptError::MissingEnv { .. }

@@ -18,6 +18,16 @@
 //! the destination allows overwriting. A push that failed half-way can therefore simply be
 //! re-run. `public/manifest.json` lists every published URL with its size and sha256.
 //!
+//! A `file://` destination never writes through a symlink. Before an object is looked at and
+//! again just before it is written, every component of its path from the configured directory
+//! down (the directory itself included) is checked with `symlink_metadata`: a symlink anywhere
+//! (say a planted `<dest>/pub/firefox/1.0 -> /etc`) fails the task before anything is
+//! published. The write itself goes to a new staging file next to the object (created with
+//! `O_EXCL`) that is then renamed over it, so even a symlink appearing at the final component
+//! is replaced, not followed (object_store's `LocalFileSystem` does this). What remains is a
+//! race with someone swapping a checked *directory* for a symlink between the check and the
+//! write; the destination directory must therefore be writable only by the worker's user.
+//!
 //! What this module must not do: publish a file whose bytes differ from the verified manifest,
 //! choose a destination from the payload, put credentials in a log, error or the manifest, or
 //! hold a whole file in memory.
@@ -303,6 +313,9 @@ struct Destination {
     store: Arc<dyn ObjectStore>,
     /// Key prefix inside the store (empty for `file://`).
     prefix: String,
+    /// The configured directory of a `file://` destination, whose object paths are checked for
+    /// symlinks before use; `None` for object stores.
+    local_root: Option<PathBuf>,
     /// Base for manifest URLs, ending with `/`.
     public_base: String,
     overwrite: bool,
@@ -318,14 +331,17 @@ impl Destination {
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
             return Err(bad("url must not carry credentials or a query".into()));
         }
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
+        let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, _) = match url.scheme() {
             "file" => {
                 let dir = url
                     .to_file_path()
                     .map_err(|()| bad("file:// url must be an absolute local path".into()))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(format!("{}: {e}", dir.display())))?;
-                (Arc::new(store), String::new())
+                // Without the trailing '/' of a directory URL: `symlink_metadata("link/")`
+                // would resolve the link instead of reporting it.
+                let root: PathBuf = dir.components().collect();
+                (Arc::new(store), String::new(), Some(root))
             }
             "s3" => {
                 let bucket = url
@@ -353,7 +369,7 @@ impl Destination {
                     }
                 }
                 let store = b.build().map_err(|e| bad(format!("s3: {e}")))?;
-                (Arc::new(store), prefix)
+                (Arc::new(store), prefix, None)
             }
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         };
@@ -370,6 +386,7 @@ impl Destination {
         Ok(Destination {
             store,
             prefix,
+            local_root,
             public_base,
             overwrite: cfg.overwrite,
         })
@@ -386,6 +403,56 @@ impl Destination {
 
     fn url(&self, key: &str) -> String {
         format!("{}{key}", self.public_base)
+    }
+
+    /// For a `file://` destination: refuses `key` if the configured directory or any existing
+    /// component of `<dir>/<key>` is a symlink, an intermediate component is not a directory, or
+    /// the final one exists and is not a regular file. Components that do not exist yet are
+    /// fine (they are created as real directories). No-op for object stores.
+    fn check_local(&self, key: &str) -> Result<(), ScriptError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let unsafe_path = |path: &Path, reason: &'static str| ScriptError::UnsafeDestination {
+            path: path.to_owned(),
+            reason,
+        };
+        let io = |path: &Path, e: std::io::Error| ScriptError::Destination {
+            url: self.url(key),
+            reason: format!("{}: {e}", path.display()),
+        };
+        match std::fs::symlink_metadata(root) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_path(root, "the destination directory is a symlink"));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(unsafe_path(root, "the destination is not a directory"));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(io(root, e)),
+        }
+        let parts: Vec<&str> = key.split('/').collect();
+        let mut cur = root.clone();
+        for (i, part) in parts.iter().enumerate() {
+            cur.push(part);
+            let last = i + 1 == parts.len();
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(unsafe_path(&cur, "is a symlink"));
+                }
+                Ok(m) if !last && !m.is_dir() => {
+                    return Err(unsafe_path(&cur, "exists and is not a directory"));
+                }
+                Ok(m) if last && !m.is_file() => {
+                    return Err(unsafe_path(&cur, "exists and is not a regular file"));
+                }
+                Ok(_) => {}
+                // Nothing below a missing component can exist.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io(&cur, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -531,6 +598,9 @@ async fn run_inner(config_path: &Path, dry_run: bool) -> Result<(), ScriptError>
             return Err(ScriptError::OutputCollision { name: key });
         }
         let location = dest.location(&key)?;
+        // Before anything at the destination is read or written (a planted symlink must not
+        // even be hashed through).
+        dest.check_local(&key)?;
         let url = dest.url(&key);
         plans.push(Planned {
             input,
@@ -673,6 +743,8 @@ async fn existing_action(dest: &Destination, p: &Planned) -> Result<Action, Scri
 /// Streams one file to its object, hashing on the way; if the bytes sent differ from the
 /// verified manifest (the file changed during the upload), the object is deleted again.
 async fn upload(env: &ScriptEnv, dest: &Destination, p: &Planned) -> Result<(), ScriptError> {
+    // Again right before writing: the check at planning time was a while (hashing) ago.
+    dest.check_local(&p.key)?;
     let file = open_input(env, &p.input)?;
     let mut file = tokio::fs::File::from_std(file);
     // Memory per upload is bounded by the buffer and the in-flight parts, never the file size.
