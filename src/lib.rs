@@ -25,6 +25,7 @@ pub mod openpgp;
 pub mod queue;
 pub mod scripts;
 pub mod secret;
+pub mod toml_text;
 pub mod trust;
 pub mod validate;
 pub mod verify;

@@ -1428,14 +1428,16 @@ fn sign_refuses_key_readable_by_others_and_unverified_inputs() {
 
 #[test]
 fn example_configs_parse() {
-    let sign: chainlock::scripts::sign::SignConfig =
-        toml::from_str(&std::fs::read_to_string(repo().join("etc/sign.example.toml")).unwrap())
-            .unwrap();
+    let sign: chainlock::scripts::sign::SignConfig = chainlock::toml_text::from_str(
+        &std::fs::read_to_string(repo().join("etc/sign.example.toml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(sign.keys.len(), 2);
     assert_eq!(sign.limits, Limits::default());
-    let push: chainlock::scripts::push::PushConfig =
-        toml::from_str(&std::fs::read_to_string(repo().join("etc/push.example.toml")).unwrap())
-            .unwrap();
+    let push: chainlock::scripts::push::PushConfig = chainlock::toml_text::from_str(
+        &std::fs::read_to_string(repo().join("etc/push.example.toml")).unwrap(),
+    )
+    .unwrap();
     chainlock::scripts::push::PathTemplate::parse(&push.path_template).unwrap();
     assert_eq!(push.destinations.len(), 2);
 }

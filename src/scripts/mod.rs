@@ -314,9 +314,10 @@ pub(crate) fn read_toml_config<T: serde::de::DeserializeOwned>(
         path: path.to_owned(),
         reason: "not UTF-8".into(),
     })?;
-    toml::from_str(&text).map_err(|e| ScriptError::Config {
+    // Position and message only: the source line may hold a secret.
+    crate::toml_text::from_str(&text).map_err(|e| ScriptError::Config {
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason: format!("not valid TOML: {e}"),
     })
 }
 

@@ -473,9 +473,9 @@ fn read_credentials(path: &Path) -> Result<S3Credentials, ScriptError> {
     }
     let bytes = read_capped(path, MAX_CREDENTIALS_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
-    // toml's message could quote the offending line, which may hold a secret: keep only a
-    // generic reason.
-    toml::from_str(&text).map_err(|_| bad("not a valid credentials TOML file".into()))
+    // Position and message only (never the source line, which may hold a secret).
+    crate::toml_text::from_str(&text)
+        .map_err(|e| bad(format!("not a valid credentials TOML file: {e}")))
 }
 
 /// What happens to one object.
