@@ -888,6 +888,10 @@ policy = "chain-policy.toml"
             "{\"clientId\": \"a\", \"accessToken\": \"tok-SECRET-123\"",
         )
         .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let with_file = load(&format!(
             "{GOOD}\n[credentials]\nfile = \"{}\"\n",
             file.display()

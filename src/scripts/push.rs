@@ -458,19 +458,12 @@ impl Destination {
 
 /// Reads an S3 credentials file, refusing one that group or others can access.
 fn read_credentials(path: &Path) -> Result<S3Credentials, ScriptError> {
-    use std::os::unix::fs::PermissionsExt;
     let bad = |reason: String| ScriptError::Config {
         path: path.to_owned(),
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if !meta.is_file() || mode & 0o077 != 0 {
-        return Err(bad(format!(
-            "credentials file has mode {mode:04o}; it must be a regular file not accessible \
-             by group or others (chmod 600)"
-        )));
-    }
+    crate::secret::check_private_file(&meta).map_err(|e| bad(format!("credentials file: {e}")))?;
     let bytes = read_capped(path, MAX_CREDENTIALS_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
     // Position and message only (never the source line, which may hold a secret).
