@@ -44,7 +44,7 @@ pub enum PolicyError {
     },
     /// Not valid TOML.
     #[error("chain policy is not valid TOML: {0}")]
-    Toml(#[from] toml::de::Error),
+    Toml(#[from] crate::toml_text::TomlError),
     /// Valid TOML that breaks the schema.
     #[error("chain policy breaks schemas/chain-policy.schema.json at {at}: {message}")]
     Schema {
@@ -280,7 +280,7 @@ impl ChainPolicy {
 
     /// Parses and validates policy text (schema first, then cross-references).
     pub fn from_toml(text: &str) -> Result<ChainPolicy, PolicyError> {
-        let value: serde_json::Value = toml::from_str(text)?;
+        let value: serde_json::Value = crate::toml_text::from_str(text)?;
         let schema: serde_json::Value = serde_json::from_str(CHAIN_POLICY_SCHEMA)
             .expect("the embedded policy schema is valid JSON (checked by a unit test)");
         let validator = jsonschema::validator_for(&schema)

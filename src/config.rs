@@ -372,7 +372,8 @@ pub enum ConfigError {
     Toml {
         /// The file.
         path: PathBuf,
-        /// The parser's message (with line and column).
+        /// Line, column and the parser's message, never the source text (which may hold a
+        /// secret): see [`crate::toml_text`].
         message: String,
     },
     /// The file does not match the configuration schema.
@@ -448,10 +449,11 @@ impl Config {
         path: &Path,
         env: &impl EnvSource,
     ) -> Result<Config, ConfigError> {
-        let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Toml {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let value: toml::Value =
+            crate::toml_text::from_str(text).map_err(|e| ConfigError::Toml {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
         let json = serde_json::to_value(&value).map_err(|e| ConfigError::Toml {
             path: path.to_owned(),
             message: e.to_string(),
@@ -1047,6 +1049,10 @@ policy = "chain-policy.toml"
             "{\"clientId\": \"a\", \"accessToken\": \"tok-SECRET-123\"",
         )
         .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let with_file = load(&format!(
             "{GOOD}\n[credentials]\nfile = \"{}\"\n",
             file.display()
@@ -1121,7 +1127,7 @@ policy = "chain-policy.toml"
         for name in ["chainlock.example.toml", "dev.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc").join(name);
             let text = std::fs::read_to_string(&path).unwrap();
-            let value: toml::Value = toml::from_str(&text).unwrap();
+            let value: toml::Value = crate::toml_text::from_str(&text).unwrap();
             let json = serde_json::to_value(&value).unwrap();
             check_schema(&json, &path).unwrap_or_else(|e| panic!("{e}"));
             let _: Config = serde_json::from_value(json).unwrap();
@@ -1131,5 +1137,17 @@ policy = "chain-policy.toml"
     #[test]
     fn toml_syntax_error_is_reported() {
         assert!(matches!(load("[queue"), Err(ConfigError::Toml { .. })));
+    }
+
+    /// Issue 8: the `toml` crate's own error text quotes the offending line.
+    #[test]
+    fn toml_syntax_error_does_not_quote_a_secret() {
+        let err = load("[queue]\naccess_token = \"s3cr3t-token-value\" x\n").unwrap_err();
+        let shown = format!("{err} | {err:?} | {err:#}");
+        assert!(!shown.contains("s3cr3t-token-value"), "{shown}");
+        let ConfigError::Toml { message, .. } = &err else {
+            panic!("not a TOML error: {shown}");
+        };
+        assert!(message.starts_with("line 2, column "), "{message}");
     }
 }

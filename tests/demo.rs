@@ -269,10 +269,12 @@ fn generated_worker_configs_load() {
             let text = std::fs::read_to_string(sc).unwrap();
             match name {
                 "signing" => {
-                    toml::from_str::<chainlock::scripts::sign::SignConfig>(&text).unwrap();
+                    chainlock::toml_text::from_str::<chainlock::scripts::sign::SignConfig>(&text)
+                        .unwrap();
                 }
                 _ => {
-                    toml::from_str::<chainlock::scripts::push::PushConfig>(&text).unwrap();
+                    chainlock::toml_text::from_str::<chainlock::scripts::push::PushConfig>(&text)
+                        .unwrap();
                     assert!(files.published_dir.as_ref().unwrap().is_dir());
                 }
             }

@@ -919,7 +919,7 @@ fn openpgp_certificates_and_signatures_survive_mutations() {
     }
     // The root certificate embedded in the trust seed.
     let text = String::from_utf8(seed("trust/trust.toml")).unwrap();
-    let file: PolicyFile = toml::from_str(&text).unwrap();
+    let file: PolicyFile = chainlock::toml_text::from_str(&text).unwrap();
     let cert = file.root.keys[0].cert.as_bytes().to_vec();
     openpgp::parse_public_cert(&cert).unwrap();
     let mut mutants = truncations(&cert);

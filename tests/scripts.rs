@@ -442,13 +442,15 @@ impl Scenario {
         self.path("artifacts")
     }
 
-    /// Places a verified upstream file and lists it in the manifest.
-    fn upstream(&mut self, task_id: &str, path: &str, bytes: &[u8]) {
+    /// Places a verified upstream file and lists it in the manifest with the kind the chain
+    /// policy verified for its task (`build`, `signing`, `decision`...).
+    fn upstream(&mut self, task_id: &str, kind: &str, path: &str, bytes: &[u8]) {
         let file = self.work().join("cot").join(task_id).join(path);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, bytes).unwrap();
         self.manifest.push(json!({
             "taskId": task_id,
+            "taskKind": kind,
             "path": path,
             "sha256": hex::encode(sha2::Sha256::digest(bytes)),
             "size": bytes.len(),
@@ -457,7 +459,7 @@ impl Scenario {
     }
 
     fn write_manifest(&self) {
-        let m = json!({"version": 1, "artifacts": self.manifest});
+        let m = json!({"version": 2, "artifacts": self.manifest});
         std::fs::write(
             self.work().join("cot/manifest.json"),
             serde_json::to_vec_pretty(&m).unwrap(),
@@ -548,10 +550,21 @@ fn push_task(scope: &str, version: &str) -> Value {
 
 fn push_scenario() -> Scenario {
     let mut s = Scenario::new();
-    s.upstream(DEP, "public/build/target.tar.gz", &vec![7u8; 300_000]);
-    s.upstream(DEP, "public/build/target.checksums", b"checksums\n");
+    s.upstream(
+        DEP,
+        "build",
+        "public/build/target.tar.gz",
+        &vec![7u8; 300_000],
+    );
+    s.upstream(
+        DEP,
+        "build",
+        "public/build/target.checksums",
+        b"checksums\n",
+    );
     s.upstream(
         SIGNING_DEP,
+        "signing",
         "public/build/target.tar.gz.asc",
         b"-----BEGIN PGP SIGNATURE-----\n",
     );
@@ -560,12 +573,16 @@ fn push_scenario() -> Scenario {
 }
 
 fn push_config(s: &Scenario, destination: &str) -> PathBuf {
+    push_config_allowing(s, destination, r#"["build", "signing"]"#)
+}
+
+fn push_config_allowing(s: &Scenario, destination: &str, allowed: &str) -> PathBuf {
     let text = format!(
         r#"
 payload_schema = {schema:?}
 scope_prefix = "{BUCKET}"
 path_template = "pub/{{product}}/{{version}}/{{platform}}/{{name}}"
-allowed_task_types = ["build", "signing"]
+allowed_task_types = {allowed}
 parallelism = 2
 
 [destinations.releases]
@@ -710,13 +727,164 @@ fn push_refuses_unknown_bucket_and_unlisted_task_type() {
     assert_eq!(code(&out), 3);
     assert!(stderr(&out).contains("scope-unknown"), "{}", stderr(&out));
 
-    let mut t = push_task(&format!("{BUCKET}releases"), "128.0");
-    t["payload"]["upstreamArtifacts"][1]["taskType"] = json!("repackage");
-    s.task(&t);
+    // The signing task's files, with the signing kind no longer allowed.
+    s.task(&push_task(&format!("{BUCKET}releases"), "128.0"));
+    let cfg = push_config_allowing(&s, &file_destination(&dest, false), r#"["build"]"#);
     let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code(&out), 3);
     assert!(
-        stderr(&out).contains("may not be published"),
+        stderr(&out).contains(&format!("{SIGNING_DEP} is a verified signing task"))
+            && stderr(&out).contains("may not be published"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+}
+
+/// Issue 8, point 7: a `file://` push never writes through a symlink, whether it is planted as
+/// an intermediate directory, as the object itself, or is the configured directory.
+#[test]
+fn push_refuses_symlinks_in_a_local_destination() {
+    use std::os::unix::fs::symlink;
+    let s = push_scenario();
+    let elsewhere = s.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let victim = elsewhere.join("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let refused = |out: &Output, what: &Path| {
+        assert_eq!(code(out), 1, "{}", stderr(out));
+        assert!(
+            stderr(out).contains(&format!("destination path {}", what.display()))
+                && stderr(out).contains("symlink"),
+            "{}",
+            stderr(out)
+        );
+        assert!(!s.artifacts().join("public/manifest.json").exists());
+    };
+
+    // An intermediate directory: <dest>/pub/firefox/128.0 -> elsewhere.
+    let dest = s.path("dest1");
+    std::fs::create_dir_all(dest.join("pub/firefox")).unwrap();
+    symlink(&elsewhere, dest.join("pub/firefox/128.0")).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    refused(&out, &dest.join("pub/firefox/128.0"));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+
+    // The object itself: <dest>/.../target.checksums -> elsewhere/victim, even with overwrite.
+    let dest = s.path("dest2");
+    let base = dest.join("pub/firefox/128.0/linux64");
+    std::fs::create_dir_all(&base).unwrap();
+    symlink(&victim, base.join("target.checksums")).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, true));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    refused(&out, &base.join("target.checksums"));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    assert!(
+        std::fs::symlink_metadata(base.join("target.checksums"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
+
+    // The configured directory itself.
+    let real = s.path("dest3");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = s.path("dest3-link");
+    symlink(&real, &link).unwrap();
+    let cfg = push_config(&s, &file_destination(&link, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    refused(&out, &link);
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+}
+
+/// Issue 8, point 6: the kind that decides what may be published is the one the chain of trust
+/// verified (`taskKind` in `cot/manifest.json`), not the payload's `taskType` label.
+#[test]
+fn push_trusts_the_verified_kind_not_the_payload_task_type() {
+    let mut s = Scenario::new();
+    // DEP is a decision task: its verified file is the task graph.
+    s.upstream(DEP, "decision", "public/task-graph.json", b"{}\n");
+    s.upstream(DEP2, "build", "public/build/target.tar.gz", b"build bytes");
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config_allowing(&s, &file_destination(&dest, false), r#"["build"]"#);
+    let task_with = |dep_type: &str| {
+        task(
+            &[&format!("{BUCKET}releases")],
+            json!({
+                "product": "firefox", "version": "128.0", "platform": "linux64",
+                "upstreamArtifacts": [
+                    {"taskId": DEP, "taskType": dep_type, "paths": ["public/task-graph.json"]},
+                    {"taskId": DEP2, "taskType": "build", "paths": ["public/build/target.tar.gz"]}
+                ]
+            }),
+        )
+    };
+
+    // The payload calls the decision task a build: refused, nothing published.
+    s.task(&task_with("build"));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "upstream task {DEP} is labelled taskType \"build\" in the payload, but the chain of \
+             trust verified it as decision"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+
+    // Labelled honestly, the decision task's file is still not publishable (only build is).
+    s.task(&task_with("decision"));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{DEP} is a verified decision task")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+
+    // The genuine case: a verified build task labelled build is published.
+    s.task(&task(
+        &[&format!("{BUCKET}releases")],
+        json!({
+            "product": "firefox", "version": "128.0", "platform": "linux64",
+            "upstreamArtifacts": [
+                {"taskId": DEP2, "taskType": "build", "paths": ["public/build/target.tar.gz"]}
+            ]
+        }),
+    ));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(dest.join("pub/firefox/128.0/linux64/target.tar.gz")).unwrap(),
+        b"build bytes"
+    );
+}
+
+#[test]
+fn push_refuses_manifest_of_another_version() {
+    let s = push_scenario();
+    let manifest = s.work().join("cot/manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    // What a version-1 worker wrote: no verified kinds.
+    m["version"] = json!(1);
+    for a in m["artifacts"].as_array_mut().unwrap() {
+        a.as_object_mut().unwrap().remove("taskKind");
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let dest = s.path("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let cfg = push_config(&s, &file_destination(&dest, false));
+    let out = s.run(&["push", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown version 1"),
         "{}",
         stderr(&out)
     );
@@ -825,7 +993,7 @@ fn push_refuses_template_value_with_parent_traversal_end_to_end() {
     let loose_path = s.path("loose.schema.json");
     std::fs::write(&loose_path, serde_json::to_vec(&loose).unwrap()).unwrap();
     s.task(&push_task(&format!("{BUCKET}releases"), "1/../../../etc"));
-    s.upstream(DEP, "public/extra", b"x");
+    s.upstream(DEP, "build", "public/extra", b"x");
     let dest = s.path("dest");
     std::fs::create_dir_all(&dest).unwrap();
     let cfg = push_config(&s, &file_destination(&dest, false));
@@ -1025,9 +1193,9 @@ fn sign_scenario() -> (Scenario, ReleaseKey, PathBuf) {
     let mut s = Scenario::new();
     // Big enough to need many read chunks (streamed), small enough to keep the test fast.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    s.upstream(DEP, "public/build/target.tar.gz", &big);
-    s.upstream(DEP, "public/build/target.zip", b"zip bytes");
-    s.upstream(DEP2, "public/build/langpack.xpi", b"xpi bytes");
+    s.upstream(DEP, "build", "public/build/target.tar.gz", &big);
+    s.upstream(DEP, "build", "public/build/target.zip", b"zip bytes");
+    s.upstream(DEP2, "build", "public/build/langpack.xpi", b"xpi bytes");
     s.task(&task(
         &[&cert_scope()],
         json!({"upstreamArtifacts": [
@@ -1260,14 +1428,16 @@ fn sign_refuses_key_readable_by_others_and_unverified_inputs() {
 
 #[test]
 fn example_configs_parse() {
-    let sign: chainlock::scripts::sign::SignConfig =
-        toml::from_str(&std::fs::read_to_string(repo().join("etc/sign.example.toml")).unwrap())
-            .unwrap();
+    let sign: chainlock::scripts::sign::SignConfig = chainlock::toml_text::from_str(
+        &std::fs::read_to_string(repo().join("etc/sign.example.toml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(sign.keys.len(), 2);
     assert_eq!(sign.limits, Limits::default());
-    let push: chainlock::scripts::push::PushConfig =
-        toml::from_str(&std::fs::read_to_string(repo().join("etc/push.example.toml")).unwrap())
-            .unwrap();
+    let push: chainlock::scripts::push::PushConfig = chainlock::toml_text::from_str(
+        &std::fs::read_to_string(repo().join("etc/push.example.toml")).unwrap(),
+    )
+    .unwrap();
     chainlock::scripts::push::PathTemplate::parse(&push.path_template).unwrap();
     assert_eq!(push.destinations.len(), 2);
 }

@@ -1300,6 +1300,15 @@ mod online {
         let manifest: chainlock::manifest::VerifiedManifest =
             serde_json::from_slice(&std::fs::read(cot.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(manifest.artifacts.len(), 2);
+        // Each entry carries the kind the policy verified for its task.
+        for a in &manifest.artifacts {
+            let expected = if a.task_id == fx.b.id {
+                chainlock::chain_policy::LinkKind::Build
+            } else {
+                chainlock::chain_policy::LinkKind::Decision
+            };
+            assert_eq!(a.task_kind, expected, "{}/{}", a.task_id, a.path);
+        }
         // Only cot/ is left in the work dir: the evidence staging area is gone.
         assert_eq!(std::fs::read_dir(&work).unwrap().count(), 1);
 

@@ -1049,6 +1049,7 @@ async fn config_check_runs_the_startup_checks_read_only() {
         "payload schema",
         "chain policy",
         "signing key",
+        "credentials file",
         "run_as",
         "trust store",
         "own key trusted",
@@ -1076,7 +1077,51 @@ async fn config_check_runs_the_startup_checks_read_only() {
         stdout.contains("\nFAIL  own key trusted: not checked"),
         "{stdout}"
     );
-    assert!(err.contains("2 of 8 start-up checks failed"), "{err}");
+    assert!(err.contains("2 of 9 start-up checks failed"), "{err}");
+
+    // Issue 8: a credentials file group or others can read is refused by `config check` and by
+    // the worker's start-up, with no other setting involved (no run_as); 0600 passes.
+    let creds = env.dir.join("creds.json");
+    std::fs::write(
+        &creds,
+        format!("{{\"clientId\": \"test-worker\", \"accessToken\": \"{TOKEN}\"}}"),
+    )
+    .unwrap();
+    let with_creds = format!(
+        "{}\n[credentials]\nfile = \"creds.json\"\n",
+        std::fs::read_to_string(env.dir.join("worker.toml")).unwrap()
+    );
+    std::fs::write(env.dir.join("creds.toml"), with_creds).unwrap();
+    set_mode(&creds, 0o644);
+    let (code, stdout, err) = check(&env, "creds.toml");
+    assert_eq!(code, Some(64), "{stdout}\n{err}");
+    assert!(
+        err.contains(&format!("credentials file {}", creds.display()))
+            && err.contains("mode 0644 grants group or other access")
+            && err.contains("chmod 600"),
+        "{err}"
+    );
+    let out = env
+        .command("creds.toml", &["--max-tasks", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mode 0644 grants group or other access"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(TOKEN));
+    set_mode(&creds, 0o600);
+    let (code, stdout, err) = check(&env, "creds.toml");
+    assert_eq!(code, Some(0), "{stdout}\n{err}");
+    assert!(
+        stdout.contains(&format!(
+            "\nok    credentials file: {}: not accessible by group or others",
+            creds.display()
+        )),
+        "{stdout}"
+    );
 
     let wrong_pin = std::fs::read_to_string(env.dir.join("worker.toml"))
         .unwrap()
@@ -1580,8 +1625,9 @@ async fn run_as_isolates_the_script_from_the_worker_secrets() {
     .unwrap();
     let out = env.run_worker(1).await;
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    // Refused whatever the run_as settings (the loader's private-file rule comes first).
     assert!(
-        stderr(&out).contains("/credentials/file") && stderr(&out).contains("0644"),
+        stderr(&out).contains("credentials file") && stderr(&out).contains("0644"),
         "{}",
         stderr(&out)
     );

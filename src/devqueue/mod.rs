@@ -115,12 +115,12 @@ pub fn load_clients_file(path: &Path) -> Result<Vec<Client>, DevQueueError> {
         path: path.to_owned(),
         source,
     })?;
-    let file: ClientsFile = toml::from_str(&text).map_err(|e| DevQueueError::ClientsFile {
-        path: path.to_owned(),
-        // toml's message quotes the offending line, which could be a token: keep only the
-        // description and position.
-        message: format!("{} (at byte {:?})", e.message(), e.span()),
-    })?;
+    let file: ClientsFile =
+        crate::toml_text::from_str(&text).map_err(|e| DevQueueError::ClientsFile {
+            path: path.to_owned(),
+            // Position and message only: the offending line could hold a token.
+            message: e.to_string(),
+        })?;
     if file.clients.is_empty() {
         return Err(DevQueueError::NoClients);
     }

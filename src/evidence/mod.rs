@@ -356,6 +356,7 @@ pub fn materialize(
         }
         artifacts.push(VerifiedArtifact {
             task_id: f.task_id.clone(),
+            task_kind: f.kind,
             path: f.path.to_string(),
             sha256: f.sha256.clone(),
             size: copied.size,

@@ -344,7 +344,7 @@ pub fn write_new_key(
 /// Refuses ([`OpenPgpError::KeyFilePermissions`]) a file that group or others can access in any
 /// way: a key others can read is a key others may have copied.
 pub fn load_signing_key(path: &Path, at: DateTime<Utc>) -> Result<SigningKey, OpenPgpError> {
-    use std::os::unix::fs::PermissionsExt;
+    use crate::secret::{PrivateFileError, check_private_file};
     let io = |source| OpenPgpError::Io {
         path: path.to_path_buf(),
         source,
@@ -353,17 +353,19 @@ pub fn load_signing_key(path: &Path, at: DateTime<Utc>) -> Result<SigningKey, Op
     // Check the opened file itself (fstat), not the path, so a swap between check and read
     // cannot slip another file in.
     let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(OpenPgpError::NotARegularFile {
-            path: path.to_path_buf(),
-        });
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(OpenPgpError::KeyFilePermissions {
-            path: path.to_path_buf(),
-            mode,
-        });
+    match check_private_file(&meta) {
+        Ok(()) => {}
+        Err(PrivateFileError::GroupOrOtherAccess { mode }) => {
+            return Err(OpenPgpError::KeyFilePermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        Err(_) => {
+            return Err(OpenPgpError::NotARegularFile {
+                path: path.to_path_buf(),
+            });
+        }
     }
     let bytes = read_capped(file, path, MAX_KEY_FILE_BYTES)?;
     let tsk = Cert::from_bytes(&bytes).map_err(|e| OpenPgpError::Parse {

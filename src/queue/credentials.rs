@@ -4,9 +4,13 @@
 //! through the [`EnvSource`] trait so parsing is tested with a map and nothing else in chainlock
 //! reads `TASKCLUSTER_*` variables. The access token and certificate live in [`Secret`], so no
 //! `Debug` output, log line or error ever shows them.
+//!
+//! The credentials file must pass [`crate::secret::check_private_file`] (no group or other
+//! permission bit), the same rule as the chain-of-trust signing key, whatever else is
+//! configured: `[script] run_as` only adds that the script's uid must not own it.
 
 use crate::queue::types::TaskCredentials;
-use crate::secret::Secret;
+use crate::secret::{PrivateFileError, Secret, check_private_file};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,15 @@ pub enum CredentialsError {
         /// The IO error.
         #[source]
         source: std::io::Error,
+    },
+    /// The credentials file is not a regular file, or group or others have a permission bit on
+    /// it.
+    #[error("credentials file {path}: {reason}")]
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: PrivateFileError,
     },
     /// The credentials file is not the expected JSON (the parser's message is not included:
     /// it could quote the token).
@@ -137,11 +150,16 @@ impl Credentials {
 
     /// Reads `{"clientId", "accessToken", "certificate"?}` from a JSON file; the certificate may
     /// be a JSON object or a string holding one.
+    /// The file must be private ([`check_file`]).
     pub fn from_json_file(path: &Path) -> Result<Credentials, CredentialsError> {
-        let bytes = std::fs::read(path).map_err(|source| CredentialsError::Read {
+        use std::io::Read as _;
+        let read_err = |source| CredentialsError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut file = open_private(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(read_err)?;
         let file: CredentialsFile =
             serde_json::from_slice(&bytes).map_err(|_| CredentialsError::Malformed {
                 path: path.to_owned(),
@@ -156,6 +174,28 @@ impl Credentials {
             certificate,
         })
     }
+}
+
+/// Refuses a credentials file that is not a regular file or that group or others have any
+/// permission on. For `chainlock config check`; [`Credentials::from_json_file`] applies the same
+/// check to the file it reads.
+pub fn check_file(path: &Path) -> Result<(), CredentialsError> {
+    open_private(path).map(|_| ())
+}
+
+/// Opens `path` and checks the opened file (fstat), so the checked file is the one read.
+fn open_private(path: &Path) -> Result<std::fs::File, CredentialsError> {
+    let read_err = |source| CredentialsError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    check_private_file(&meta).map_err(|reason| CredentialsError::NotPrivate {
+        path: path.to_owned(),
+        reason,
+    })?;
+    Ok(file)
 }
 
 fn check_certificate(client_id: &str, v: serde_json::Value) -> Result<Secret, CredentialsError> {
@@ -231,6 +271,7 @@ mod tests {
             r#"{"clientId":"c","accessToken":"tok-secret","certificate":{"version":1}}"#,
         )
         .unwrap();
+        set_mode(&p, 0o600);
         let c = Credentials::from_json_file(&p).unwrap();
         assert_eq!(c.access_token.expose(), "tok-secret");
         assert!(c.certificate.is_some());
@@ -239,5 +280,40 @@ mod tests {
         let e = Credentials::from_json_file(&p).unwrap_err();
         assert!(matches!(e, CredentialsError::Malformed { .. }));
         assert!(!e.to_string().contains("tok-secret"));
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Issue 8: a credentials file group or others can access is refused, whatever the rest of
+    /// the configuration says.
+    #[test]
+    fn from_json_file_refuses_a_file_group_or_others_can_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"clientId":"c","accessToken":"tok-secret"}"#).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            set_mode(&p, mode);
+            let e = Credentials::from_json_file(&p).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    CredentialsError::NotPrivate {
+                        reason: PrivateFileError::GroupOrOtherAccess { mode: m },
+                        ..
+                    } if m == mode
+                ),
+                "{mode:o}: {e}"
+            );
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+            assert!(check_file(&p).is_err());
+        }
+        set_mode(&p, 0o600);
+        assert_eq!(Credentials::from_json_file(&p).unwrap().client_id, "c");
+        check_file(&p).unwrap();
+        let e = Credentials::from_json_file(dir.path()).unwrap_err();
+        assert!(matches!(e, CredentialsError::NotPrivate { .. }), "{e}");
     }
 }

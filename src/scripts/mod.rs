@@ -14,6 +14,13 @@
 //! outputs at `$CHAINLOCK_ARTIFACT_DIR/<artifact name>`. Exit codes: 0 ok, 1 failure,
 //! 3 malformed-payload, 4 resource-unavailable, 5 internal-error.
 //!
+//! Only verified facts are acted on. An upstream task's kind (`build`, `signing`...) comes from
+//! the manifest's `taskKind`, which the worker took from its chain policy; the payload's
+//! `upstreamArtifacts[].taskType` is still required by the schemas (compatibility with
+//! scriptworker-style payloads), but a label that disagrees with the verified kind is refused
+//! as a malformed payload instead of being silently corrected: a task that mislabels its inputs
+//! was built wrongly or is probing the worker, and either way should not run.
+//!
 //! What this module must not do: read private keys other than the one selected by the task's
 //! scope, write outside the artifact directory (or the configured destination), or follow a
 //! symlink out of the work directory.
@@ -21,6 +28,7 @@
 pub mod push;
 pub mod sign;
 
+use crate::chain_policy::LinkKind;
 use crate::ids::TaskId;
 use crate::manifest::{MANIFEST_FILE, MANIFEST_VERSION, VerifiedManifest};
 use crate::validate::path::ArtifactPath;
@@ -126,6 +134,20 @@ pub enum ScriptError {
         /// Size now.
         actual_size: u64,
     },
+    /// The payload labels an upstream task with a type other than the kind the chain of trust
+    /// verified for it.
+    #[error(
+        "upstream task {task_id} is labelled taskType {claimed:?} in the payload, but the chain \
+         of trust verified it as {verified}"
+    )]
+    TaskTypeMismatch {
+        /// The upstream task.
+        task_id: TaskId,
+        /// The payload's `taskType`.
+        claimed: String,
+        /// The kind from the verified manifest.
+        verified: LinkKind,
+    },
     /// Two inputs would produce the same output name.
     #[error("two upstream files would produce the same output {name:?}")]
     OutputCollision {
@@ -160,6 +182,15 @@ pub enum ScriptError {
         /// Why (never includes credentials).
         reason: String,
     },
+    /// A local destination path goes through a symlink or something that is not a plain
+    /// directory/file; nothing is written there.
+    #[error("destination path {path}: {reason}; refusing to write through it")]
+    UnsafeDestination {
+        /// The offending component.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Objects already exist at the destination with different content.
     #[error(
         "{} object(s) already exist with different content and overwriting is disabled: {}",
@@ -179,7 +210,8 @@ impl ScriptError {
     ///
     /// Decisions: a file that changed after verification is a `failure` (1), not
     /// `malformed-payload`: the task author did nothing wrong, the host did, and it must be
-    /// loud. A task asking for a file its verified chain does not contain is malformed (3).
+    /// loud; so is a symlink planted in a local destination. A task asking for a file its
+    /// verified chain does not contain, or mislabelling an upstream task's kind, is malformed (3).
     /// Destination errors are `resource-unavailable` (4); configuration problems are
     /// `internal-error` (5) because the operator, not the task, must fix them.
     pub fn exit_code(&self) -> i32 {
@@ -187,10 +219,12 @@ impl ScriptError {
             ScriptError::TaskJson { .. }
             | ScriptError::Rejected(_)
             | ScriptError::NotVerified { .. }
+            | ScriptError::TaskTypeMismatch { .. }
             | ScriptError::OutputCollision { .. }
             | ScriptError::BadInput(_) => EXIT_MALFORMED_PAYLOAD,
             ScriptError::HashMismatch { .. }
             | ScriptError::NotRegularFile { .. }
+            | ScriptError::UnsafeDestination { .. }
             | ScriptError::Conflict { .. } => EXIT_FAILURE,
             ScriptError::Destination { .. } => EXIT_RESOURCE_UNAVAILABLE,
             ScriptError::MissingEnv { .. }
@@ -280,9 +314,10 @@ pub(crate) fn read_toml_config<T: serde::de::DeserializeOwned>(
         path: path.to_owned(),
         reason: "not UTF-8".into(),
     })?;
-    toml::from_str(&text).map_err(|e| ScriptError::Config {
+    // Position and message only: the source line may hold a secret.
+    crate::toml_text::from_str(&text).map_err(|e| ScriptError::Config {
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason: format!("not valid TOML: {e}"),
     })
 }
 
@@ -332,8 +367,8 @@ pub(crate) fn build_validator<'a>(
 pub struct VerifiedInput {
     /// The upstream task.
     pub task_id: TaskId,
-    /// The upstream task's type from the payload.
-    pub task_type: String,
+    /// The upstream task's kind from the verified manifest (never the payload's label).
+    pub task_kind: LinkKind,
     /// The artifact path.
     pub path: ArtifactPath,
     /// `<work_dir>/cot/<taskId>/<path>`.
@@ -345,7 +380,8 @@ pub struct VerifiedInput {
 }
 
 /// Reads `cot/manifest.json` and matches every requested upstream file against it. Optional
-/// entries missing from the manifest are skipped; a missing non-optional file is refused.
+/// entries missing from the manifest are skipped; a missing non-optional file is refused, and
+/// so is a payload `taskType` that differs from the file's verified `taskKind`.
 pub fn resolve_inputs(
     env: &ScriptEnv,
     task: &ValidatedTask,
@@ -357,11 +393,20 @@ pub fn resolve_inputs(
         reason,
     };
     let bytes = read_capped(&manifest_path, MAX_MANIFEST_BYTES)?;
+    // The version first, so an older worker's manifest is reported as such rather than as a
+    // missing field.
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let VersionOnly { version } = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if version != MANIFEST_VERSION {
+        return Err(bad(format!(
+            "unknown version {version} (this script reads version {MANIFEST_VERSION})"
+        )));
+    }
     let manifest: VerifiedManifest =
         serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-    if manifest.version != MANIFEST_VERSION {
-        return Err(bad(format!("unknown version {}", manifest.version)));
-    }
     let mut by_key = HashMap::new();
     for a in &manifest.artifacts {
         if !is_sha256_hex(&a.sha256) {
@@ -373,9 +418,16 @@ pub fn resolve_inputs(
     for up in task.upstream_artifacts() {
         for p in &up.paths {
             match by_key.get(&(up.task_id.as_str(), p.as_str())) {
+                Some(a) if a.task_kind.as_str() != up.task_type => {
+                    return Err(ScriptError::TaskTypeMismatch {
+                        task_id: up.task_id.clone(),
+                        claimed: up.task_type.clone(),
+                        verified: a.task_kind,
+                    });
+                }
                 Some(a) => out.push(VerifiedInput {
                     task_id: up.task_id.clone(),
-                    task_type: up.task_type.clone(),
+                    task_kind: a.task_kind,
                     path: p.clone(),
                     file: cot.join(up.task_id.as_str()).join(p.as_str()),
                     sha256: a.sha256.clone(),

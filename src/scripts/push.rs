@@ -6,10 +6,27 @@
 //! Object keys come from the config's path template (`{product}/{version}/{platform}/{name}`)
 //! filled with payload values, each checked so no value can climb out of the prefix.
 //!
+//! Which upstream files may be published is decided by their *verified* kind: the `taskKind`
+//! the worker wrote into `cot/manifest.json` from its chain policy. `allowed_task_types` and
+//! the `{task_type}` template variable both use that kind. The payload's
+//! `upstreamArtifacts[].taskType` is only a label the task author wrote; it must equal the
+//! verified kind or the task is refused as malformed (see [`super::resolve_inputs`]), so a
+//! payload cannot get a decision task's file published by calling it `build`.
+//!
 //! Publishing is idempotent: an object that already holds identical bytes is left alone; one
 //! with different bytes is a conflict that fails the task before anything is uploaded, unless
 //! the destination allows overwriting. A push that failed half-way can therefore simply be
 //! re-run. `public/manifest.json` lists every published URL with its size and sha256.
+//!
+//! A `file://` destination never writes through a symlink. Before an object is looked at and
+//! again just before it is written, every component of its path from the configured directory
+//! down (the directory itself included) is checked with `symlink_metadata`: a symlink anywhere
+//! (say a planted `<dest>/pub/firefox/1.0 -> /etc`) fails the task before anything is
+//! published. The write itself goes to a new staging file next to the object (created with
+//! `O_EXCL`) that is then renamed over it, so even a symlink appearing at the final component
+//! is replaced, not followed (object_store's `LocalFileSystem` does this). What remains is a
+//! race with someone swapping a checked *directory* for a symlink between the check and the
+//! write; the destination directory must therefore be writable only by the worker's user.
 //!
 //! What this module must not do: publish a file whose bytes differ from the verified manifest,
 //! choose a destination from the payload, put credentials in a log, error or the manifest, or
@@ -19,6 +36,7 @@ use super::{
     ScriptEnv, ScriptError, VerifiedInput, build_validator, check_digest, load_task, open_input,
     read_capped, read_toml_config, recheck_input, resolve_inputs, write_artifact,
 };
+use crate::chain_policy::LinkKind;
 use crate::secret::Secret;
 use crate::validate::Limits;
 use crate::validate::path::{PathError, check_relative_path};
@@ -55,9 +73,11 @@ pub struct PushConfig {
     /// Object key template; variables `{product}`, `{version}`, `{platform}`, `{name}` (the
     /// artifact's file name), `{task_id}`, `{task_type}`. Must contain `{name}`.
     pub path_template: String,
-    /// Upstream task types whose files may be published (e.g. `["build", "signing"]` to publish
-    /// builds together with the detached signatures of an upstream signing task).
-    pub allowed_task_types: Vec<String>,
+    /// Upstream task kinds whose files may be published (e.g. `["build", "signing"]` to publish
+    /// builds together with the detached signatures of an upstream signing task). Matched
+    /// against the kind verified by the chain of trust (the manifest's `taskKind`), never the
+    /// payload's `taskType`; values use the chain policy's spelling, unknown ones are refused.
+    pub allowed_task_types: Vec<LinkKind>,
     /// How many files are uploaded at once (default 4).
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
@@ -118,7 +138,7 @@ pub enum Var {
     Name,
     /// `{task_id}`: the upstream task id.
     TaskId,
-    /// `{task_type}`: the upstream task type.
+    /// `{task_type}`: the upstream task's verified kind (from the manifest, not the payload).
     TaskType,
 }
 
@@ -293,6 +313,9 @@ struct Destination {
     store: Arc<dyn ObjectStore>,
     /// Key prefix inside the store (empty for `file://`).
     prefix: String,
+    /// The configured directory of a `file://` destination, whose object paths are checked for
+    /// symlinks before use; `None` for object stores.
+    local_root: Option<PathBuf>,
     /// Base for manifest URLs, ending with `/`.
     public_base: String,
     overwrite: bool,
@@ -308,14 +331,17 @@ impl Destination {
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
             return Err(bad("url must not carry credentials or a query".into()));
         }
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = match url.scheme() {
+        let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, _) = match url.scheme() {
             "file" => {
                 let dir = url
                     .to_file_path()
                     .map_err(|()| bad("file:// url must be an absolute local path".into()))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(format!("{}: {e}", dir.display())))?;
-                (Arc::new(store), String::new())
+                // Without the trailing '/' of a directory URL: `symlink_metadata("link/")`
+                // would resolve the link instead of reporting it.
+                let root: PathBuf = dir.components().collect();
+                (Arc::new(store), String::new(), Some(root))
             }
             "s3" => {
                 let bucket = url
@@ -343,7 +369,7 @@ impl Destination {
                     }
                 }
                 let store = b.build().map_err(|e| bad(format!("s3: {e}")))?;
-                (Arc::new(store), prefix)
+                (Arc::new(store), prefix, None)
             }
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         };
@@ -360,6 +386,7 @@ impl Destination {
         Ok(Destination {
             store,
             prefix,
+            local_root,
             public_base,
             overwrite: cfg.overwrite,
         })
@@ -377,28 +404,71 @@ impl Destination {
     fn url(&self, key: &str) -> String {
         format!("{}{key}", self.public_base)
     }
+
+    /// For a `file://` destination: refuses `key` if the configured directory or any existing
+    /// component of `<dir>/<key>` is a symlink, an intermediate component is not a directory, or
+    /// the final one exists and is not a regular file. Components that do not exist yet are
+    /// fine (they are created as real directories). No-op for object stores.
+    fn check_local(&self, key: &str) -> Result<(), ScriptError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let unsafe_path = |path: &Path, reason: &'static str| ScriptError::UnsafeDestination {
+            path: path.to_owned(),
+            reason,
+        };
+        let io = |path: &Path, e: std::io::Error| ScriptError::Destination {
+            url: self.url(key),
+            reason: format!("{}: {e}", path.display()),
+        };
+        match std::fs::symlink_metadata(root) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_path(root, "the destination directory is a symlink"));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(unsafe_path(root, "the destination is not a directory"));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(io(root, e)),
+        }
+        let parts: Vec<&str> = key.split('/').collect();
+        let mut cur = root.clone();
+        for (i, part) in parts.iter().enumerate() {
+            cur.push(part);
+            let last = i + 1 == parts.len();
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(unsafe_path(&cur, "is a symlink"));
+                }
+                Ok(m) if !last && !m.is_dir() => {
+                    return Err(unsafe_path(&cur, "exists and is not a directory"));
+                }
+                Ok(m) if last && !m.is_file() => {
+                    return Err(unsafe_path(&cur, "exists and is not a regular file"));
+                }
+                Ok(_) => {}
+                // Nothing below a missing component can exist.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io(&cur, e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads an S3 credentials file, refusing one that group or others can access.
 fn read_credentials(path: &Path) -> Result<S3Credentials, ScriptError> {
-    use std::os::unix::fs::PermissionsExt;
     let bad = |reason: String| ScriptError::Config {
         path: path.to_owned(),
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if !meta.is_file() || mode & 0o077 != 0 {
-        return Err(bad(format!(
-            "credentials file has mode {mode:04o}; it must be a regular file not accessible \
-             by group or others (chmod 600)"
-        )));
-    }
+    crate::secret::check_private_file(&meta).map_err(|e| bad(format!("credentials file: {e}")))?;
     let bytes = read_capped(path, MAX_CREDENTIALS_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
-    // toml's message could quote the offending line, which may hold a secret: keep only a
-    // generic reason.
-    toml::from_str(&text).map_err(|_| bad("not a valid credentials TOML file".into()))
+    // Position and message only (never the source line, which may hold a secret).
+    crate::toml_text::from_str(&text)
+        .map_err(|e| bad(format!("not a valid credentials TOML file: {e}")))
 }
 
 /// What happens to one object.
@@ -492,20 +562,18 @@ async fn run_inner(config_path: &Path, dry_run: bool) -> Result<(), ScriptError>
     let dest = Destination::open(scope.value(), dest_cfg)?;
 
     let inputs = resolve_inputs(&env, &task)?;
-    let allowed: BTreeSet<&str> = config
-        .allowed_task_types
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let allowed: BTreeSet<LinkKind> = config.allowed_task_types.iter().copied().collect();
     let payload = task.payload();
     let field = |k: &str| payload.get(k).and_then(serde_json::Value::as_str);
     let mut plans = Vec::new();
     let mut keys = BTreeSet::new();
     for input in inputs {
-        if !allowed.contains(input.task_type.as_str()) {
+        // The verified kind, never the payload's label (resolve_inputs refused a disagreement).
+        if !allowed.contains(&input.task_kind) {
             return Err(ScriptError::BadInput(format!(
-                "upstream task type {:?} ({}) may not be published by this worker",
-                input.task_type, input.task_id
+                "upstream task {} is a verified {} task; its files may not be published by this \
+                 worker (allowed_task_types)",
+                input.task_id, input.task_kind
             )));
         }
         let values = TemplateValues {
@@ -514,7 +582,7 @@ async fn run_inner(config_path: &Path, dry_run: bool) -> Result<(), ScriptError>
             platform: field("platform"),
             name: Some(input.path.file_name()),
             task_id: Some(input.task_id.as_str()),
-            task_type: Some(&input.task_type),
+            task_type: Some(input.task_kind.as_str()),
         };
         let key = template
             .render(&values)
@@ -523,6 +591,9 @@ async fn run_inner(config_path: &Path, dry_run: bool) -> Result<(), ScriptError>
             return Err(ScriptError::OutputCollision { name: key });
         }
         let location = dest.location(&key)?;
+        // Before anything at the destination is read or written (a planted symlink must not
+        // even be hashed through).
+        dest.check_local(&key)?;
         let url = dest.url(&key);
         plans.push(Planned {
             input,
@@ -665,6 +736,8 @@ async fn existing_action(dest: &Destination, p: &Planned) -> Result<Action, Scri
 /// Streams one file to its object, hashing on the way; if the bytes sent differ from the
 /// verified manifest (the file changed during the upload), the object is deleted again.
 async fn upload(env: &ScriptEnv, dest: &Destination, p: &Planned) -> Result<(), ScriptError> {
+    // Again right before writing: the check at planning time was a while (hashing) ago.
+    dest.check_local(&p.key)?;
     let file = open_input(env, &p.input)?;
     let mut file = tokio::fs::File::from_std(file);
     // Memory per upload is bounded by the buffer and the in-flight parts, never the file size.

@@ -187,9 +187,10 @@ impl Policy {
         let text = std::str::from_utf8(bytes).map_err(|e| TrustError::PolicyParse {
             reason: format!("not UTF-8: {e}"),
         })?;
-        let file: PolicyFile = toml::from_str(text).map_err(|e| TrustError::PolicyParse {
-            reason: e.to_string(),
-        })?;
+        let file: PolicyFile =
+            crate::toml_text::from_str(text).map_err(|e| TrustError::PolicyParse {
+                reason: e.to_string(),
+            })?;
         Policy::check(file)
     }
 

@@ -368,7 +368,9 @@ impl SelectedScope {
 pub struct UpstreamArtifact {
     /// The upstream task (a dependency of this task).
     pub task_id: TaskId,
-    /// The upstream task's type (`build`, `signing`, ...), also its chain-of-trust link type.
+    /// The upstream task's type (`build`, `signing`, ...) as the task author wrote it. Not
+    /// trusted: the verified kind comes from the chain policy (`cot/manifest.json`'s
+    /// `taskKind`), and the scripts refuse a payload whose label disagrees with it.
     pub task_type: String,
     /// Files from that task, each checked by [`path::check_relative_path`].
     pub paths: Vec<ArtifactPath>,

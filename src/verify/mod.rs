@@ -144,6 +144,9 @@ pub struct Mode {
 pub struct VerifiedFile {
     /// The task that produced it.
     pub task_id: TaskId,
+    /// What the producing task is, from the chain policy (keyed by the queue the queue service
+    /// recorded for it), never from the consuming task's payload.
+    pub kind: LinkKind,
     /// Its name.
     pub path: ArtifactPath,
     /// The signed, matching sha256.
@@ -669,9 +672,15 @@ fn check_artifacts(
         if !u.download {
             continue;
         }
+        // A document is only accepted (check 3) for a link whose queue the policy names, so
+        // the kind is known here; a link without one already carries an UnknownQueue error.
+        let Some(kind) = st.role.as_ref().map(|r| r.kind) else {
+            continue;
+        };
         match evidence.digest(&u.upstream, &path, limits.max_artifact_bytes) {
             Ok(Some(d)) if d.sha256 == expected => files.push(VerifiedFile {
                 task_id: u.upstream.clone(),
+                kind,
                 path,
                 sha256: d.sha256,
                 size: d.size,

@@ -3,7 +3,7 @@
 //! Why it exists: a release worker that cannot validate its input, verify its chain or sign its
 //! output must not claim anything. So, before the first `claimWork`, [`Startup::prepare`]
 //! compiles the task validator, loads the chain policy, loads the signing key (refusing one
-//! group or others can read), loads the trust store from the configured pin and the state file,
+//! group or others can read; the same rule for the `[credentials] file`), loads the trust store from the configured pin and the state file,
 //! proves that the trust store accepts a signature made with our key for our worker
 //! implementation, and, when `[script] run_as` is set, proves that the script's user can read
 //! neither the signing key nor the credentials file. Any failure is a [`StartupError`], which
@@ -120,6 +120,15 @@ pub enum StartupError {
         config: PathBuf,
         /// What the probe found (one line per failed property).
         reason: String,
+    },
+    /// `[credentials] file`: unreadable, not a regular file, or group or others have a
+    /// permission bit on it (the signing key's rule, whatever else is configured).
+    #[error("config file {config}: /credentials/file: {source}")]
+    CredentialsFile {
+        /// The config file.
+        config: PathBuf,
+        /// Why.
+        source: crate::queue::CredentialsError,
     },
     /// A file named by the configuration could not be inspected.
     #[error("config file {config}: {pointer}: cannot inspect {path}: {source}")]
@@ -357,6 +366,7 @@ impl Startup {
         let validator = load_validator(config)?;
         let policy = load_chain_policy(config)?;
         let signing_key = load_key(config, now)?;
+        check_credentials_file(config)?;
         check_run_as(config)?;
         let trust = TrustGuard::load(cot, now, trust_limits).map_err(|e| trust_error(config, e))?;
         if let Some(store) = &trust.current {
@@ -399,6 +409,21 @@ fn load_key(config: &Config, now: DateTime<Utc>) -> Result<SigningKey, StartupEr
             source: e,
         }
     })
+}
+
+/// `[credentials] file`, when set, must be private like the signing key. (The worker's loader
+/// refuses such a file too; checking here keeps the rule visible in `chainlock config check`.)
+fn check_credentials_file(config: &Config) -> Result<Option<&Path>, StartupError> {
+    let Some(path) = &config.credentials.file else {
+        return Ok(None);
+    };
+    crate::queue::credentials::check_file(path).map_err(|source| {
+        StartupError::CredentialsFile {
+            config: config.source.clone(),
+            source,
+        }
+    })?;
+    Ok(Some(path))
 }
 
 /// With `[script] run_as`: neither the signing key nor the credentials file may be readable by
@@ -524,6 +549,19 @@ pub fn check_config(config: &Config, now: DateTime<Utc>) -> Vec<Check> {
             None
         }
     };
+    push(
+        "credentials file",
+        match check_credentials_file(config) {
+            Ok(None) => {
+                CheckOutcome::Ok("not configured (credentials from the environment)".into())
+            }
+            Ok(Some(path)) => CheckOutcome::Ok(format!(
+                "{}: not accessible by group or others",
+                path.display()
+            )),
+            Err(e) => CheckOutcome::Failed(e),
+        },
+    );
     push(
         "run_as",
         match (config.script.run_as, check_run_as(config)) {
