@@ -264,7 +264,6 @@ impl Walk<'_> {
     ) {
         let listing = match fd
             .try_clone()
-            .map_err(std::io::Error::from)
             .and_then(|f| nix::dir::Dir::from_fd(f).map_err(std::io::Error::from))
         {
             Ok(d) => d,
@@ -366,7 +365,7 @@ impl Walk<'_> {
                     self.out.refuse(
                         ArtifactError::HardLink {
                             name,
-                            links: u64::from(listed.st_nlink),
+                            links: listed.st_nlink,
                         },
                         limits,
                     );

@@ -1996,13 +1996,10 @@ async fn each_level_shows_the_script_exactly_what_it_promises() {
                 other.display()
             ));
         }
-        let text = env
-            .config_text(&lines)
-            .replace(
-                &format!("allowed_scopes = [\"{CERT_NAME}\"]"),
-                &format!("allowed_scopes = [\"{CERT_NAME}\", \"other-signing\"]"),
-            )
-            .replace("\n[queue]", "\n[queue]");
+        let text = env.config_text(&lines).replace(
+            &format!("allowed_scopes = [\"{CERT_NAME}\"]"),
+            &format!("allowed_scopes = [\"{CERT_NAME}\", \"other-signing\"]"),
+        );
         let config = env.dir.join("worker.toml");
         std::fs::write(
             &config,

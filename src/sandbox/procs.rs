@@ -148,10 +148,12 @@ pub fn reap_orphans() -> usize {
     };
     let mut reaped = 0;
     for p in scan() {
-        if p.ppid == me && p.zombie && !owned.contains(&p.pid) {
-            if waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG)).is_ok() {
-                reaped += 1;
-            }
+        if p.ppid == me
+            && p.zombie
+            && !owned.contains(&p.pid)
+            && waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG)).is_ok()
+        {
+            reaped += 1;
         }
     }
     reaped

@@ -402,10 +402,10 @@ async fn process_claim_inner(
             crate::launch::LaunchError::Contain(e),
         ));
     }
-    if let Err(task::TaskError::Launch(crate::launch::LaunchError::Contain(e))) = &result {
-        if let Ok(mut broken) = shared.containment_broken.lock() {
-            *broken = Some(e.to_string());
-        }
+    if let Err(task::TaskError::Launch(crate::launch::LaunchError::Contain(e))) = &result
+        && let Ok(mut broken) = shared.containment_broken.lock()
+    {
+        *broken = Some(e.to_string());
     }
     let verification_failed = matches!(
         &result,
