@@ -209,6 +209,8 @@ async fn run_worker(args: RunArgs) -> anyhow::Result<i32> {
     shutdown.install_signal_handlers()?;
     let options = crate::worker::RunOptions {
         max_tasks: args.max_tasks,
+        // This process exists only to run the worker: every child it has is a script's.
+        adopt_orphans: true,
         ..crate::worker::RunOptions::default()
     };
     match crate::worker::run(

@@ -1753,7 +1753,6 @@ async fn nothing_the_script_starts_outlives_its_run() {
                 payload["maxRunTime"] = json!(2);
             }
             let id = env.create(payload).await;
-            let started = std::time::Instant::now();
             if outcome == "sigterm" {
                 let worker = env.spawn_watched(&["--max-tasks", "1"]);
                 wait_for_procs(&t, 5).await;
@@ -1782,12 +1781,6 @@ async fn nothing_the_script_starts_outlives_its_run() {
                 "{level}/{outcome}: an escapee held stdout open:\n{log}"
             );
             assert!(log.contains(&format!("(isolation: {level})")), "{log}");
-            // The worker did not wait out the 5 s pipe-drain limit for an escapee.
-            assert!(
-                started.elapsed() < Duration::from_secs(if outcome == "timeout" { 14 } else { 12 }),
-                "{level}/{outcome} took {:?}",
-                started.elapsed()
-            );
         }
     }
     env.stop().await;
@@ -1906,7 +1899,12 @@ async fn swapped_artifacts_never_upload_the_key_and_never_hang() {
             let out = tokio::time::timeout(Duration::from_secs(60), env.run_worker(1))
                 .await
                 .unwrap_or_else(|_| panic!("{level}/{round}: the worker hung"));
-            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                out.status.success(),
+                "{level}/{round}: {:?}\n{}",
+                out.status,
+                stderr(&out)
+            );
             let (state, reason) = env.last_run(&id).await;
             assert!(
                 reason.is_some(),

@@ -17,8 +17,9 @@
 //! - `uid`: `setpriv` alone (`--no-new-privs`, `--pdeathsig KILL`): the host filesystem as that
 //!   uid sees it. Containment is the uid: after every run one `kill(-1, SIGKILL)` sent *by that
 //!   uid* ([`reap_uid`]) kills every process it owns, atomically with respect to `fork`.
-//! - `none`: the worker's uid; a process group kill and the child-subreaper orphans. The script
-//!   can read every secret of the worker. Warned for every task.
+//! - `none`: the worker's uid; a process group kill and, in `chainlock run` (a child
+//!   subreaper, [`Sandbox::adopt_orphans`]), every orphan that came back to the worker. The
+//!   script can read every secret of the worker. Warned for every task.
 //!
 //! After every run, for `uid` and `namespaces`, [`Sandbox::contain`] kills every process of the
 //! uid and then checks `/proc` until none is alive; if one survives the worker stops claiming
@@ -147,6 +148,9 @@ pub struct Sandbox {
     setpriv: PathBuf,
     /// The chainlock binary (probe and reaper).
     exe: PathBuf,
+    /// This process is a child subreaper and treats every child tokio does not own as an
+    /// orphan of a script ([`Sandbox::adopt_orphans`]).
+    adopts_orphans: bool,
 }
 
 impl Sandbox {
@@ -165,6 +169,7 @@ impl Sandbox {
             bwrap: script.bwrap.clone(),
             setpriv: script.setpriv.clone(),
             exe,
+            adopts_orphans: false,
         };
         if sandbox.level != Isolation::None {
             check_tool("setpriv", "setpriv", &sandbox.setpriv)?;
@@ -186,7 +191,22 @@ impl Sandbox {
             bwrap: PathBuf::new(),
             setpriv: PathBuf::new(),
             exe: PathBuf::new(),
+            adopts_orphans: false,
         }
+    }
+
+    /// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphans of a script
+    /// that ran without a PID namespace come back to it, and [`Sandbox::contain`] kills and
+    /// reaps every child of this process that tokio does not own. Only for a process whose
+    /// every other child is a script's (`chainlock run`), never for a library embedding the
+    /// worker next to children of its own (the demo, tests).
+    pub fn adopt_orphans(&mut self) -> Result<(), SandboxError> {
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| SandboxError::Helper {
+            what: "subreaper",
+            reason: e.to_string(),
+        })?;
+        self.adopts_orphans = true;
+        Ok(())
     }
 
     /// The configured level.
@@ -313,7 +333,9 @@ impl Sandbox {
         match self.run_as.filter(|_| self.level != Isolation::None) {
             Some(run_as) => loop {
                 let alive = procs::alive_with_uid(run_as.uid);
-                procs::reap_orphans();
+                if self.adopts_orphans {
+                    procs::reap_orphans();
+                }
                 if alive.is_empty() {
                     return Ok(());
                 }
@@ -326,10 +348,13 @@ impl Sandbox {
                 self.reap_as(run_as).await?;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             },
+            None if !self.adopts_orphans => Ok(()),
             None => loop {
+                // Kill before reaping: an unreaped child keeps its pid, so a pid from this scan
+                // cannot be another process's by the time it is signalled.
                 let strays = procs::foreign_children();
-                procs::reap_orphans();
                 if strays.is_empty() {
+                    procs::reap_orphans();
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -342,6 +367,7 @@ impl Sandbox {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                procs::reap_orphans();
             },
         }
     }
@@ -562,6 +588,7 @@ pub async fn namespaces_available(run_as: RunAs) -> bool {
         bwrap: PathBuf::from("/usr/bin/bwrap"),
         setpriv: PathBuf::from("/usr/bin/setpriv"),
         exe,
+        adopts_orphans: false,
     };
     if !nix::unistd::geteuid().is_root()
         || check_tool("bubblewrap", "bwrap", &sandbox.bwrap).is_err()

@@ -54,6 +54,10 @@ pub struct RunOptions {
     /// Trust store caps; `max_root_signature_skew` is replaced by the config's
     /// `[chain_of_trust] max_clock_skew_seconds`.
     pub trust_limits: crate::trust::Limits,
+    /// Become a child subreaper and kill every child not spawned by the launcher after each
+    /// run (`chainlock run` sets it; see [`crate::sandbox::Sandbox::adopt_orphans`]). Off for
+    /// embedders such as the demo and tests, whose process has children of its own.
+    pub adopt_orphans: bool,
 }
 
 /// How the worker is asked to stop. Cloning shares the tokens.
@@ -176,7 +180,8 @@ pub async fn run(
         area.allow_traverse()?;
     }
     workdir::create_private_dir(&config.paths.log_dir)?;
-    let sandbox = Arc::new(startup::prepare_sandbox(&config, area.root()).await?);
+    let sandbox =
+        Arc::new(startup::prepare_sandbox(&config, area.root(), options.adopt_orphans).await?);
     let queue = QueueClient::new(
         &config.queue.root_url,
         Some(credentials),

@@ -705,15 +705,20 @@ pub fn worker_secrets(config: &Config) -> Vec<(&'static str, PathBuf)> {
 /// scratch run under `scratch` must run as the configured uid without privileges and, for
 /// `namespaces`, in its own PID and mount namespaces where none of [`worker_secrets`] exists.
 /// Also kills anything a previous worker's script left running (before the first claim).
-pub async fn prepare_sandbox(config: &Config, scratch: &Path) -> Result<Sandbox, StartupError> {
+/// `adopt_orphans`: see [`Sandbox::adopt_orphans`] (`chainlock run` only).
+pub async fn prepare_sandbox(
+    config: &Config,
+    scratch: &Path,
+    adopt_orphans: bool,
+) -> Result<Sandbox, StartupError> {
     let refuse = |reason: String| StartupError::Isolation {
         config: config.source.clone(),
         reason,
     };
-    let sandbox = Sandbox::from_config(&config.script).map_err(|e| refuse(e.to_string()))?;
+    let mut sandbox = Sandbox::from_config(&config.script).map_err(|e| refuse(e.to_string()))?;
     // Orphans of a script without a PID namespace come back to us, never to init.
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        tracing::warn!(error = %e, "cannot become child subreaper");
+    if adopt_orphans {
+        sandbox.adopt_orphans().map_err(|e| refuse(e.to_string()))?;
     }
     // Before anything else: nothing of an earlier run (of a worker killed with SIGKILL) lives.
     sandbox

@@ -332,6 +332,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
             .unwrap_or_default();
         let spec = launch_spec(ctx, &def, &scope_files).await?;
         if let Some(run_as) = spec.sandbox.run_as() {
+            ctx.dirs.share_inputs()?;
             ctx.dirs.hand_to(run_as.uid, run_as.gid)?;
         }
         if spec.sandbox.level() == Isolation::None {

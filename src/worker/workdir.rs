@@ -156,6 +156,36 @@ impl TaskDirs {
         Ok(())
     }
 
+    /// With `[script] run_as`: makes the worker-written inputs (`task.json` and the verified
+    /// `cot/` tree) readable, never writable, by the script's uid, whatever the worker's umask
+    /// (the systemd unit runs with `UMask=0077`): files 0444, directories 0555. Symlinks are
+    /// never followed (the verifier writes none).
+    pub fn share_inputs(&self) -> Result<(), WorkDirError> {
+        let task = self.work.join("task.json");
+        if std::fs::symlink_metadata(&task).is_ok_and(|m| m.is_file()) {
+            set_mode(&task, 0o444)?;
+        }
+        let mut stack = vec![self.work.join("cot")];
+        while let Some(dir) = stack.pop() {
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                _ => continue,
+            }
+            for entry in std::fs::read_dir(&dir).map_err(io("read", &dir))? {
+                let entry = entry.map_err(io("read", &dir))?;
+                let path = entry.path();
+                let ft = entry.file_type().map_err(io("inspect", &path))?;
+                if ft.is_dir() {
+                    stack.push(path);
+                } else if ft.is_file() {
+                    set_mode(&path, 0o444)?;
+                }
+            }
+            set_mode(&dir, 0o555)?;
+        }
+        Ok(())
+    }
+
     /// Removes the run's directories.
     pub fn remove(&self) -> Result<(), WorkDirError> {
         remove_any(&self.root)
