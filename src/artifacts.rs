@@ -19,8 +19,9 @@
 //! What it must not do: upload, or follow anything out of the directory. It is synchronous
 //! filesystem code; async callers run it with `spawn_blocking`.
 
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{Read, Write};
@@ -204,6 +205,7 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
+/// Every entry is opened with these, directories included (their handle is then walked).
 const FILE_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_NONBLOCK)
@@ -214,10 +216,10 @@ const FILE_FLAGS: OFlag = OFlag::O_RDONLY
 /// script never had access to), hashing the bytes as they are copied, so the hash that goes
 /// into the signed document and the bytes that are uploaded are the same bytes.
 ///
-/// Every directory is opened relative to its parent's handle with `O_NOFOLLOW|O_DIRECTORY`
-/// (a directory swapped for a symlink is refused, never walked); every file with
-/// `O_NOFOLLOW|O_NONBLOCK` (a FIFO, socket or device cannot block the worker), then checked on
-/// the handle: a regular file with one link, the same inode that was listed. Only a failure to
+/// Every entry is opened once, relative to its parent directory's handle, with
+/// `O_NOFOLLOW|O_NONBLOCK` (a symlink is refused, a directory swapped for a symlink is never
+/// walked, a FIFO, socket or device cannot block the worker), and classified on the handle:
+/// a directory is walked through that same handle, a regular file with one link is staged. Only a failure to
 /// open `dir` itself is an `Err`; problems with entries end up in [`Collection::refused`].
 pub fn collect(dir: &Path, staging: &Path, limits: &Limits) -> Result<Collection, ArtifactError> {
     let root = nix::fcntl::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| ArtifactError::Io {
@@ -326,7 +328,31 @@ impl Walk<'_> {
             return;
         };
         let name = format!("{prefix}{component}");
-        let listed = match fstatat(dir, raw, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        // Open first, classify on the handle: there is no window between looking at an entry
+        // and opening it for a swap to slip into. `O_NOFOLLOW` refuses a symlink (ELOOP),
+        // `O_NONBLOCK` keeps a FIFO from blocking, a socket cannot be opened (ENXIO).
+        let fd = match nix::fcntl::openat(dir, raw, FILE_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP) => {
+                self.out.refuse(ArtifactError::Symlink { name }, limits);
+                return;
+            }
+            Err(Errno::ENXIO | Errno::EOPNOTSUPP | Errno::ENODEV) => {
+                self.out.refuse(ArtifactError::NotRegular { name }, limits);
+                return;
+            }
+            Err(e) => {
+                self.out.refuse(
+                    ArtifactError::Io {
+                        path: PathBuf::from(&name),
+                        source: e.into(),
+                    },
+                    limits,
+                );
+                return;
+            }
+        };
+        let opened = match fstat(&fd) {
             Ok(st) => st,
             Err(e) => {
                 self.out.refuse(
@@ -339,8 +365,7 @@ impl Walk<'_> {
                 return;
             }
         };
-        match SFlag::from_bits_truncate(listed.st_mode & SFlag::S_IFMT.bits()) {
-            SFlag::S_IFLNK => self.out.refuse(ArtifactError::Symlink { name }, limits),
+        match SFlag::from_bits_truncate(opened.st_mode & SFlag::S_IFMT.bits()) {
             SFlag::S_IFDIR => {
                 if depth + 1 > limits.max_depth {
                     self.out.refuse(
@@ -350,22 +375,18 @@ impl Walk<'_> {
                         },
                         limits,
                     );
-                    return;
-                }
-                match nix::fcntl::openat(dir, raw, DIR_FLAGS, Mode::empty()) {
-                    Ok(sub) => stack.push((sub, format!("{name}/"), depth + 1)),
-                    // Swapped for a symlink (ELOOP) or a file (ENOTDIR) since it was listed.
-                    Err(_) => self.out.refuse(ArtifactError::Escapes { name }, limits),
+                } else {
+                    stack.push((fd, format!("{name}/"), depth + 1));
                 }
             }
             SFlag::S_IFREG => {
                 if let Err(e) = check_name(&name, limits) {
                     self.out.refuse(e, limits);
-                } else if listed.st_nlink > 1 {
+                } else if opened.st_nlink > 1 {
                     self.out.refuse(
                         ArtifactError::HardLink {
                             name,
-                            links: listed.st_nlink,
+                            links: opened.st_nlink,
                         },
                         limits,
                     );
@@ -378,7 +399,7 @@ impl Walk<'_> {
                     );
                     self.stop = true;
                 } else {
-                    match self.stage(dir, raw, &name, &listed) {
+                    match self.stage(fd, &name, &opened) {
                         Ok(a) => self.out.artifacts.push(a),
                         Err(e) => {
                             if matches!(e, ArtifactError::TooLarge { .. }) {
@@ -393,30 +414,17 @@ impl Walk<'_> {
         }
     }
 
-    /// Opens the listed file without following links or blocking, checks the handle is the
-    /// listed regular file with one link, and copies it into the staging directory while
-    /// hashing. The bytes hashed are the bytes staged, and only the staged copy is uploaded.
+    /// Copies the opened regular file into the staging directory while hashing. The bytes
+    /// hashed are the bytes staged, and only the staged copy is uploaded.
     fn stage(
         &mut self,
-        dir: &OwnedFd,
-        raw: &[u8],
+        fd: OwnedFd,
         name: &str,
-        listed: &FileStat,
+        opened: &FileStat,
     ) -> Result<CollectedArtifact, ArtifactError> {
         let changed = || ArtifactError::Escapes {
             name: name.to_owned(),
         };
-        let fd = nix::fcntl::openat(dir, raw, FILE_FLAGS, Mode::empty()).map_err(|_| changed())?;
-        let opened = fstat(&fd).map_err(|_| changed())?;
-        let regular =
-            SFlag::from_bits_truncate(opened.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
-        if !regular
-            || opened.st_nlink != 1
-            || opened.st_dev != listed.st_dev
-            || opened.st_ino != listed.st_ino
-        {
-            return Err(changed());
-        }
         let mut src = fs::File::from(fd);
         let index = self.out.artifacts.len();
         let path = self.staging.join(index.to_string());
@@ -643,7 +651,16 @@ mod tests {
         let _socket =
             std::os::unix::net::UnixListener::bind(dir.path().join("public/sock")).unwrap();
         let staging = tempfile::tempdir().unwrap();
-        let c = collect(dir.path(), staging.path(), &Limits::default()).unwrap();
+        // Bounded: a FIFO must never make collection block.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (d, st) = (dir.path().to_owned(), staging.path().to_owned());
+        std::thread::spawn(move || {
+            let _ = tx.send(collect(&d, &st, &Limits::default()));
+        });
+        let c = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("collection blocked")
+            .unwrap();
         let names: Vec<&str> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["public/ok.txt"]);
         let mut kinds: Vec<String> = c

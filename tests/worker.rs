@@ -1830,16 +1830,34 @@ async fn a_leftover_cannot_write_into_the_next_run() {
     let area = env.dir.join("work");
     for level in ["namespaces", "uid"] {
         env.write_config("worker.toml", &level_lines(level, fresh_run_as()));
+        // As an attacker would: find the next run's script through /proc/<pid>/environ (same
+        // uid) or the work area, and drop a file into its artifact directory.
         let tamper = format!(
-            "(while true; do for d in {}/*/artifacts; do mkdir -p $d/public; \
-             echo evil > $d/public/evil.txt; done; sleep 0.02; done) > /dev/null 2>&1 & \
-             sleep 0.2; exit 0",
-            area.display()
+            "setsid python3 -c '
+import glob, os, time
+while True:
+    dirs = glob.glob(\"{area}/*/artifacts\")
+    for e in glob.glob(\"/proc/[0-9]*/environ\"):
+        try:
+            env = open(e, \"rb\").read().split(bytes(1))
+        except OSError:
+            continue
+        dirs += [kv.split(b\"=\", 1)[1].decode() for kv in env
+                 if kv.startswith(b\"CHAINLOCK_ARTIFACT_DIR=\")]
+    for d in dirs:
+        try:
+            os.makedirs(d + \"/public\", exist_ok=True)
+            open(d + \"/public/evil.txt\", \"w\").write(\"evil\")
+        except OSError:
+            pass
+    time.sleep(0.005)
+' > /dev/null 2>&1 & sleep 0.3; exit 0",
+            area = area.display()
         );
         let first = env
             .create(json!({"behaviour": "shell", "sh": tamper}))
             .await;
-        let second = env.create(json!({"behaviour": "ok"})).await;
+        let second = env.create(json!({"behaviour": "sleep", "secs": 1})).await;
         let out = env.run_worker(2).await;
         assert!(out.status.success(), "{}", stderr(&out));
         assert_ne!(env.last_run(&first).await.0, TaskState::Pending);
