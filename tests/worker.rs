@@ -2126,3 +2126,30 @@ async fn config_check_and_start_up_refuse_a_level_the_host_cannot_provide() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_claim_leaves_nothing_behind() {
+    if !strong_levels_available() {
+        return;
+    }
+    // Short claims: the worker reclaims within a second or two and learns of the loss (409).
+    let env = Env::new(Duration::from_secs(3)).await;
+    set_mode(&env.dir, 0o755);
+    for level in ["namespaces", "uid", "none"] {
+        let run_as = fresh_run_as();
+        env.write_config("worker.toml", &level_lines(level, run_as));
+        let t = token();
+        let id = env
+            .create(json!({"behaviour": "shell", "sh": format!("{}sleep 60", escapes(&t))}))
+            .await;
+        let child = env.spawn_worker(&["--max-tasks", "1"]);
+        wait_for_procs(&t, 5).await;
+        env.client.report_failed(&id, 0).await.unwrap();
+        let out = wait_output(child).await;
+        assert!(out.status.success(), "{level}: {}", stderr(&out));
+        assert!(stderr(&out).contains("reclaim refused (409)"), "{level}");
+        let strong = (level != "none").then_some(run_as);
+        assert_nothing_left(&t, strong, &format!("{level}/reclaim 409")).await;
+    }
+    env.stop().await;
+}
