@@ -328,6 +328,10 @@ impl Walk<'_> {
             return;
         };
         let name = format!("{prefix}{component}");
+        let io_refusal = |name: &str, e: Errno| ArtifactError::Io {
+            path: PathBuf::from(name),
+            source: e.into(),
+        };
         // Open first, classify on the handle: there is no window between looking at an entry
         // and opening it for a swap to slip into. `O_NOFOLLOW` refuses a symlink (ELOOP),
         // `O_NONBLOCK` keeps a FIFO from blocking, a socket cannot be opened (ENXIO).
@@ -342,26 +346,14 @@ impl Walk<'_> {
                 return;
             }
             Err(e) => {
-                self.out.refuse(
-                    ArtifactError::Io {
-                        path: PathBuf::from(&name),
-                        source: e.into(),
-                    },
-                    limits,
-                );
+                self.out.refuse(io_refusal(&name, e), limits);
                 return;
             }
         };
         let opened = match fstat(&fd) {
             Ok(st) => st,
             Err(e) => {
-                self.out.refuse(
-                    ArtifactError::Io {
-                        path: PathBuf::from(&name),
-                        source: e.into(),
-                    },
-                    limits,
-                );
+                self.out.refuse(io_refusal(&name, e), limits);
                 return;
             }
         };

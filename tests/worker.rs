@@ -1654,6 +1654,17 @@ fn strong_levels_available() -> bool {
     ok
 }
 
+/// An environment whose directory the scripts' uids can traverse, or `None` when the strong
+/// levels cannot run here (outside CI only).
+async fn strong_env(claim_timeout: Duration) -> Option<Env> {
+    if !strong_levels_available() {
+        return None;
+    }
+    let env = Env::new(claim_timeout).await;
+    set_mode(&env.dir, 0o755);
+    Some(env)
+}
+
 static RUN_AS_SLOT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(8);
 
 /// A uid/gid no other test (or worker) uses.
@@ -1732,11 +1743,9 @@ async fn assert_nothing_left(token: &str, run_as: Option<chainlock::config::RunA
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_the_script_starts_outlives_its_run() {
-    if !strong_levels_available() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
         return;
-    }
-    let env = Env::new(Duration::from_secs(1200)).await;
-    set_mode(&env.dir, 0o755);
+    };
     for level in ["namespaces", "uid", "none"] {
         let run_as = fresh_run_as();
         env.write_config("worker.toml", &level_lines(level, run_as));
@@ -1788,11 +1797,9 @@ async fn nothing_the_script_starts_outlives_its_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_with_sigkill_leaves_no_script_behind() {
-    if !strong_levels_available() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
         return;
-    }
-    let env = Env::new(Duration::from_secs(1200)).await;
-    set_mode(&env.dir, 0o755);
+    };
     for level in ["namespaces", "uid"] {
         let run_as = fresh_run_as();
         env.write_config("worker.toml", &level_lines(level, run_as));
@@ -1822,11 +1829,9 @@ async fn a_worker_killed_with_sigkill_leaves_no_script_behind() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leftover_cannot_write_into_the_next_run() {
-    if !strong_levels_available() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
         return;
-    }
-    let env = Env::new(Duration::from_secs(1200)).await;
-    set_mode(&env.dir, 0o755);
+    };
     let area = env.dir.join("work");
     for level in ["namespaces", "uid"] {
         env.write_config("worker.toml", &level_lines(level, fresh_run_as()));
@@ -1886,11 +1891,9 @@ while True:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn swapped_artifacts_never_upload_the_key_and_never_hang() {
-    if !strong_levels_available() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
         return;
-    }
-    let env = Env::new(Duration::from_secs(1200)).await;
-    set_mode(&env.dir, 0o755);
+    };
     let key = env.material.worker_key.clone();
     let key_bytes = std::fs::read(&key).unwrap();
     for level in ["namespaces", "uid", "none"] {
@@ -1951,11 +1954,9 @@ async fn swapped_artifacts_never_upload_the_key_and_never_hang() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_level_shows_the_script_exactly_what_it_promises() {
-    if !strong_levels_available() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
         return;
-    }
-    let env = Env::new(Duration::from_secs(1200)).await;
-    set_mode(&env.dir, 0o755);
+    };
     let creds = env.dir.join("creds.json");
     std::fs::write(
         &creds,
@@ -2051,11 +2052,9 @@ async fn each_level_shows_the_script_exactly_what_it_promises() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_check_and_start_up_refuse_a_level_the_host_cannot_provide() {
-    if !strong_levels_available() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
         return;
-    }
-    let env = Env::new(Duration::from_secs(1200)).await;
-    set_mode(&env.dir, 0o755);
+    };
     let check = |config: &str| {
         let out = chainlock_bin()
             .arg("config")
@@ -2129,12 +2128,10 @@ async fn config_check_and_start_up_refuse_a_level_the_host_cannot_provide() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_claim_leaves_nothing_behind() {
-    if !strong_levels_available() {
-        return;
-    }
     // Short claims: the worker reclaims within a second or two and learns of the loss (409).
-    let env = Env::new(Duration::from_secs(3)).await;
-    set_mode(&env.dir, 0o755);
+    let Some(env) = strong_env(Duration::from_secs(3)).await else {
+        return;
+    };
     for level in ["namespaces", "uid", "none"] {
         let run_as = fresh_run_as();
         env.write_config("worker.toml", &level_lines(level, run_as));

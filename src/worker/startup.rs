@@ -807,22 +807,15 @@ pub async fn check_isolation(config: &Config) -> Vec<Check> {
             reason,
         })
     };
-    let sandbox = match Sandbox::from_config(&config.script) {
-        Ok(s) => s,
-        Err(e) => {
+    let ready = Sandbox::from_config(&config.script)
+        .map_err(|e| e.to_string())
+        .and_then(|s| Ok((s, tempfile::tempdir().map_err(|e| e.to_string())?)));
+    let (sandbox, scratch) = match ready {
+        Ok(x) => x,
+        Err(reason) => {
             checks.push(Check {
                 name: "isolation",
-                outcome: failed(e.to_string()),
-            });
-            return checks;
-        }
-    };
-    let scratch = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            checks.push(Check {
-                name: "isolation",
-                outcome: failed(e.to_string()),
+                outcome: failed(reason),
             });
             return checks;
         }
