@@ -198,6 +198,21 @@ pub struct RestrictedScope {
     pub branches: Option<Vec<String>>,
 }
 
+/// What an `assume:` role may grant, as the operator knows it from the deployment's role
+/// table (the verifier cannot see roles). An `assume:` scope no entry covers is treated as able
+/// to reach every restricted scope (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssumeRole {
+    /// Role pattern: `assume:<roleId>` exactly, or a prefix ending in `*`, that the held
+    /// `assume:` scope must fall under (a held `assume:repo:x:branch:main` falls under
+    /// `assume:repo:x:*`).
+    pub role: String,
+    /// Restricted scope patterns (of `[[restricted_scopes]]`) the role may grant; empty for
+    /// none.
+    pub reaches: Vec<String>,
+}
+
 /// Sources that never get restricted scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +252,9 @@ pub struct ChainPolicy {
     pub repositories: Vec<RepositoryPolicy>,
     /// Restricted scopes.
     pub restricted_scopes: Vec<RestrictedScope>,
+    /// What `assume:` roles may grant (optional; undeclared roles reach everything).
+    #[serde(default)]
+    pub assume: Vec<AssumeRole>,
     /// Untrusted sources.
     pub untrusted: UntrustedSources,
     /// Docker image rules.
@@ -349,17 +367,57 @@ impl ChainPolicy {
         })
     }
 
-    /// The restricted-scope rules a scope falls under.
-    pub fn restricted_rules_for<'a>(&'a self, scope: &str) -> Vec<&'a RestrictedScope> {
+    /// The restricted-scope rules a held scope can reach, by Taskcluster's satisfaction rule
+    /// (a trailing `*` satisfies every scope with that prefix): `project:releng:push:*`,
+    /// `project:*` and `*` reach `project:releng:push:bucket`. An `assume:` scope (or one that
+    /// can satisfy an `assume:` scope, such as `*` or `assume*`) reaches what the matching
+    /// `[[assume]]` entry declares, and every rule when none matches: roles are invisible here.
+    pub fn restricted_rules_for<'a>(&'a self, held: &str) -> Vec<&'a RestrictedScope> {
+        let assume_reaches: Option<Vec<&str>> = if can_reach(held, "assume:*") {
+            // Only an exact-or-narrower held role can use a declaration; a wildcard wide enough
+            // to name other roles too (`assume:*`, `*`) reaches everything.
+            self.assume
+                .iter()
+                .find(|a| held.starts_with("assume:") && satisfies(&a.role, held))
+                .map(|a| a.reaches.iter().map(String::as_str).collect())
+                .or(Some(vec!["*"]))
+        } else {
+            None
+        };
         self.restricted_scopes
             .iter()
-            .filter(|r| pattern_matches(&r.scope, scope))
+            .filter(|r| {
+                can_reach(held, &r.scope)
+                    || assume_reaches
+                        .as_ref()
+                        .is_some_and(|list| list.iter().any(|p| can_reach(p, &r.scope)))
+            })
             .collect()
     }
 
     /// The repository with this alias.
     pub fn repository(&self, alias: &str) -> Option<&RepositoryPolicy> {
         self.repositories.iter().find(|r| r.alias == alias)
+    }
+}
+
+/// Taskcluster's rule: held scope `held` satisfies required scope `required` when they are
+/// equal, or `held` ends in `*` and `required` starts with `held` minus that `*`.
+pub fn satisfies(held: &str, required: &str) -> bool {
+    match held.strip_suffix('*') {
+        Some(prefix) => required.starts_with(prefix),
+        None => held == required,
+    }
+}
+
+/// Whether held scope `held` satisfies at least one scope of the family `pattern` (exact, or
+/// every scope with a prefix when it ends in `*`).
+pub fn can_reach(held: &str, pattern: &str) -> bool {
+    match (held.strip_suffix('*'), pattern.strip_suffix('*')) {
+        (None, None) => held == pattern,
+        (None, Some(p)) => held.starts_with(p),
+        (Some(h), None) => pattern.starts_with(h),
+        (Some(h), Some(p)) => h.starts_with(p) || p.starts_with(h),
     }
 }
 
@@ -374,6 +432,51 @@ pub fn pattern_matches(pattern: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_scopes_reach_restricted_families() {
+        let text = "version = 1\n[worker_implementations.chainlock]\nsignature = \"openpgp\"\n\
+            [[queues]]\ntask_queue_id = \"p/d\"\nworker_implementation = \"chainlock\"\nkind = \"decision\"\n\
+            [[repositories]]\nalias = \"r\"\nurl = \"https://github.com/o/r\"\n\
+            [[restricted_scopes]]\nscope = \"project:releng:push:*\"\nrepositories = [\"r\"]\n\
+            [[restricted_scopes]]\nscope = \"project:releng:signing:cert:release\"\nrepositories = [\"r\"]\n\
+            [[assume]]\nrole = \"assume:repo:github.com/o/r-try:*\"\nreaches = []\n\
+            [[assume]]\nrole = \"assume:repo:github.com/o/r:*\"\nreaches = [\"project:releng:push:*\"]\n\
+            [untrusted]\npull_request_tasks_for = []\nrepositories = []\nscheduler_ids = []\n\
+            [docker]\nprebuilt_image_kinds = []\n";
+        let p = ChainPolicy::from_toml(text).unwrap();
+        let reached = |held: &str| -> Vec<&str> {
+            p.restricted_rules_for(held)
+                .iter()
+                .map(|r| r.scope.as_str())
+                .collect()
+        };
+        let push = "project:releng:push:*";
+        let cert = "project:releng:signing:cert:release";
+        for (held, want) in [
+            ("project:releng:push:bucket-release", vec![push]),
+            ("project:releng:push:*", vec![push]),
+            ("project:releng:push:bucket*", vec![push]),
+            ("project:releng:*", vec![push, cert]),
+            ("project:*", vec![push, cert]),
+            ("*", vec![push, cert]),
+            ("project:releng:signing:cert:release", vec![cert]),
+            ("project:releng:signing:cert:rel*", vec![cert]),
+            ("project:releng:signing:cert:dep", vec![]),
+            ("queue:create-task:*", vec![]),
+            // Roles: declared ones reach what they declare, undeclared ones everything.
+            ("assume:repo:github.com/o/r-try:branch:main", vec![]),
+            ("assume:repo:github.com/o/r:branch:main", vec![push]),
+            (
+                "assume:repo:github.com/other/x:branch:main",
+                vec![push, cert],
+            ),
+            ("assume:*", vec![push, cert]),
+            ("assume:repo:github.com/o/*", vec![push, cert]),
+        ] {
+            assert_eq!(reached(held), want, "{held}");
+        }
+    }
 
     #[test]
     fn example_policy_loads() {

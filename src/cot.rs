@@ -16,7 +16,6 @@
 //! a signature: signatures are always checked over the downloaded bytes.
 
 use crate::ids::TaskId;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -180,7 +179,7 @@ pub fn generate(
 /// The caller must already have verified the signature over these exact bytes and capped their
 /// size. Duplicate object keys anywhere are refused ([`CotError::Json`]).
 pub fn parse_and_validate(bytes: &[u8]) -> Result<CotDocument, CotError> {
-    let StrictValue(doc) = serde_json::from_slice(bytes).map_err(|e| CotError::Json {
+    let doc = crate::strict_json::from_slice(bytes).map_err(|e| CotError::Json {
         reason: e.to_string(),
     })?;
     schema_validate(&doc)?;
@@ -404,74 +403,6 @@ fn python_float_repr(f: f64) -> Result<String, CotError> {
         out.push_str(&format!("{:02}", exp.unsigned_abs()));
     }
     Ok(out)
-}
-
-/// A JSON value whose objects are checked for duplicate keys while parsing (serde_json keeps
-/// the last duplicate silently, another parser may keep the first: a signed document must not
-/// mean two things).
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("non-finite number"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let StrictValue(v) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "duplicate object key {:?}",
-                    key.chars().take(64).collect::<String>()
-                )));
-            }
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod queue;
 pub mod sandbox;
 pub mod scripts;
 pub mod secret;
+pub mod strict_json;
 pub mod toml_text;
 pub mod trust;
 pub mod untrusted_text;

@@ -402,6 +402,7 @@ impl Fixture {
             tasks: BTreeMap::new(),
             statuses: BTreeMap::new(),
             files: BTreeMap::new(),
+            raw: BTreeMap::new(),
         };
         for l in self.links() {
             let mut extra = BTreeMap::new();
@@ -463,6 +464,8 @@ struct Built {
     tasks: BTreeMap<TaskId, Value>,
     statuses: BTreeMap<TaskId, TaskStatus>,
     files: BTreeMap<(TaskId, String), Vec<u8>>,
+    /// Exact bytes written instead of `tasks[id]` / `statuses[id]` (parser differentials).
+    raw: BTreeMap<(TaskId, &'static str), String>,
 }
 
 impl Built {
@@ -488,6 +491,9 @@ impl Built {
                 serde_json::to_vec(st).unwrap(),
             )
             .unwrap();
+        }
+        for ((id, name), text) in &self.raw {
+            std::fs::write(dir.join(id.as_str()).join(name), text).unwrap();
         }
         for ((id, name), bytes) in &self.files {
             let p = dir.join(id.as_str()).join("artifacts").join(name);
@@ -1001,11 +1007,17 @@ fn rows() -> Vec<Row> {
 
 #[test]
 fn every_check_rejects_its_mutation() {
+    run_rows(rows());
+}
+
+/// Each row's mutated chain must be refused with its check and finding code, and the text
+/// report must show that check failed.
+fn run_rows(rows: Vec<Row>) {
     let keys = Keys::new();
     let good_trust = trust_store(&keys, &GwKeyWindow::default());
     let base = Fixture::new();
     let mut failures = Vec::new();
-    for r in rows() {
+    for r in rows {
         let mut fx = base.clone();
         let built = (r.mutate)(&mut fx, &keys);
         let trust;
@@ -1039,6 +1051,311 @@ fn every_check_rejects_its_mutation() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Issue 9's forgery classes: queue identity, status cross-checks, wildcard and `assume:`
+/// scopes, signatures dated too early, parser differentials, try-repository case. Documents
+/// are re-signed with the genuine keys (the fixture signs what it builds), so only the rule
+/// under test can refuse them.
+#[test]
+fn forged_chains_of_every_class_are_refused() {
+    run_rows(forgery_rows());
+}
+
+fn status_row(
+    name: &'static str,
+    check: Check,
+    code: &'static str,
+    edit: impl Fn(&mut TaskStatus) + 'static,
+) -> Row {
+    row(name, check, code, move |fx, k| {
+        let mut b = fx.build(k);
+        let id = fx.b.id.clone();
+        edit(b.statuses.get_mut(&id).unwrap());
+        b
+    })
+}
+
+fn pull_request_with_scopes(
+    name: &'static str,
+    link: fn(&mut Fixture) -> &mut Link,
+    scopes: &'static [&'static str],
+) -> Row {
+    row(
+        name,
+        Check::SourceAndScopes,
+        "restricted-scope-untrusted",
+        move |fx, k| {
+            fx.s.def["scopes"] = json!([]);
+            link(fx).def["scopes"] = json!(scopes);
+            fx.d.def["extra"]["tasks_for"] = json!("github-pull-request");
+            fx.build(k)
+        },
+    )
+}
+
+fn forgery_rows() -> Vec<Row> {
+    let mut rows = vec![
+        // Queue identity is one fact.
+        row(
+            "taskQueueId relabelled to the decision queue",
+            Check::Chain,
+            "queue-identity-mismatch",
+            |fx, k| {
+                let graph = fx.graph();
+                fx.b.def["taskQueueId"] = json!("example-3/decision");
+                fx.build_with_graph(k, |g| *g = graph)
+            },
+        ),
+        row(
+            "a relabelled child is still compared with its graph entry",
+            Check::TaskGraph,
+            "graph-mismatch",
+            |fx, k| {
+                let graph = fx.graph();
+                fx.b.def["taskQueueId"] = json!("example-3/decision");
+                fx.b.def["payload"]["env"]["EXTRA"] = json!("injected");
+                fx.build_with_graph(k, |g| *g = graph)
+            },
+        ),
+        row(
+            "a child on the decision queue that names a parent",
+            Check::TaskGraph,
+            "graph-creator-not-root",
+            |fx, k| {
+                fx.b.def["workerType"] = json!("decision");
+                fx.b.def["taskQueueId"] = json!("example-3/decision");
+                fx.build(k)
+            },
+        ),
+        row(
+            "graph entry with two queue identities",
+            Check::Chain,
+            "queue-identity-mismatch",
+            |fx, k| {
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    g[&id]["task"]["taskQueueId"] = json!("example-3/decision");
+                })
+            },
+        ),
+        status_row(
+            "status with two queue identities",
+            Check::Chain,
+            "queue-identity-mismatch",
+            |s| s.task_queue_id = Some("example-3/decision".into()),
+        ),
+        // status.json agrees with the definition and is a consistent history.
+        status_row(
+            "status of another worker type",
+            Check::Run,
+            "status-mismatch",
+            |s| s.worker_type = "decision".into(),
+        ),
+        status_row(
+            "status of another task group",
+            Check::Run,
+            "status-mismatch",
+            |s| s.task_group_id = TaskId::generate(),
+        ),
+        status_row(
+            "status of another task",
+            Check::Run,
+            "status-mismatch",
+            |s| s.task_id = TaskId::generate(),
+        ),
+        status_row(
+            "status of another scheduler",
+            Check::Run,
+            "status-mismatch",
+            |s| s.scheduler_id = Some("example-level-1".into()),
+        ),
+        status_row(
+            "status of another project",
+            Check::Run,
+            "status-mismatch",
+            |s| s.project_id = Some("other".into()),
+        ),
+        status_row(
+            "task state not completed",
+            Check::Run,
+            "run-not-completed",
+            |s| s.state = TaskState::Exception,
+        ),
+        status_row(
+            "a failed later run hidden before the completed one",
+            Check::Run,
+            "run-not-completed",
+            |s| {
+                let mut later = s.runs[0].clone();
+                later.run_id = 1;
+                later.state = TaskState::Failed;
+                s.runs.insert(0, later);
+            },
+        ),
+        status_row("runs out of order", Check::Run, "runs-invalid", |s| {
+            let mut later = s.runs[0].clone();
+            later.run_id = 1;
+            s.runs.insert(0, later);
+        }),
+        status_row("a gap in the run ids", Check::Run, "runs-invalid", |s| {
+            s.runs[0].run_id = 1;
+        }),
+        status_row(
+            "run started before it was scheduled",
+            Check::Run,
+            "runs-invalid",
+            |s| s.runs[0].scheduled = s.runs[0].started.unwrap() + Duration::minutes(1),
+        ),
+        status_row(
+            "run resolved before it started",
+            Check::Run,
+            "runs-invalid",
+            |s| s.runs[0].resolved = Some(s.runs[0].scheduled),
+        ),
+        status_row(
+            "completed run without a start",
+            Check::Run,
+            "runs-invalid",
+            |s| s.runs[0].started = None,
+        ),
+        // Wildcards reach restricted scopes, from any link.
+        pull_request_with_scopes(
+            "family wildcard from a pull request",
+            |fx| &mut fx.s,
+            &["project:example:releng:signing:cert:*"],
+        ),
+        pull_request_with_scopes(
+            "prefix wildcard from a pull request",
+            |fx| &mut fx.s,
+            &["project:example:releng:push:bucket*"],
+        ),
+        pull_request_with_scopes(
+            "project wildcard from a pull request",
+            |fx| &mut fx.s,
+            &["project:*"],
+        ),
+        pull_request_with_scopes("star from a pull request", |fx| &mut fx.s, &["*"]),
+        pull_request_with_scopes(
+            "a restricted scope on an upstream link, not the target",
+            |fx| &mut fx.b,
+            &["project:example:releng:push:bucket-release"],
+        ),
+        pull_request_with_scopes(
+            "an undeclared assume: role from a pull request",
+            |fx| &mut fx.s,
+            &["assume:repo:github.com/example/product:branch:main"],
+        ),
+        pull_request_with_scopes(
+            "assume wildcard from a pull request",
+            |fx| &mut fx.s,
+            &["assume:*"],
+        ),
+        // Try repositories are recognised whatever the case of scheme, host and GitHub path.
+        row(
+            "try repository in upper case",
+            Check::SourceAndScopes,
+            "restricted-scope-untrusted",
+            |fx, k| {
+                for l in fx.links_mut() {
+                    l.def["metadata"]["source"] =
+                        json!("HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY/raw/x/.taskcluster.yml");
+                    l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
+                        json!("HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY");
+                }
+                fx.build(k)
+            },
+        ),
+        row(
+            "try repository with a mixed-case path",
+            Check::SourceAndScopes,
+            "restricted-scope-untrusted",
+            |fx, k| {
+                for l in fx.links_mut() {
+                    l.def["metadata"]["source"] =
+                        json!("https://github.com/Example/Product-Try/raw/x/.taskcluster.yml");
+                    l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
+                        json!("https://github.com/Example/Product-Try");
+                }
+                fx.build(k)
+            },
+        ),
+        // Signatures are never dated before what they sign.
+        Row {
+            mode: Mode { check_target: true },
+            ..row(
+                "OpenPGP signature dated before the task was created",
+                Check::Signature,
+                "signature-too-early",
+                |fx, k| {
+                    fx.s.def["created"] = json!(format_time(t0() + Duration::hours(2)));
+                    fx.build(k)
+                },
+            )
+        },
+        Row {
+            mode: Mode { check_target: true },
+            ..row(
+                "OpenPGP signature dated before the run started",
+                Check::Signature,
+                "signature-too-early",
+                |fx, k| {
+                    let mut b = fx.build(k);
+                    let run = &mut b.statuses.get_mut(&fx.s.id).unwrap().runs[0];
+                    run.started = Some(t0() + Duration::minutes(70));
+                    run.resolved = Some(t0() + Duration::minutes(80));
+                    b
+                },
+            )
+        },
+        status_row(
+            "ed25519 run resolved before its task was created",
+            Check::Signature,
+            "signature-too-early",
+            |s| {
+                let run = &mut s.runs[0];
+                run.scheduled = t0() - Duration::hours(3);
+                run.started = Some(t0() - Duration::hours(2));
+                run.resolved = Some(t0() - Duration::hours(1));
+            },
+        ),
+    ];
+    // Parser differentials: the unsigned files are read with the signed documents' parser.
+    for (name, file, edit) in [
+        (
+            "duplicate scopes key in task.json (evil first)",
+            "task.json",
+            (|t: &str| t.replacen("{", "{\"scopes\":[\"project:*\"],", 1)) as fn(&str) -> String,
+        ),
+        (
+            "integer beyond 64 bits in task.json",
+            "task.json",
+            |t: &str| t.replacen("{", "{\"big\":18446744073709551617,", 1),
+        ),
+        (
+            "duplicate state key in status.json",
+            "status.json",
+            |t: &str| t.replacen("{", "{\"state\":\"failed\",", 1),
+        ),
+    ] {
+        rows.push(row(
+            name,
+            Check::Chain,
+            "evidence-malformed",
+            move |fx, k| {
+                let mut b = fx.build(k);
+                let id = fx.b.id.clone();
+                let genuine = if file == "task.json" {
+                    b.tasks[&id].to_string()
+                } else {
+                    serde_json::to_string(&b.statuses[&id]).unwrap()
+                };
+                b.raw.insert((id, file), edit(&genuine));
+                b
+            },
+        ));
+    }
+    rows
 }
 
 #[test]

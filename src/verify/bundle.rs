@@ -77,6 +77,8 @@ pub struct Bundle {
     index: BundleIndex,
     tasks: BTreeMap<TaskId, Value>,
     statuses: BTreeMap<TaskId, TaskStatus>,
+    /// Task files that are not strict JSON: reported as findings, never used.
+    malformed: Vec<(String, String)>,
 }
 
 impl Bundle {
@@ -94,7 +96,7 @@ impl Bundle {
                 detail: "not found".into(),
             })?;
         let index: BundleIndex =
-            serde_json::from_slice(&bytes).map_err(|e| BundleError::Malformed {
+            crate::strict_json::from_slice_to(&bytes).map_err(|e| BundleError::Malformed {
                 path: index_path.clone(),
                 detail: e.to_string(),
             })?;
@@ -103,6 +105,7 @@ impl Bundle {
         }
         let mut tasks = BTreeMap::new();
         let mut statuses = BTreeMap::new();
+        let mut malformed = Vec::new();
         for id in &index.tasks {
             let dir = PathBuf::from(id.as_str());
             let task_rel = dir.join("task.json");
@@ -114,11 +117,12 @@ impl Bundle {
                     }
                 })?
             {
-                let v: Value = serde_json::from_slice(&b).map_err(|e| BundleError::Malformed {
-                    path: root.join(&task_rel),
-                    detail: e.to_string(),
-                })?;
-                tasks.insert(id.clone(), v);
+                match crate::strict_json::from_slice(&b) {
+                    Ok(v) => {
+                        tasks.insert(id.clone(), v);
+                    }
+                    Err(e) => malformed.push((task_rel.display().to_string(), e.to_string())),
+                }
             }
             let status_rel = dir.join("status.json");
             if let Some(b) =
@@ -129,12 +133,12 @@ impl Bundle {
                     }
                 })?
             {
-                let s: TaskStatus =
-                    serde_json::from_slice(&b).map_err(|e| BundleError::Malformed {
-                        path: root.join(&status_rel),
-                        detail: e.to_string(),
-                    })?;
-                statuses.insert(id.clone(), s);
+                match crate::strict_json::from_slice_to::<TaskStatus>(&b) {
+                    Ok(s) => {
+                        statuses.insert(id.clone(), s);
+                    }
+                    Err(e) => malformed.push((status_rel.display().to_string(), e.to_string())),
+                }
             }
         }
         Ok(Bundle {
@@ -142,6 +146,7 @@ impl Bundle {
             index,
             tasks,
             statuses,
+            malformed,
         })
     }
 
@@ -170,6 +175,10 @@ impl Evidence for Bundle {
 
     fn status(&self, task_id: &TaskId) -> Option<&TaskStatus> {
         self.statuses.get(task_id)
+    }
+
+    fn malformed(&self) -> Vec<(String, String)> {
+        self.malformed.clone()
     }
 
     fn read(

@@ -480,6 +480,77 @@ pub enum VerifyError {
         /// Why it is untrusted.
         why: String,
     },
+    /// `taskQueueId` and `provisionerId/workerType` name different queues: the link's policy
+    /// role would depend on which one is read.
+    #[error(
+        "task {task_id}: {place} says taskQueueId {task_queue_id:?} but provisionerId/workerType \
+         {provisioner_worker:?}"
+    )]
+    QueueIdentityMismatch {
+        /// The task.
+        task_id: TaskId,
+        /// Where (`task definition`, `status`, `task-graph entry`).
+        place: &'static str,
+        /// The explicit field.
+        task_queue_id: String,
+        /// The pair.
+        provisioner_worker: String,
+    },
+    /// `status.json` disagrees with the task definition.
+    #[error("task {task_id}: status {field} is {actual:?}, the task definition says {expected:?}")]
+    StatusMismatch {
+        /// The task.
+        task_id: TaskId,
+        /// The field (`taskGroupId`, `schedulerId`, ...).
+        field: &'static str,
+        /// From the definition.
+        expected: String,
+        /// From the status.
+        actual: String,
+    },
+    /// The runs of a status are not a consistent history.
+    #[error("task {task_id}: runs are inconsistent: {detail}")]
+    RunsInvalid {
+        /// The task.
+        task_id: TaskId,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A decision-kind link is not the root of its group: a child relabelled as a decision
+    /// task never escapes its parent's graph.
+    #[error(
+        "task {task_id} runs on a {kind} queue but names {parent} as its decision task: a {kind} \
+         task must be the root its children name"
+    )]
+    GraphCreatorNotRoot {
+        /// The task.
+        task_id: TaskId,
+        /// Its policy kind.
+        kind: String,
+        /// The decision task it names.
+        parent: TaskId,
+    },
+    /// The signature is dated before something it must follow (the signed task's `created`,
+    /// the run's start).
+    #[error("task {task_id}: signature dated {signed_at}, before the {what} ({bound})")]
+    SignatureTooEarly {
+        /// The task.
+        task_id: TaskId,
+        /// The signature's time.
+        signed_at: String,
+        /// `task's created time`, `run's start`.
+        what: &'static str,
+        /// That time.
+        bound: String,
+    },
+    /// A piece of unsigned evidence is not strict JSON (duplicate key, inexact number).
+    #[error("{path}: {detail}")]
+    EvidenceMalformed {
+        /// The file, relative to the evidence.
+        path: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 fn join_ids(ids: &[TaskId]) -> String {
@@ -531,6 +602,10 @@ impl VerifyError {
             | RestrictedScopeRepository { .. }
             | RestrictedScopeBranch { .. }
             | RestrictedScopeUntrusted { .. } => Check::SourceAndScopes,
+            QueueIdentityMismatch { .. } | EvidenceMalformed { .. } => Check::Chain,
+            StatusMismatch { .. } | RunsInvalid { .. } => Check::Run,
+            GraphCreatorNotRoot { .. } => Check::TaskGraph,
+            SignatureTooEarly { .. } => Check::Signature,
         }
     }
 
@@ -579,6 +654,12 @@ impl VerifyError {
             RestrictedScopeRepository { .. } => "restricted-scope-repository",
             RestrictedScopeBranch { .. } => "restricted-scope-branch",
             RestrictedScopeUntrusted { .. } => "restricted-scope-untrusted",
+            QueueIdentityMismatch { .. } => "queue-identity-mismatch",
+            StatusMismatch { .. } => "status-mismatch",
+            RunsInvalid { .. } => "runs-invalid",
+            GraphCreatorNotRoot { .. } => "graph-creator-not-root",
+            SignatureTooEarly { .. } => "signature-too-early",
+            EvidenceMalformed { .. } => "evidence-malformed",
         }
     }
 }

@@ -122,6 +122,11 @@ pub trait Evidence {
         name: &ArtifactPath,
         max: u64,
     ) -> Result<Option<Vec<u8>>, EvidenceReadError>;
+    /// Evidence files that could not be used because they are not strict JSON (a duplicate
+    /// key, an inexact number), as `(path, why)`: each becomes a finding.
+    fn malformed(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// An artifact's sha256 and size, streamed (`Ok(None)` when absent).
     fn digest(
         &self,
@@ -201,6 +206,12 @@ pub fn verify(
 ) -> Result<VerifiedChain, Box<Report>> {
     let chain = chain::build(target, &|id| evidence.task(id), limits);
     let mut chain_errors = chain.errors.clone();
+    for (path, detail) in evidence.malformed() {
+        chain_errors.push(VerifyError::EvidenceMalformed {
+            path: clip(&path),
+            detail: clip(&detail),
+        });
+    }
     for missing in &chain.unresolved {
         chain_errors.push(VerifyError::MissingTask {
             task_id: missing.clone(),
@@ -216,6 +227,19 @@ pub fn verify(
             doc: None,
             signer: None,
         };
+        // One queue identity: an explicit taskQueueId must name the provisionerId/workerType
+        // pair, or the policy role would depend on which of the two is read.
+        if let Some(def) = &node.def
+            && let Some(q) = &def.task_queue_id
+            && *q != format!("{}/{}", def.provisioner_id, def.worker_type)
+        {
+            st.errors.push(VerifyError::QueueIdentityMismatch {
+                task_id: id.clone(),
+                place: "task definition",
+                task_queue_id: clip(q),
+                provisioner_worker: clip(&format!("{}/{}", def.provisioner_id, def.worker_type)),
+            });
+        }
         if let Some(q) = node.task_queue_id() {
             st.role = policy.queue(&q);
             if st.role.is_none() {
@@ -232,6 +256,17 @@ pub fn verify(
             st.errors.push(VerifyError::NoDecisionRoot {
                 task_id: id.clone(),
                 kind: role.kind.to_string(),
+            });
+        }
+        // A decision task roots its own group; one that names a parent is a child relabelling
+        // itself (action tasks name their decision task through extra.parent, legitimately).
+        if let (Some(parent), Some(role)) = (&node.parent, &st.role)
+            && role.kind == LinkKind::Decision
+        {
+            st.errors.push(VerifyError::GraphCreatorNotRoot {
+                task_id: id.clone(),
+                kind: role.kind.to_string(),
+                parent: parent.clone(),
             });
         }
         states.insert(id.clone(), st);
@@ -259,19 +294,18 @@ pub fn verify(
     // Check 5: decision and action tasks, task graphs.
     check_graphs(evidence, &chain, &mut states, limits);
 
-    // Restricted scopes of the target decide checks 7 and 8.
-    let restricted: Vec<String> = chain
-        .nodes
-        .get(target)
-        .and_then(|n| n.def.as_ref())
-        .map(|d| {
-            d.scopes
-                .iter()
-                .filter(|s| !policy.restricted_rules_for(s).is_empty())
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    // Restricted scopes decide checks 7 and 8: every scope of every link that can reach a
+    // restricted rule (wildcards and `assume:` included), each with the rules it reaches.
+    let mut restricted: Vec<(String, &crate::chain_policy::RestrictedScope)> = Vec::new();
+    for node in chain.nodes.values() {
+        for scope in node.def.iter().flat_map(|d| &d.scopes) {
+            for rule in policy.restricted_rules_for(scope) {
+                if !restricted.iter().any(|(s, r)| s == scope && *r == rule) {
+                    restricted.push((scope.clone(), rule));
+                }
+            }
+        }
+    }
 
     for (id, node) in &chain.nodes {
         // Check 6.
@@ -388,27 +422,21 @@ fn check_document(
     limits: &Limits,
 ) {
     let id = &node.task_id;
-    // 1. The latest run completed.
-    let status = evidence.status(id).filter(|s| &s.task_id == id);
-    let latest = status.and_then(|s| s.runs.last());
-    match (status, latest) {
-        (None, _) => st.errors.push(VerifyError::StatusMissing {
-            task_id: id.clone(),
-        }),
-        (Some(s), None) => st.errors.push(VerifyError::RunNotCompleted {
-            task_id: id.clone(),
-            run_id: None,
-            state: format!("{:?}", s.state).to_lowercase(),
-        }),
-        (Some(_), Some(run)) if run.state != TaskState::Completed => {
-            st.errors.push(VerifyError::RunNotCompleted {
+    // 1. The latest run completed, and the status agrees with the definition.
+    let status = evidence.status(id);
+    let latest = match status {
+        None => {
+            st.errors.push(VerifyError::StatusMissing {
                 task_id: id.clone(),
-                run_id: Some(run.run_id),
-                state: format!("{:?}", run.state).to_lowercase(),
-            })
+            });
+            None
         }
-        _ => {}
-    }
+        Some(s) => {
+            let (latest, errors) = check_status(id, node, s);
+            st.errors.extend(errors);
+            latest
+        }
+    };
 
     let doc_bytes = match evidence.read(id, &document_path(), limits.max_document_bytes) {
         Ok(Some(b)) => b,
@@ -483,6 +511,27 @@ fn check_document(
                 "{} ({}, trust policy v{})",
                 accepted.key_name, accepted.key_id, accepted.policy_version
             ));
+            // A document cannot be signed before the task it describes existed, nor before
+            // its run started: a retired key's holder cannot backdate past these.
+            let bounds = [
+                ("task's created time", node.def.as_ref().map(|d| d.created)),
+                ("run's start", latest.and_then(|r| r.started)),
+            ];
+            for (what, bound) in bounds {
+                if let Some(bound) = bound
+                    && accepted
+                        .signed_at
+                        .checked_add_signed(limits.max_signature_skew)
+                        .is_none_or(|t| t < bound)
+                {
+                    st.errors.push(VerifyError::SignatureTooEarly {
+                        task_id: id.clone(),
+                        signed_at: crate::queue::types::format_time(accepted.signed_at),
+                        what,
+                        bound: crate::queue::types::format_time(bound),
+                    });
+                }
+            }
         }
         Err(e) => {
             st.errors.push(VerifyError::SignatureRejected {
@@ -566,6 +615,115 @@ fn check_document(
         ));
     }
     st.doc = Some(doc);
+}
+
+/// Check 1 on `status.json`: it is this task's status (taskId, taskGroupId, queue identity,
+/// schedulerId and projectId agree with the definition), its runs are numbered 0..n, the latest
+/// (highest runId) completed, the task as a whole is completed, and the latest run's times are
+/// ordered. Returns the latest run.
+fn check_status<'s>(
+    id: &TaskId,
+    node: &Node,
+    status: &'s TaskStatus,
+) -> (Option<&'s crate::queue::types::RunStatus>, Vec<VerifyError>) {
+    let mut errors = Vec::new();
+    let mut mismatch = |field: &'static str, expected: &str, actual: &str| {
+        if expected != actual {
+            errors.push(VerifyError::StatusMismatch {
+                task_id: id.clone(),
+                field,
+                expected: clip(expected),
+                actual: clip(actual),
+            });
+        }
+    };
+    mismatch("taskId", id.as_str(), status.task_id.as_str());
+    let pair = format!("{}/{}", status.provisioner_id, status.worker_type);
+    if let Some(def) = &node.def {
+        mismatch(
+            "taskGroupId",
+            def.task_group_id.as_str(),
+            status.task_group_id.as_str(),
+        );
+        mismatch(
+            "provisionerId/workerType",
+            &format!("{}/{}", def.provisioner_id, def.worker_type),
+            &pair,
+        );
+        for (field, d, s) in [
+            ("schedulerId", &def.scheduler_id, &status.scheduler_id),
+            ("projectId", &def.project_id, &status.project_id),
+        ] {
+            if let (Some(d), Some(s)) = (d, s) {
+                mismatch(field, d, s);
+            }
+        }
+    }
+    if let Some(q) = &status.task_queue_id
+        && *q != pair
+    {
+        errors.push(VerifyError::QueueIdentityMismatch {
+            task_id: id.clone(),
+            place: "status",
+            task_queue_id: clip(q),
+            provisioner_worker: clip(&pair),
+        });
+    }
+    for (i, run) in status.runs.iter().enumerate() {
+        if usize::try_from(run.run_id).ok() != Some(i) {
+            errors.push(VerifyError::RunsInvalid {
+                task_id: id.clone(),
+                detail: format!("run at position {i} has runId {}", run.run_id),
+            });
+            break;
+        }
+    }
+    let latest = status.runs.iter().max_by_key(|r| r.run_id);
+    match latest {
+        None => errors.push(VerifyError::RunNotCompleted {
+            task_id: id.clone(),
+            run_id: None,
+            state: state_name(status.state),
+        }),
+        Some(run) if run.state != TaskState::Completed => {
+            errors.push(VerifyError::RunNotCompleted {
+                task_id: id.clone(),
+                run_id: Some(run.run_id),
+                state: state_name(run.state),
+            })
+        }
+        Some(run) => {
+            if status.state != TaskState::Completed {
+                errors.push(VerifyError::RunNotCompleted {
+                    task_id: id.clone(),
+                    run_id: Some(run.run_id),
+                    state: format!("completed, but the task is {}", state_name(status.state)),
+                });
+            }
+            let ordered = match (run.started, run.resolved) {
+                (Some(started), Some(resolved)) => run.scheduled <= started && started <= resolved,
+                _ => false,
+            };
+            if !ordered {
+                errors.push(VerifyError::RunsInvalid {
+                    task_id: id.clone(),
+                    detail: format!(
+                        "latest run {} must have scheduled <= started <= resolved",
+                        run.run_id
+                    ),
+                });
+            }
+        }
+    }
+    (latest, errors)
+}
+
+/// The queue's spelling of a state (`completed`, `exception`).
+fn state_name(state: TaskState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn skip_after_document(st: &mut LinkState<'_>) {
@@ -753,7 +911,7 @@ fn check_graphs(
         if actual != expected {
             continue; // reported by check 4
         }
-        let graph = match serde_json::from_slice::<Value>(&bytes) {
+        let graph = match crate::strict_json::from_slice(&bytes) {
             Ok(Value::Object(m)) => m,
             Ok(_) | Err(_) => {
                 if let Some(st) = states.get_mut(pid) {
@@ -770,9 +928,31 @@ fn check_graphs(
                 .get(&child.task_id)
                 .and_then(|s| s.role.as_ref())
                 .map(|r| r.kind);
-            // Action tasks are created by hooks, not by the graph of their decision task.
-            if child_kind.is_some_and(LinkKind::is_graph_creator) {
+            // Action tasks are created by hooks, not by the graph of their decision task; but a
+            // task the graph describes is always compared with its entry, whatever it claims
+            // to be.
+            let entry = graph.get(child.task_id.as_str());
+            if child_kind.is_some_and(LinkKind::is_graph_creator) && entry.is_none() {
                 continue;
+            }
+            if let Some(t) = entry.and_then(|e| e.get("task"))
+                && let Some(q) = t.get("taskQueueId").and_then(Value::as_str)
+            {
+                let pair = format!(
+                    "{}/{}",
+                    t.get("provisionerId").and_then(Value::as_str).unwrap_or(""),
+                    t.get("workerType").and_then(Value::as_str).unwrap_or("")
+                );
+                if q != pair
+                    && let Some(st) = states.get_mut(&child.task_id)
+                {
+                    st.errors.push(VerifyError::QueueIdentityMismatch {
+                        task_id: child.task_id.clone(),
+                        place: "task-graph entry",
+                        task_queue_id: clip(q),
+                        provisioner_worker: clip(&pair),
+                    });
+                }
             }
             let errs = graph::compare(&child.task_id, &child.raw, pid, &parent.raw, &graph);
             if let Some(st) = states.get_mut(&child.task_id) {
@@ -927,7 +1107,7 @@ fn check_sources(
     chain: &Chain,
     states: &mut BTreeMap<TaskId, LinkState<'_>>,
     policy: &ChainPolicy,
-    restricted: &[String],
+    restricted: &[(String, &crate::chain_policy::RestrictedScope)],
 ) {
     let mut infos = BTreeMap::new();
     for (id, node) in &chain.nodes {
@@ -956,26 +1136,21 @@ fn check_sources(
             });
         }
     }
-    for scope in restricted {
+    // Every rule a held scope reaches applies to every link (the strictest combination): a
+    // scope reaching two rules must satisfy both.
+    for (scope, rule) in restricted {
         for (id, info) in &infos {
             let is_root = states
                 .get(id)
                 .and_then(|s| s.role.as_ref())
                 .is_some_and(|r| r.kind.is_graph_creator());
-            let errs = source::check_restricted(scope, id, info, is_root, policy);
-            let ambiguous = errs
-                .iter()
-                .any(|e| matches!(e, VerifyError::AmbiguousScopeRule { .. }));
-            let owner = if ambiguous { &chain.target } else { id };
-            if let Some(st) = states.get_mut(owner) {
+            let errs = source::check_restricted(scope, rule, id, info, is_root, policy);
+            if let Some(st) = states.get_mut(id) {
                 for e in errs {
                     if !st.errors.contains(&e) {
                         st.errors.push(e);
                     }
                 }
-            }
-            if ambiguous {
-                break;
             }
         }
     }

@@ -8,7 +8,7 @@
 //! names; the reference's substring test for `try` is deliberately not reproduced.
 
 use super::error::{VerifyError, clip};
-use crate::chain_policy::{ChainPolicy, pattern_matches};
+use crate::chain_policy::{ChainPolicy, RestrictedScope, pattern_matches};
 use crate::ids::TaskId;
 use serde_json::Value;
 
@@ -26,28 +26,50 @@ pub struct SourceInfo {
     pub untrusted: Option<String>,
 }
 
+/// Hosts whose repository paths are case-insensitive (`github.com/Org/Repo` is
+/// `github.com/org/repo`): their paths are lower-cased too.
+const CASE_INSENSITIVE_PATH_HOSTS: [&str; 2] = ["github.com", "www.github.com"];
+
 /// Normalises a repository or source URL for comparison: `git@host:path` and `ssh://` become
-/// `https://`, the host is lower-cased, `.git` and trailing `/` are dropped.
+/// `https://`, the scheme and host are lower-cased (they are case-insensitive everywhere), the
+/// path too on [`CASE_INSENSITIVE_PATH_HOSTS`], `.git` and trailing `/` are dropped. Paths on
+/// other hosts keep their case (`hg.mozilla.org` paths are case-sensitive).
 pub fn normalize_url(url: &str) -> String {
     let url = url.trim();
-    let rest = if let Some(r) = url.strip_prefix("git@") {
+    let strip = |prefix: &str| {
+        url.get(..prefix.len())
+            .filter(|head| head.eq_ignore_ascii_case(prefix))
+            .and_then(|_| url.get(prefix.len()..))
+    };
+    let rest = if let Some(r) = strip("git@") {
         r.replacen(':', "/", 1)
-    } else if let Some(r) = url.strip_prefix("ssh://") {
+    } else if let Some(r) = strip("ssh://") {
         r.strip_prefix("git@").unwrap_or(r).to_owned()
-    } else if let Some(r) = url.strip_prefix("https://") {
+    } else if let Some(r) = strip("https://") {
         r.to_owned()
-    } else if let Some(r) = url.strip_prefix("http://") {
+    } else if let Some(r) = strip("http://") {
         r.to_owned()
     } else {
         return url.to_owned();
     };
     let (host, path) = rest.split_once('/').unwrap_or((&rest, ""));
+    let host = host.to_ascii_lowercase();
     let path = path.trim_end_matches('/');
-    let path = path.strip_suffix(".git").unwrap_or(path);
-    if path.is_empty() {
-        format!("https://{}", host.to_ascii_lowercase())
+    let path = path
+        .get(path.len().saturating_sub(4)..)
+        .filter(|ext| ext.eq_ignore_ascii_case(".git"))
+        .and_then(|_| path.len().checked_sub(4))
+        .and_then(|n| path.get(..n))
+        .unwrap_or(path);
+    let path = if CASE_INSENSITIVE_PATH_HOSTS.contains(&host.as_str()) {
+        path.to_ascii_lowercase()
     } else {
-        format!("https://{}/{}", host.to_ascii_lowercase(), path)
+        path.to_owned()
+    };
+    if path.is_empty() {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}/{path}")
     }
 }
 
@@ -186,22 +208,13 @@ pub fn source_info(
 /// links, whose branch must be known when the rule restricts branches.
 pub fn check_restricted(
     scope: &str,
+    rule: &RestrictedScope,
     task_id: &TaskId,
     info: &SourceInfo,
     is_root: bool,
     policy: &ChainPolicy,
 ) -> Vec<VerifyError> {
     let mut errors = Vec::new();
-    let rules = policy.restricted_rules_for(scope);
-    let rule = match rules.as_slice() {
-        [] => return errors,
-        [rule] => *rule,
-        _ => {
-            return vec![VerifyError::AmbiguousScopeRule {
-                scope: scope.to_owned(),
-            }];
-        }
-    };
     if let Some(why) = &info.untrusted {
         errors.push(VerifyError::RestrictedScopeUntrusted {
             scope: scope.to_owned(),
@@ -246,7 +259,23 @@ mod tests {
     fn urls() {
         assert_eq!(
             normalize_url("git@github.com:Org/Repo.git"),
-            "https://github.com/Org/Repo"
+            "https://github.com/org/repo"
+        );
+        // Scheme and host case never matter; GitHub paths are case-insensitive, others not.
+        for url in [
+            "HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY",
+            "https://github.com/Example/Product-Try.GIT",
+            "Git@GitHub.com:example/product-try",
+        ] {
+            assert_eq!(
+                normalize_url(url),
+                "https://github.com/example/product-try",
+                "{url}"
+            );
+        }
+        assert_eq!(
+            normalize_url("HTTPS://HG.MOZILLA.ORG/Try/"),
+            "https://hg.mozilla.org/Try"
         );
         assert_eq!(
             normalize_url("https://GitHub.com/org/repo/"),
