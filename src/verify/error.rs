@@ -155,7 +155,7 @@ pub enum VerifyError {
         task_id: TaskId,
     },
     /// The task's latest run did not complete.
-    #[error("task {task_id}: latest run {run_id:?} is {state}, not completed")]
+    #[error("task {task_id}: {}", run_not_completed(*run_id, state))]
     RunNotCompleted {
         /// The task.
         task_id: TaskId,
@@ -480,6 +480,13 @@ pub enum VerifyError {
         /// Why it is untrusted.
         why: String,
     },
+}
+
+fn run_not_completed(run_id: Option<u32>, state: &str) -> String {
+    match run_id {
+        Some(run) => format!("latest run {run} is {state}, not completed"),
+        None => format!("no run yet (the task is {state}), not completed"),
+    }
 }
 
 fn join_ids(ids: &[TaskId]) -> String {
