@@ -2,12 +2,14 @@
 //!
 //! Online (`chainlock verify TASK_ID --root-url URL --policy FILE --keys DIR`) it fetches the
 //! evidence anonymously (or with TASKCLUSTER_* credentials when set) into a bundle, optionally
-//! exported with `--export-bundle DIR`; offline (`--bundle DIR`) it judges an existing bundle.
+//! exported with `--export-bundle DIR`; offline (`--bundle DIR`) it judges an existing bundle,
+//! which must be evidence for TASK_ID when one is given (a bundle cannot retarget itself).
 //! Policy and keys always come from the auditor, never from the bundle. Thin by design: argument
 //! checks, loading, one call to `evidence`/`verify`, rendering, exit code.
 //!
 //! Exit codes: 0 verified, 1 verification failed, 2 infrastructure error (queue unreachable,
-//! bundle unreadable), 64 usage or configuration error.
+//! bundle unreadable), 64 usage or configuration error. With `--format json` every outcome is
+//! one document on stdout (`schemas/verify-report.schema.json`).
 
 use crate::chain_policy::ChainPolicy;
 use crate::evidence::{self, EvidenceError};
