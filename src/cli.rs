@@ -13,6 +13,36 @@ pub const EX_USAGE: i32 = 64;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Handles a command line clap refused: `--help` and `--version` print to stdout and exit 0;
+/// every other parse error (unknown flag, bad value, conflicting or missing argument, no
+/// subcommand) is a usage error, exit [`EX_USAGE`], never clap's own 2 (which `chainlock verify`
+/// defines as "evidence unavailable"). When the command line asked `chainlock verify` for
+/// `--format json`, the error is also printed on stdout as the schema's error document, so a
+/// JSON consumer always gets one document. Returns the exit code.
+pub fn handle_parse_error(err: &clap::Error, argv: &[std::ffi::OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    let code = match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        _ => EX_USAGE,
+    };
+    // clap prints help and version on stdout, errors on stderr.
+    let _ = err.print();
+    if code == EX_USAGE && crate::verify_cli::wants_json(argv) {
+        let rendered = err.render().to_string();
+        let message = rendered.trim_end();
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        println!(
+            "{}",
+            crate::verify::report::ErrorReport::new(
+                crate::verify::report::ErrorKind::Usage,
+                message
+            )
+            .to_json()
+        );
+    }
+    code
+}
+
 /// chainlock: a locked-down Taskcluster release worker.
 #[derive(Debug, Parser)]
 #[command(name = "chainlock", version, about, long_about = None)]

@@ -4,7 +4,11 @@
 use clap::Parser;
 
 fn main() {
-    let cli = chainlock::cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match chainlock::cli::Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(err) => std::process::exit(chainlock::cli::handle_parse_error(&err, &argv)),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

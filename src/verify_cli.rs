@@ -2,21 +2,24 @@
 //!
 //! Online (`chainlock verify TASK_ID --root-url URL --policy FILE --keys DIR`) it fetches the
 //! evidence anonymously (or with TASKCLUSTER_* credentials when set) into a bundle, optionally
-//! exported with `--export-bundle DIR`; offline (`--bundle DIR`) it judges an existing bundle.
+//! exported with `--export-bundle DIR`; offline (`--bundle DIR`) it judges an existing bundle,
+//! which must be evidence for TASK_ID when one is given (a bundle cannot retarget itself).
 //! Policy and keys always come from the auditor, never from the bundle. Thin by design: argument
 //! checks, loading, one call to `evidence`/`verify`, rendering, exit code.
 //!
 //! Exit codes: 0 verified, 1 verification failed, 2 infrastructure error (queue unreachable,
-//! bundle unreadable), 64 usage or configuration error.
+//! bundle unreadable), 64 usage or configuration error. With `--format json` every outcome is
+//! one document on stdout (`schemas/verify-report.schema.json`).
 
 use crate::chain_policy::ChainPolicy;
-use crate::cli::UsageError;
 use crate::evidence::{self, EvidenceError};
 use crate::ids::TaskId;
 use crate::queue::{Credentials, EnvSource, ProcessEnv, QueueClient, RetryPolicy};
 use crate::trust::{self, TrustPin, TrustStore};
-use crate::verify::bundle::Bundle;
-use crate::verify::{self, Limits, Mode, Report};
+use crate::untrusted_text::escape_line;
+use crate::verify::bundle::{BUNDLE_FILE, Bundle, BundleError};
+use crate::verify::report::{ErrorKind, ErrorReport, ExportDetail, ExportReport, REPORT_VERSION};
+use crate::verify::{self, Limits, Mode, Report, VerifyError};
 use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
@@ -42,13 +45,14 @@ pub enum ReportFormat {
 /// Arguments of `chainlock verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The task to verify (online). Omit with --bundle.
+    /// The task to verify: fetched online, or required of the bundle with --bundle.
     pub task_id: Option<String>,
     /// Taskcluster root URL (online).
     #[arg(long, env = "TASKCLUSTER_ROOT_URL")]
     pub root_url: Option<String>,
-    /// Judge an evidence bundle directory instead of fetching (offline).
-    #[arg(long, conflicts_with_all = ["task_id", "export_bundle"])]
+    /// Judge an evidence bundle directory instead of fetching (offline). With TASK_ID, the
+    /// bundle must be evidence for that task (its bundle.json target), or it is refused.
+    #[arg(long, conflicts_with_all = ["export_bundle"])]
     pub bundle: Option<PathBuf>,
     /// Chain policy (TOML, schemas/chain-policy.schema.json).
     #[arg(long)]
@@ -74,12 +78,62 @@ pub struct VerifyArgs {
     pub retries: u32,
 }
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    UsageError(msg.into()).into()
+/// Why `chainlock verify` has no verdict to print: a usage error (exit 64) or unavailable
+/// evidence (exit 2). Printed on stderr, and on stdout as the schema's error document with
+/// `--format json`.
+#[derive(Debug)]
+struct Refusal {
+    kind: ErrorKind,
+    message: String,
 }
 
-/// Runs `chainlock verify` and returns the exit code.
+impl Refusal {
+    fn evidence(message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind: ErrorKind::EvidenceUnavailable,
+            message: message.into(),
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Refusal {
+    Refusal {
+        kind: ErrorKind::Usage,
+        message: msg.into(),
+    }
+}
+
+/// Whether a raw command line asks `chainlock verify` for `--format json` (used when clap
+/// refused it, so the JSON consumer still gets a document).
+pub fn wants_json(argv: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = argv.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    args.contains(&"verify")
+        && args.iter().enumerate().any(|(i, a)| {
+            *a == "--format=json" || (*a == "--format" && args.get(i + 1) == Some(&"json"))
+        })
+}
+
+/// Runs `chainlock verify` and returns the exit code. Every outcome is printed here: a report
+/// (exit 0 or 1), or a refusal (exit 2 or 64; with `--format json` an error document on
+/// stdout as well).
 pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
+    let format = args.format;
+    match judge(args).await {
+        Ok(code) => Ok(code),
+        Err(refusal) => {
+            eprintln!("chainlock verify: {}", refusal.message);
+            if format == ReportFormat::Json {
+                println!(
+                    "{}",
+                    ErrorReport::new(refusal.kind, refusal.message).to_json()
+                );
+            }
+            Ok(refusal.kind.exit_code())
+        }
+    }
+}
+
+async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
     let now = crate::clock::now();
     let limits = Limits::default();
     let judge = match (&args.policy, &args.keys) {
@@ -90,22 +144,44 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         (None, None) => None,
         _ => return Err(usage("--policy and --keys go together")),
     };
+    let requested = args
+        .task_id
+        .as_deref()
+        .map(TaskId::parse)
+        .transpose()
+        .map_err(|e| usage(e.to_string()))?;
 
     if let Some(dir) = &args.bundle {
         let Some((policy, trust)) = &judge else {
             return Err(usage("--bundle needs --policy and --keys"));
         };
-        let bundle = match Bundle::open(dir, &limits) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("chainlock verify: cannot read bundle: {e}");
-                return Ok(EXIT_INFRASTRUCTURE);
+        let bundle =
+            Bundle::open(dir, &limits).map_err(|e| Refusal::evidence(bundle_error(dir, &e)))?;
+        let named = bundle.index().target.clone();
+        let header = match &requested {
+            // A bundle cannot retarget itself: the auditor's TASK_ID wins, and a bundle.json
+            // naming another task (even another genuine task of the same chain) is refused.
+            Some(task_id) if *task_id != named => {
+                let report = Report::refused(
+                    task_id.clone(),
+                    now,
+                    VerifyError::BundleTargetMismatch {
+                        requested: task_id.clone(),
+                        bundle_target: named,
+                    },
+                );
+                return Ok(render(Err(Box::new(report)), args.format, None));
             }
+            Some(_) => None,
+            None => Some(format!(
+                "target {named}: named by {}/{BUNDLE_FILE}, not by the auditor (give TASK_ID \
+                 to require a task)",
+                dir.display()
+            )),
         };
-        let target = bundle.index().target.clone();
         let result = verify::verify(
             &bundle,
-            &target,
+            &named,
             policy,
             trust,
             now,
@@ -114,13 +190,16 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
                 check_target: args.check_task,
             },
         );
-        return Ok(render(result.map(|v| v.report().clone()), args.format));
+        return Ok(render(
+            result.map(|v| v.report().clone()),
+            args.format,
+            header.as_deref(),
+        ));
     }
 
-    let Some(task_id) = &args.task_id else {
+    let Some(task_id) = requested else {
         return Err(usage("give a TASK_ID (online) or --bundle DIR (offline)"));
     };
-    let task_id = TaskId::parse(task_id).map_err(|e| usage(e.to_string()))?;
     let Some(root_url) = &args.root_url else {
         return Err(usage(
             "online verification needs --root-url (or TASKCLUSTER_ROOT_URL)",
@@ -146,29 +225,37 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let dir: PathBuf = match &args.export_bundle {
         Some(d) => d.clone(),
         None => {
-            staging = tempfile::tempdir()?;
+            staging = tempfile::tempdir().map_err(|e| {
+                Refusal::evidence(format!("cannot create a directory for the evidence: {e}"))
+            })?;
             staging.path().join("bundle")
         }
     };
     match evidence::fetch_bundle(&queue, &task_id, None, &dir, &limits, args.check_task).await {
         Ok(_) => {}
         Err(e @ EvidenceError::BundleDir { .. }) => return Err(usage(e.to_string())),
-        Err(e) => {
-            eprintln!("chainlock verify: cannot fetch the evidence: {e}");
-            return Ok(EXIT_INFRASTRUCTURE);
-        }
+        Err(e) => return Err(Refusal::evidence(format!("cannot fetch the evidence: {e}"))),
     }
     let Some((policy, trust)) = &judge else {
         eprintln!("chainlock verify: evidence written to {}", dir.display());
+        if args.format == ReportFormat::Json {
+            let export = ExportReport {
+                report_version: REPORT_VERSION,
+                exported: ExportDetail {
+                    target: task_id,
+                    bundle: dir.display().to_string(),
+                },
+            };
+            println!("{}", export.to_json());
+        }
         return Ok(EXIT_VERIFIED);
     };
-    let bundle = match Bundle::open(&dir, &limits) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("chainlock verify: cannot read the fetched bundle: {e}");
-            return Ok(EXIT_INFRASTRUCTURE);
-        }
-    };
+    let bundle = Bundle::open(&dir, &limits).map_err(|e| {
+        Refusal::evidence(format!(
+            "cannot read the fetched {}",
+            bundle_error(&dir, &e)
+        ))
+    })?;
     let result = verify::verify(
         &bundle,
         &task_id,
@@ -180,16 +267,35 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
             check_target: args.check_task,
         },
     );
-    Ok(render(result.map(|v| v.report().clone()), args.format))
+    Ok(render(
+        result.map(|v| v.report().clone()),
+        args.format,
+        None,
+    ))
 }
 
-fn render(result: Result<Report, Box<Report>>, format: ReportFormat) -> i32 {
+/// A bundle that cannot be opened, its files named relative to the bundle directory.
+fn bundle_error(dir: &Path, e: &BundleError) -> String {
+    let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let what = match e {
+        BundleError::Read { path, detail } => format!("cannot read {}: {detail}", rel(path)),
+        BundleError::Malformed { path, detail } => format!("{} is malformed: {detail}", rel(path)),
+        other => other.to_string(),
+    };
+    format!("bundle {}: {}", dir.display(), escape_line(&what))
+}
+
+/// Prints the report; `header` (text only) goes first, above the verdict.
+fn render(result: Result<Report, Box<Report>>, format: ReportFormat, header: Option<&str>) -> i32 {
     let (report, code) = match result {
         Ok(r) => (r, EXIT_VERIFIED),
         Err(r) => (*r, EXIT_FAILED),
     };
     let out = match format {
-        ReportFormat::Text => report.to_text(),
+        ReportFormat::Text => match header {
+            Some(h) => format!("{h}\n{}", report.to_text()),
+            None => report.to_text(),
+        },
         ReportFormat::Json => report.to_json() + "\n",
         ReportFormat::Dot => report.to_dot(),
     };
@@ -197,17 +303,13 @@ fn render(result: Result<Report, Box<Report>>, format: ReportFormat) -> i32 {
     code
 }
 
-fn load_policy(path: &Path) -> anyhow::Result<ChainPolicy> {
+fn load_policy(path: &Path) -> Result<ChainPolicy, Refusal> {
     ChainPolicy::load(path).map_err(|e| usage(e.to_string()))
 }
 
 /// Loads the auditor's trust store, pinned at `pin` (`VERSION:SHA256`) or at version 1 of the
 /// directory the auditor pointed us at.
-pub fn load_trust(
-    keys: &Path,
-    pin: Option<&str>,
-    now: DateTime<Utc>,
-) -> anyhow::Result<TrustStore> {
+fn load_trust(keys: &Path, pin: Option<&str>, now: DateTime<Utc>) -> Result<TrustStore, Refusal> {
     let limits = trust::Limits::default();
     let pin = match pin {
         Some(p) => {

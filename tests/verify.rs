@@ -1762,3 +1762,406 @@ mod online {
         assert_eq!(code, 2, "{out}\n{err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: the auditor's contract (exit codes, one JSON document, escaped evidence), bundles that
+// cannot retarget themselves, signature files that are exactly one armored block.
+
+/// Runs the real binary; (exit code, stdout, stderr).
+#[allow(clippy::disallowed_methods)] // tests run the real binary
+fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+        .args(args)
+        .env_remove("TASKCLUSTER_CLIENT_ID")
+        .env_remove("TASKCLUSTER_ROOT_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn report_schema() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/verify-report.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// `stdout` is exactly one JSON document, valid against the report schema.
+fn one_valid_document(stdout: &str) -> Value {
+    let json: Value = serde_json::from_str(stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"));
+    let validator = report_schema();
+    let errors: Vec<String> = validator
+        .iter_errors(&json)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{json}\n{}", errors.join("\n"));
+    json
+}
+
+/// A genuine chain written as a bundle, with the auditor's keys directory and policy file.
+struct Audit {
+    _dir: tempfile::TempDir,
+    fx: Fixture,
+    bundle: std::path::PathBuf,
+    keys: std::path::PathBuf,
+    policy: String,
+}
+
+impl Audit {
+    fn new() -> Audit {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new();
+        let keys_dir = dir.path().join("keys");
+        write_keys_dir(&keys, &keys_dir);
+        let fx = Fixture::new();
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        fx.build(&keys).write(&bundle);
+        Audit {
+            _dir: dir,
+            fx,
+            bundle,
+            keys: keys_dir,
+            policy: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/chain-policy.example.toml").into(),
+        }
+    }
+
+    /// `chainlock verify [TASK_ID] --bundle B --policy P --keys K --format FMT`.
+    fn verify(&self, task_id: Option<&TaskId>, format: &str) -> (i32, String, String) {
+        let mut args: Vec<String> = vec!["verify".into()];
+        args.extend(task_id.map(|t| t.to_string()));
+        args.extend([
+            "--bundle".into(),
+            self.bundle.display().to_string(),
+            "--policy".into(),
+            self.policy.clone(),
+            "--keys".into(),
+            self.keys.display().to_string(),
+            "--format".into(),
+            format.into(),
+        ]);
+        run_cli(&args)
+    }
+
+    fn retarget(&self, target: &TaskId) {
+        let path = self.bundle.join("bundle.json");
+        let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        index["target"] = json!(target.as_str());
+        std::fs::write(&path, index.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn bundle_cannot_retarget_itself() {
+    let audit = Audit::new();
+    let (s, b) = (&audit.fx.s.id, &audit.fx.b.id);
+
+    // The genuine bundle, with the right TASK_ID: verified.
+    let (code, out, err) = audit.verify(Some(s), "text");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.starts_with(&format!("chain of trust for task {s}: VERIFIED")),
+        "{out}"
+    );
+
+    // bundle.json retargeted to another genuine task of the chain.
+    audit.retarget(b);
+    // With TASK_ID: refused, naming the check and the code, in every format.
+    let (code, out, err) = audit.verify(Some(s), "text");
+    assert_eq!(code, 1, "{out}\n{err}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.contains(&format!("task {s}: FAILED")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "[FAIL] chain: the bundle is evidence for task {b}"
+        )),
+        "{out}"
+    );
+    let (code, out, _) = audit.verify(Some(s), "json");
+    assert_eq!(code, 1, "{out}");
+    let json = one_valid_document(&out);
+    assert_eq!(json["verified"], json!(false));
+    assert_eq!(json["target"], json!(s.as_str()));
+    assert_eq!(
+        json["chainFindings"][0]["code"],
+        json!("bundle-target-mismatch")
+    );
+    let (code, out, _) = audit.verify(Some(s), "dot");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("digraph"), "{out}");
+    // Without TASK_ID: the first line says which task was judged, and who named it.
+    let (_, out, err) = audit.verify(None, "text");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("target {b}: named by ")) && first.contains("bundle.json"),
+        "{out}\n{err}"
+    );
+    assert!(!out.contains(&format!("task {s}:")), "{out}");
+    let (_, out, _) = audit.verify(None, "json");
+    assert_eq!(one_valid_document(&out)["target"], json!(b.as_str()));
+    // A TASK_ID that is not a taskId is a usage error.
+    let (code, out, _) = run_cli(&[
+        "verify",
+        "not-a-task",
+        "--bundle",
+        &audit.bundle.display().to_string(),
+        "--policy",
+        &audit.policy,
+        "--keys",
+        &audit.keys.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 64, "{out}");
+    assert_eq!(one_valid_document(&out)["error"]["kind"], json!("usage"));
+}
+
+#[test]
+fn asc_with_trailing_data_is_refused() {
+    let keys = Keys::new();
+    let trust = trust_store(&keys, &GwKeyWindow::default());
+    let fx = Fixture::new();
+    let audit_mode = Mode { check_target: true };
+    let asc = "public/chain-of-trust.json.asc";
+    let genuine = fx.build(&keys);
+    if let Err(r) = genuine.verify_with(&trust, &Limits::default(), audit_mode) {
+        panic!("{}", r.to_text());
+    }
+    let original = genuine.files[&(fx.s.id.clone(), asc.to_owned())].clone();
+    let mut failures = Vec::new();
+    for (name, tail, found) in [
+        (
+            "second block (the genuine one again)",
+            original.clone(),
+            "a second armored block",
+        ),
+        (
+            "garbage",
+            b"\nnot a signature\n".to_vec(),
+            "data other than whitespace",
+        ),
+        ("NUL", b"\0".to_vec(), "data other than whitespace"),
+    ] {
+        let mut built = fx.build(&keys);
+        built.file(&fx.s.id, asc).extend_from_slice(&tail);
+        match built.verify_with(&trust, &Limits::default(), audit_mode) {
+            Ok(_) => failures.push(format!("{name}: verified")),
+            Err(r) => {
+                let text = r.to_text();
+                let hit = r.errors.iter().any(|e| {
+                    e.check() == Check::Signature
+                        && e.code() == "signature-rejected"
+                        && e.to_string().contains(found)
+                });
+                if !hit || !text.contains("[FAIL] signature") {
+                    failures.push(format!(
+                        "{name}: expected signature-rejected ({found}):\n{text}"
+                    ));
+                }
+            }
+        }
+    }
+    // Leading garbage too; trailing whitespace is fine.
+    let mut built = fx.build(&keys);
+    built
+        .file(&fx.s.id, asc)
+        .splice(0..0, b"junk\n".iter().copied());
+    if built
+        .verify_with(&trust, &Limits::default(), audit_mode)
+        .is_ok()
+    {
+        failures.push("leading garbage: verified".into());
+    }
+    let mut built = fx.build(&keys);
+    built.file(&fx.s.id, asc).extend_from_slice(b"\n\r\n \t\n");
+    if let Err(r) = built.verify_with(&trust, &Limits::default(), audit_mode) {
+        failures.push(format!("trailing whitespace refused:\n{}", r.to_text()));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn usage_errors_exit_64_with_a_json_error_document() {
+    let audit = Audit::new();
+    let bundle = audit.bundle.display().to_string();
+    let keys = audit.keys.display().to_string();
+    let json_rows: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "unknown flag",
+            vec!["verify", "--bogus", "--format", "json"],
+        ),
+        (
+            "unknown flag, = form",
+            vec!["verify", "--format=json", "--bogus"],
+        ),
+        (
+            "conflicting arguments",
+            vec![
+                "verify",
+                "--bundle",
+                &bundle,
+                "--export-bundle",
+                "x",
+                "--format",
+                "json",
+            ],
+        ),
+        (
+            "missing value",
+            vec!["verify", "--format", "json", "--trust-pin"],
+        ),
+        (
+            "bad value",
+            vec!["verify", "--format", "json", "--retries", "many"],
+        ),
+        ("nothing to verify", vec!["verify", "--format", "json"]),
+        (
+            "policy without keys",
+            vec![
+                "verify",
+                "--bundle",
+                &bundle,
+                "--policy",
+                &audit.policy,
+                "--format",
+                "json",
+            ],
+        ),
+        (
+            "bad trust pin",
+            vec![
+                "verify",
+                "--bundle",
+                &bundle,
+                "--policy",
+                &audit.policy,
+                "--keys",
+                &keys,
+                "--trust-pin",
+                "1:00",
+                "--format",
+                "json",
+            ],
+        ),
+    ];
+    for (name, args) in json_rows {
+        let (code, out, err) = run_cli(&args);
+        assert_eq!(code, 64, "{name}: {out}\n{err}");
+        let json = one_valid_document(&out);
+        assert_eq!(json["error"]["kind"], json!("usage"), "{name}: {json}");
+        assert!(!err.is_empty(), "{name}: nothing on stderr");
+    }
+    // Without --format json: still 64, nothing on stdout.
+    for args in [
+        vec!["verify", "--format", "xml"],
+        vec!["verify", "--bogus"],
+        vec!["verify"],
+        vec![],
+        vec!["no-such-command"],
+        vec!["keys", "--bogus"],
+        vec!["config", "check"],
+    ] {
+        let (code, out, err) = run_cli(&args);
+        assert_eq!(code, 64, "{args:?}: {out}\n{err}");
+    }
+    // Help and version are not errors.
+    for args in [vec!["--help"], vec!["--version"], vec!["verify", "--help"]] {
+        let (code, out, err) = run_cli(&args);
+        assert_eq!(code, 0, "{args:?}: {out}\n{err}");
+        assert!(!out.is_empty());
+    }
+}
+
+#[test]
+fn evidence_unavailable_prints_a_json_error_document() {
+    let audit = Audit::new();
+    // No bundle at all.
+    let missing = Audit {
+        bundle: audit.bundle.join("no-such-bundle"),
+        ..Audit::new()
+    };
+    let (code, out, err) = missing.verify(None, "json");
+    assert_eq!(code, 2, "{out}\n{err}");
+    let json = one_valid_document(&out);
+    assert_eq!(json["error"]["kind"], json!("evidence-unavailable"));
+    // A malformed file: named relative to the bundle.
+    let status = Path::new(audit.fx.b.id.as_str()).join("status.json");
+    std::fs::write(audit.bundle.join(&status), b"{").unwrap();
+    let (code, out, err) = audit.verify(None, "json");
+    assert_eq!(code, 2, "{out}\n{err}");
+    let json = one_valid_document(&out);
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(": {} is malformed", status.display())),
+        "{message}"
+    );
+    let (code, out, _) = audit.verify(None, "text");
+    assert_eq!(code, 2);
+    assert!(out.is_empty(), "{out}");
+
+    // The export-only document (online `--export-bundle` without --policy/--keys) is in the
+    // schema too.
+    let export = chainlock::verify::report::ExportReport {
+        report_version: 1,
+        exported: chainlock::verify::report::ExportDetail {
+            target: audit.fx.s.id.clone(),
+            bundle: "evidence/".into(),
+        },
+    };
+    one_valid_document(&export.to_json());
+}
+
+#[test]
+fn evidence_text_is_escaped_in_text_and_dot() {
+    let keys = Keys::new();
+    let trust = trust_store(&keys, &GwKeyWindow::default());
+    let fx = Fixture::new();
+    let mut built = fx.build(&keys);
+    let forged = "worker-1\n    [pass] signature\u{2028}\u{202E}x\0";
+    built.statuses.get_mut(&fx.b.id).unwrap().runs[0].worker_id = Some(forged.into());
+    let report = built
+        .verify_with(&trust, &Limits::default(), WORKER)
+        .unwrap_err();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.code() == "document-mismatch")
+    );
+    let text = report.to_text();
+    assert!(
+        text.contains(r"worker-1\n    [pass] signature\u{2028}\u{202E}x\u{0000}"),
+        "{text}"
+    );
+    assert!(!text.contains(['\u{2028}', '\u{202E}', '\0']), "{text}");
+    assert!(
+        !text.lines().any(|l| l == "    [pass] signature"),
+        "a forged line:\n{text}"
+    );
+    let dot = report.to_dot();
+    assert!(!dot.contains(['\u{2028}', '\u{202E}', '\0']), "{dot}");
+    // Inside a dot string the evidence's newline stays visible text (`\\n`), never dot's `\n`.
+    assert!(
+        dot.contains(r"worker-1\\n    [pass] signature\\u{2028}\\u{202E}x\\u{0000}"),
+        "{dot}"
+    );
+    for line in dot.lines() {
+        assert!(
+            line == "digraph chain_of_trust {" || line == "}" || line.starts_with("  "),
+            "a line outside the graph's statements: {line:?}\n{dot}"
+        );
+    }
+    // The JSON keeps the data as it was found.
+    let json: Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert!(json.to_string().contains("signature\u{2028}"));
+}

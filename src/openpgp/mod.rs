@@ -113,6 +113,10 @@ pub enum OpenPgpError {
         /// The library's explanation.
         reason: String,
     },
+    /// A signature file is not exactly one ASCII-armored signature block (with nothing but
+    /// whitespace around it).
+    #[error("a signature file must hold exactly one armored signature block: {0}")]
+    NotOneArmoredBlock(ArmorFraming),
     /// The signature input holds no signature.
     #[error("no OpenPGP signature found")]
     NoSignature,
@@ -187,6 +191,88 @@ pub enum OpenPgpError {
         /// The key the signature claims to come from.
         fingerprint: String,
     },
+}
+
+/// What is wrong with the framing of an armored signature file (see
+/// [`armored_signature_block`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArmorFraming {
+    /// Something other than whitespace before the `BEGIN` line.
+    #[error("{bytes} byte(s) of data before the {BEGIN_SIGNATURE} line")]
+    LeadingData {
+        /// How many bytes precede the `BEGIN` line (leading whitespace included).
+        bytes: usize,
+    },
+    /// No `BEGIN PGP SIGNATURE` line at all (binary or other data).
+    #[error("no {BEGIN_SIGNATURE} line")]
+    NoBegin,
+    /// The block is not closed.
+    #[error("no {END_SIGNATURE} line")]
+    NoEnd,
+    /// Another armor line inside the block.
+    #[error("another armor line inside the block at byte {offset}")]
+    NestedBlock {
+        /// Where it starts.
+        offset: usize,
+    },
+    /// A second armored block after the first.
+    #[error("a second armored block after the first, at byte {offset}")]
+    SecondBlock {
+        /// Where it starts.
+        offset: usize,
+    },
+    /// Data other than whitespace after the block.
+    #[error("{bytes} byte(s) of data other than whitespace after the block, from byte {offset}")]
+    TrailingData {
+        /// Where the first non-whitespace byte after the block is.
+        offset: usize,
+        /// How many bytes follow the block, from there.
+        bytes: usize,
+    },
+}
+
+const BEGIN_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----";
+const END_SIGNATURE: &str = "-----END PGP SIGNATURE-----";
+
+/// The one armored signature block of a signature file: the input must be optional whitespace,
+/// a `-----BEGIN PGP SIGNATURE-----` line, the armored body, an `-----END PGP SIGNATURE-----`
+/// line and nothing but whitespace after it. A second block, appended garbage, leading data or
+/// an unarmored (binary) signature are refused here, so every caller of
+/// [`parse_detached_signature`] applies the same rule. Returns the block, `BEGIN` to `END`.
+pub fn armored_signature_block(file: &[u8]) -> Result<&[u8], ArmorFraming> {
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+    let begin = find(file, BEGIN_SIGNATURE.as_bytes()).ok_or(ArmorFraming::NoBegin)?;
+    let before = file.get(..begin).unwrap_or_default();
+    if !before.iter().all(u8::is_ascii_whitespace) {
+        return Err(ArmorFraming::LeadingData { bytes: begin });
+    }
+    let body_start = begin + BEGIN_SIGNATURE.len();
+    let rest = file.get(body_start..).unwrap_or_default();
+    let end = find(rest, END_SIGNATURE.as_bytes()).ok_or(ArmorFraming::NoEnd)?;
+    let body = rest.get(..end).unwrap_or_default();
+    if let Some(nested) = find(body, b"-----") {
+        return Err(ArmorFraming::NestedBlock {
+            offset: body_start + nested,
+        });
+    }
+    let block_end = body_start + end + END_SIGNATURE.len();
+    let after = file.get(block_end..).unwrap_or_default();
+    if let Some(first) = after.iter().position(|b| !b.is_ascii_whitespace()) {
+        let offset = block_end + first;
+        let tail = after.get(first..).unwrap_or_default();
+        return Err(if tail.starts_with(b"-----BEGIN ") {
+            ArmorFraming::SecondBlock { offset }
+        } else {
+            ArmorFraming::TrailingData {
+                offset,
+                bytes: tail.len(),
+            }
+        });
+    }
+    Ok(file.get(begin..block_end).unwrap_or_default())
 }
 
 /// A loaded private signing key. `Debug` shows the fingerprints only.
@@ -491,7 +577,8 @@ pub fn sign_detached_armored_reader(
     Ok((out, copied))
 }
 
-/// Parses an ASCII-armored detached signature that must contain exactly one signature packet.
+/// Parses an ASCII-armored detached signature file that must hold exactly one armored block
+/// ([`armored_signature_block`]) containing exactly one signature packet.
 pub fn parse_detached_signature(armored: &[u8]) -> Result<Signature, OpenPgpError> {
     if armored.len() > MAX_SIGNATURE_BYTES {
         return Err(OpenPgpError::Parse {
@@ -506,8 +593,9 @@ pub fn parse_detached_signature(armored: &[u8]) -> Result<Signature, OpenPgpErro
         what: "signature",
         reason: format!("{e}"),
     };
+    let block = armored_signature_block(armored).map_err(OpenPgpError::NotOneArmoredBlock)?;
     let reader = pgp::armor::Reader::from_bytes(
-        armored,
+        block,
         pgp::armor::ReaderMode::Tolerant(Some(pgp::armor::Kind::Signature)),
     );
     let mut ppr = PacketParser::from_reader(reader).map_err(parse_err)?;
@@ -741,9 +829,68 @@ mod tests {
         );
         let err = verify_detached(&[&a.public_cert()], b"x", b"garbage").expect_err("garbage");
         assert!(
-            matches!(err, OpenPgpError::Parse { .. } | OpenPgpError::NoSignature),
+            matches!(err, OpenPgpError::NotOneArmoredBlock(ArmorFraming::NoBegin)),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn signature_file_is_exactly_one_armored_block() {
+        let key = generate_key("f", t(0), None).expect("generate");
+        let cert = key.public_cert();
+        let sig = sign_detached_armored(&key, b"x", t(1)).expect("sign");
+        let other = sign_detached_armored(&key, b"y", t(2)).expect("sign");
+        let with = |prefix: &[u8], suffix: &[u8]| [prefix, &sig[..], suffix].concat();
+        let framing = |bytes: &[u8]| match verify_detached(&[&cert], b"x", bytes) {
+            Err(OpenPgpError::NotOneArmoredBlock(f)) => Some(f),
+            Ok(_) => None,
+            Err(e) => panic!("unexpected error {e:?}"),
+        };
+        // Whitespace around the block is fine.
+        assert_eq!(framing(&with(b"", b"\n\r\n  \t\n")), None);
+        assert_eq!(framing(&with(b"\n ", b"")), None);
+        // A second block (even a genuine signature over the same bytes) appended.
+        let offset = sig.len() + 1;
+        assert_eq!(
+            framing(&with(b"", &[b"\n".as_slice(), &other].concat())),
+            Some(ArmorFraming::SecondBlock { offset })
+        );
+        assert_eq!(
+            framing(&with(b"", &[b"\n".as_slice(), &sig].concat())),
+            Some(ArmorFraming::SecondBlock { offset })
+        );
+        // Garbage appended.
+        assert_eq!(
+            framing(&with(b"", b"\ngarbage\n")),
+            Some(ArmorFraming::TrailingData { offset, bytes: 8 })
+        );
+        assert_eq!(
+            framing(&with(b"", b"\0")),
+            Some(ArmorFraming::TrailingData {
+                offset: sig.len(),
+                bytes: 1
+            })
+        );
+        // Leading garbage, an unclosed block, a block inside the block, binary input.
+        assert_eq!(
+            framing(&with(b"junk\n", b"")),
+            Some(ArmorFraming::LeadingData { bytes: 5 })
+        );
+        let unclosed = sig.get(..sig.len() - 30).expect("long enough");
+        assert_eq!(framing(unclosed), Some(ArmorFraming::NoEnd));
+        let text = String::from_utf8(sig.clone()).expect("armor is ASCII");
+        let nested = text.replacen("\n\n", "\n\n-----BEGIN PGP SIGNATURE-----\n", 1);
+        assert!(matches!(
+            framing(nested.as_bytes()),
+            Some(ArmorFraming::NestedBlock { .. })
+        ));
+        let binary = Packet::from(parse_detached_signature(&sig).expect("genuine"))
+            .to_vec()
+            .expect("serialise");
+        assert_eq!(framing(&binary), Some(ArmorFraming::NoBegin));
+        // The error says what was found.
+        let err = parse_detached_signature(&with(b"", b"\ngarbage\n")).expect_err("trailing");
+        assert!(err.to_string().contains("after the block"), "{err}");
     }
 
     #[test]

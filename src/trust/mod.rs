@@ -180,8 +180,9 @@ pub enum TrustError {
     /// it was stepped back (or the state file comes from a machine whose clock ran ahead).
     #[error(
         "trust state {path}: the clock reads {now}, but the trust policy was already evaluated \
-         at {last_evaluated}; more than {tolerance} back in time, refusing to load (fix the \
-         clock; if the recorded time is wrong, remove evaluated_at from the state file)"
+         at {last_evaluated}; more than {} back in time, refusing to load (fix the \
+         clock; if the recorded time is wrong, remove evaluated_at from the state file)",
+        crate::clock::human_duration(*tolerance)
     )]
     ClockSteppedBack {
         /// The state file.
@@ -599,7 +600,11 @@ pub enum SignatureError {
         revoked_at: DateTime<Utc>,
     },
     /// The signature claims a creation time too far after the time it was observed.
-    #[error("signature by {key} is dated {signed_at}, after {observed_at} + {max_skew}")]
+    #[error(
+        "signature by {key} is dated {signed_at}, more than {} after it was observed at \
+         {observed_at}",
+        crate::clock::human_duration(*max_skew)
+    )]
     Future {
         /// The key.
         key: String,

@@ -238,6 +238,8 @@ pub fn open_no_symlinks(
     rel: &Path,
 ) -> Result<Option<std::fs::File>, EvidenceReadError> {
     let mut cur = root.to_path_buf();
+    // Messages name files relative to the bundle (the auditor knows where the bundle is).
+    let mut shown = PathBuf::new();
     let comps: Vec<_> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
         let Component::Normal(part) = c else {
@@ -246,31 +248,32 @@ pub fn open_no_symlinks(
             });
         };
         cur.push(part);
+        shown.push(part);
         let meta = match std::fs::symlink_metadata(&cur) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(EvidenceReadError {
-                    detail: format!("{}: {e}", cur.display()),
+                    detail: format!("{}: {e}", shown.display()),
                 });
             }
         };
         if meta.file_type().is_symlink() {
             return Err(EvidenceReadError {
-                detail: format!("{} is a symlink", cur.display()),
+                detail: format!("{} is a symlink", shown.display()),
             });
         }
         let last = i + 1 == comps.len();
         if last && !meta.is_file() {
             return Err(EvidenceReadError {
-                detail: format!("{} is not a regular file", cur.display()),
+                detail: format!("{} is not a regular file", shown.display()),
             });
         }
     }
     std::fs::File::open(&cur)
         .map(Some)
         .map_err(|e| EvidenceReadError {
-            detail: format!("{}: {e}", cur.display()),
+            detail: format!("{}: {e}", shown.display()),
         })
 }
 

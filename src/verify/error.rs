@@ -147,6 +147,19 @@ pub enum VerifyError {
         max: usize,
     },
 
+    /// The bundle's `bundle.json` names another target than the task the auditor asked for
+    /// (`chainlock verify TASK_ID --bundle DIR`): a bundle cannot retarget itself.
+    #[error(
+        "the bundle is evidence for task {bundle_target} (its bundle.json says so), not for the \
+         requested task {requested}; refusing to verify another task than the one asked for"
+    )]
+    BundleTargetMismatch {
+        /// The task the auditor asked for.
+        requested: TaskId,
+        /// The target `bundle.json` names.
+        bundle_target: TaskId,
+    },
+
     // ---- 1. run ----
     /// No status for the link in the evidence.
     #[error("task {task_id}: no run status in the evidence")]
@@ -155,7 +168,7 @@ pub enum VerifyError {
         task_id: TaskId,
     },
     /// The task's latest run did not complete.
-    #[error("task {task_id}: latest run {run_id:?} is {state}, not completed")]
+    #[error("task {task_id}: {}", run_not_completed(*run_id, state))]
     RunNotCompleted {
         /// The task.
         task_id: TaskId,
@@ -553,6 +566,13 @@ pub enum VerifyError {
     },
 }
 
+fn run_not_completed(run_id: Option<u32>, state: &str) -> String {
+    match run_id {
+        Some(run) => format!("latest run {run} is {state}, not completed"),
+        None => format!("no run yet (the task is {state}), not completed"),
+    }
+}
+
 fn join_ids(ids: &[TaskId]) -> String {
     ids.iter()
         .map(TaskId::as_str)
@@ -573,7 +593,8 @@ impl VerifyError {
             | InvalidTaskDefinition { .. }
             | InvalidLinkId { .. }
             | NoDecisionRoot { .. }
-            | TooManyUpstreamArtifacts { .. } => Check::Chain,
+            | TooManyUpstreamArtifacts { .. }
+            | BundleTargetMismatch { .. } => Check::Chain,
             StatusMissing { .. } | RunNotCompleted { .. } | DocumentMismatch { .. } => Check::Run,
             DocumentMissing { .. } | DocumentInvalid { .. } => Check::Schema,
             SignatureMissing { .. } | SignatureRejected { .. } => Check::Signature,
@@ -622,6 +643,7 @@ impl VerifyError {
             InvalidLinkId { .. } => "invalid-link-id",
             NoDecisionRoot { .. } => "no-decision-root",
             TooManyUpstreamArtifacts { .. } => "too-many-upstream-artifacts",
+            BundleTargetMismatch { .. } => "bundle-target-mismatch",
             StatusMissing { .. } => "status-missing",
             RunNotCompleted { .. } => "run-not-completed",
             DocumentMismatch { .. } => "document-mismatch",

@@ -4,9 +4,15 @@
 //! verify` prints it), as JSON (**API Boundary:** stable, described by
 //! `schemas/verify-report.schema.json`; add fields, never rename) and as Graphviz `dot` (failed
 //! links red).
+//!
+//! Every string of a report may come from the evidence (names, queue ids, worker ids inside
+//! finding messages, roles). The data stays as it was found; the text and dot renderings escape
+//! it at the edge ([`escape_line`]), so a newline or U+2028 in a `workerId` cannot forge a
+//! `[pass] signature` line, and dot labels are quoted by dot's own rules on top.
 
 use super::error::{Check, VerifyError};
 use crate::ids::TaskId;
+use crate::untrusted_text::escape_line;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -127,6 +133,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// A failed report for `target` that judged no link because `error` refused the evidence
+    /// as a whole (a bundle naming another target than the one asked for).
+    pub fn refused(
+        target: TaskId,
+        reference_time: chrono::DateTime<chrono::Utc>,
+        error: VerifyError,
+    ) -> Report {
+        Report {
+            report_version: REPORT_VERSION,
+            target,
+            verified: false,
+            reference_time: crate::queue::types::format_time(reference_time),
+            chain_findings: vec![Finding::from(&error)],
+            links: Vec::new(),
+            errors: vec![error],
+        }
+    }
+
     /// Number of failures.
     pub fn failure_count(&self) -> usize {
         self.errors.len()
@@ -137,7 +161,8 @@ impl Report {
         self.errors.iter().any(|e| e.check() == check)
     }
 
-    /// Renders the report as the readable tree (chain_of_trust.log).
+    /// Renders the report as the readable tree (chain_of_trust.log). Every string from the
+    /// evidence is escaped to one line.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let verdict = if self.verified {
@@ -146,32 +171,32 @@ impl Report {
             format!("FAILED ({} problem(s))", self.errors.len())
         };
         let _ = writeln!(out, "chain of trust for task {}: {verdict}", self.target);
-        let _ = writeln!(out, "reference time: {}", self.reference_time);
+        let _ = writeln!(out, "reference time: {}", escape_line(&self.reference_time));
         for f in &self.chain_findings {
-            let _ = writeln!(out, "  [FAIL] chain: {}", f.message);
+            let _ = writeln!(out, "  [FAIL] chain: {}", escape_line(&f.message));
         }
         for link in &self.links {
             let indent = "  ".repeat(link.depth + 1);
             let mark = if link.passed() { "ok" } else { "FAILED" };
+            let shown = |v: &Option<String>| escape_line(v.as_deref().unwrap_or("?"));
             let _ = writeln!(
                 out,
-                "{indent}{} task {} [{}] {} on {} ({}){}",
+                "{indent}{} task {} [{}] {} on {} ({}): {mark}",
                 if link.is_target { "target" } else { "link" },
                 link.task_id,
-                link.kind.as_deref().unwrap_or("?"),
+                shown(&link.kind),
                 link.name
                     .as_deref()
-                    .map(|n| format!("{n:?}"))
+                    .map(|n| format!("\"{}\"", escape_line(n)))
                     .unwrap_or_default(),
-                link.task_queue_id.as_deref().unwrap_or("?"),
-                link.worker_implementation.as_deref().unwrap_or("?"),
-                format_args!(": {mark}"),
+                shown(&link.task_queue_id),
+                shown(&link.worker_implementation),
             );
             for e in &link.links {
-                let _ = writeln!(out, "{indent}  -> {} ({})", e.task_id, e.role);
+                let _ = writeln!(out, "{indent}  -> {} ({})", e.task_id, escape_line(&e.role));
             }
             if let Some(s) = &link.signer {
-                let _ = writeln!(out, "{indent}  signed by {s}");
+                let _ = writeln!(out, "{indent}  signed by {}", escape_line(s));
             }
             for c in &link.checks {
                 match c.status {
@@ -183,12 +208,17 @@ impl Report {
                             out,
                             "{indent}  [skip] {}: {}",
                             c.check,
-                            c.note.as_deref().unwrap_or("not applicable")
+                            escape_line(c.note.as_deref().unwrap_or("not applicable"))
                         );
                     }
                     CheckStatus::Fail => {
                         for f in &c.findings {
-                            let _ = writeln!(out, "{indent}  [FAIL] {}: {}", c.check, f.message);
+                            let _ = writeln!(
+                                out,
+                                "{indent}  [FAIL] {}: {}",
+                                c.check,
+                                escape_line(&f.message)
+                            );
                         }
                     }
                 }
@@ -203,21 +233,39 @@ impl Report {
             .expect("the report holds only strings, numbers and enums")
     }
 
-    /// Renders the chain as a Graphviz digraph; failed links are red.
+    /// Renders the chain as a Graphviz digraph; failed links are red, with their findings as
+    /// the node's tooltip. Every string from the evidence is escaped to one line, then quoted
+    /// for dot ([`dot_quote`]).
     pub fn to_dot(&self) -> String {
         let mut out =
             String::from("digraph chain_of_trust {\n  rankdir=BT;\n  node [shape=box];\n");
+        for f in &self.chain_findings {
+            let _ = writeln!(out, "  // chain: {}", dot_comment(&f.message));
+        }
         for link in &self.links {
             let color = if link.passed() { "darkgreen" } else { "red" };
+            // `\n` between the quoted parts is dot's own line break, added here, never taken
+            // from the evidence (whose newlines arrive escaped as a visible `\n`).
             let label = format!(
                 "{}\\n{}\\n{}",
                 link.task_id,
-                dot_escape(link.kind.as_deref().unwrap_or("?")),
-                dot_escape(link.task_queue_id.as_deref().unwrap_or("?"))
+                dot_quote(link.kind.as_deref().unwrap_or("?")),
+                dot_quote(link.task_queue_id.as_deref().unwrap_or("?"))
             );
+            let findings: Vec<String> = link
+                .checks
+                .iter()
+                .flat_map(|c| c.findings.iter().map(move |f| (c.check, f)))
+                .map(|(check, f)| format!("[FAIL] {check}: {}", dot_quote(&f.message)))
+                .collect();
+            let tooltip = if findings.is_empty() {
+                String::new()
+            } else {
+                format!(", tooltip=\"{}\"", findings.join("\\n"))
+            };
             let _ = writeln!(
                 out,
-                "  \"{}\" [label=\"{label}\", color={color}, fontcolor={color}{}];",
+                "  \"{}\" [label=\"{label}\", color={color}, fontcolor={color}{}{tooltip}];",
                 link.task_id,
                 if link.is_target { ", penwidth=2" } else { "" }
             );
@@ -227,7 +275,7 @@ impl Report {
                     "  \"{}\" -> \"{}\" [label=\"{}\"];",
                     link.task_id,
                     e.task_id,
-                    dot_escape(&e.role)
+                    dot_quote(&e.role)
                 );
             }
         }
@@ -236,12 +284,124 @@ impl Report {
     }
 }
 
-fn dot_escape(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            _ => vec![c],
-        })
-        .collect()
+/// Untrusted text as the inside of a dot double-quoted string: escaped to one line
+/// ([`escape_line`]: controls, newlines, NUL, U+2028/U+2029, bidi overrides become visible
+/// `\u{..}` text), then `"` and `\` escaped, so a value can neither end the string nor become
+/// one of dot's escapes (`\n`, `\l`, `\N`, ...).
+pub fn dot_quote(s: &str) -> String {
+    let line = escape_line(s);
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Untrusted text inside a dot `//` comment: one line, and no `*/` or the like matters there.
+fn dot_comment(s: &str) -> String {
+    escape_line(s)
+}
+
+/// Kinds of failure reported instead of a chain verdict (`error.kind` in the JSON document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Bad command line, policy, keys or trust pin (exit 64).
+    Usage,
+    /// The evidence could not be fetched or read (exit 2).
+    EvidenceUnavailable,
+}
+
+impl ErrorKind {
+    /// The `chainlock verify` exit code for this kind.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => 64,
+            ErrorKind::EvidenceUnavailable => 2,
+        }
+    }
+}
+
+/// What `chainlock verify --format json` prints when there is no verdict: the same
+/// `reportVersion`, and an `error` object instead of the report (one branch of the schema's
+/// `oneOf`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorReport {
+    /// [`REPORT_VERSION`].
+    pub report_version: u32,
+    /// Why there is no verdict.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object of an [`ErrorReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorDetail {
+    /// Usage or evidence unavailable.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ErrorReport {
+    /// An error document of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ErrorReport {
+        ErrorReport {
+            report_version: REPORT_VERSION,
+            error: ErrorDetail {
+                kind,
+                message: message.into(),
+            },
+        }
+    }
+
+    /// The JSON document (`schemas/verify-report.schema.json`, error branch).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the error report holds only strings and enums")
+    }
+}
+
+/// What `chainlock verify --format json` prints when it only fetched and exported evidence
+/// (no `--policy`/`--keys`, so no verdict).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportReport {
+    /// [`REPORT_VERSION`].
+    pub report_version: u32,
+    /// The export.
+    pub exported: ExportDetail,
+}
+
+/// The `exported` object of an [`ExportReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportDetail {
+    /// The task whose evidence was fetched.
+    pub target: TaskId,
+    /// The bundle directory, as given on the command line.
+    pub bundle: String,
+}
+
+impl ExportReport {
+    /// The JSON document (`schemas/verify-report.schema.json`, export branch).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the export report holds only strings")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_quote_keeps_values_inside_their_string() {
+        assert_eq!(dot_quote("plain"), "plain");
+        assert_eq!(dot_quote("a\"b"), "a\\\"b");
+        assert_eq!(dot_quote("a\\nb"), "a\\\\nb");
+        assert_eq!(dot_quote("a\nb"), "a\\\\nb");
+        assert_eq!(dot_quote("a\u{2028}b\u{202E}"), "a\\\\u{2028}b\\\\u{202E}");
+        assert!(!dot_quote("x\0y\r").contains(['\0', '\r']));
+    }
 }
