@@ -2094,20 +2094,37 @@ fn evidence_unavailable_prints_a_json_error_document() {
     assert_eq!(code, 2, "{out}\n{err}");
     let json = one_valid_document(&out);
     assert_eq!(json["error"]["kind"], json!("evidence-unavailable"));
-    // A malformed file: named relative to the bundle.
-    let status = Path::new(audit.fx.b.id.as_str()).join("status.json");
-    std::fs::write(audit.bundle.join(&status), b"{").unwrap();
+    // A malformed index: there is nothing to judge, named relative to the bundle.
+    let genuine_index = std::fs::read(audit.bundle.join("bundle.json")).unwrap();
+    std::fs::write(audit.bundle.join("bundle.json"), b"{").unwrap();
     let (code, out, err) = audit.verify(None, "json");
     assert_eq!(code, 2, "{out}\n{err}");
     let json = one_valid_document(&out);
     let message = json["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!(": {} is malformed", status.display())),
-        "{message}"
-    );
+    assert!(message.contains("bundle.json is malformed"), "{message}");
     let (code, out, _) = audit.verify(None, "text");
     assert_eq!(code, 2);
     assert!(out.is_empty(), "{out}");
+    std::fs::write(audit.bundle.join("bundle.json"), genuine_index).unwrap();
+    // A malformed task file is forged or broken evidence: a verification failure (exit 1)
+    // whose finding names the file relative to the bundle.
+    let status = Path::new(audit.fx.b.id.as_str()).join("status.json");
+    std::fs::write(audit.bundle.join(&status), b"{").unwrap();
+    let (code, out, err) = audit.verify(None, "json");
+    assert_eq!(code, 1, "{out}\n{err}");
+    let json = one_valid_document(&out);
+    assert!(
+        json["chainFindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "evidence-malformed"
+                && f["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&status.display().to_string())),
+        "{json}"
+    );
 
     // The export-only document (online `--export-bundle` without --policy/--keys) is in the
     // schema too.
