@@ -1372,9 +1372,25 @@ fn soft_revocation_after_signing_keeps_old_signatures() {
         },
     );
     let built = Fixture::new().build(&keys);
-    if let Err(r) = built.verify_with(&trust, &Limits::default(), WORKER) {
-        panic!("{}", r.to_text());
-    }
+    let verified = match built.verify_with(&trust, &Limits::default(), WORKER) {
+        Ok(v) => v,
+        Err(r) => panic!("{}", r.to_text()),
+    };
+    // Accepted, with the caveat an offline auditor must see: the retired key dated it.
+    let text = verified.report().to_text();
+    assert!(
+        text.contains("[caveat] key gw-test was retired") && text.contains("backdated"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&verified.report().to_json()).unwrap();
+    assert!(
+        json["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["caveats"].as_array().is_some_and(|c| !c.is_empty())),
+        "{json}"
+    );
 }
 
 #[test]

@@ -511,6 +511,10 @@ pub struct AcceptedSignature {
     pub signed_at: DateTime<Utc>,
     /// The policy version that accepted it.
     pub policy_version: u64,
+    /// When the key stops (or stopped) being trusted: its `valid_until`, or an earlier
+    /// retirement or supersession. A signature from a key retired before the time evidence is
+    /// judged at was dated by that key's holder: offline evidence cannot rule out backdating.
+    pub key_retired_at: DateTime<Utc>,
 }
 
 /// Why a chain-of-trust signature is refused.
@@ -893,6 +897,9 @@ impl TrustStore {
             signing_subkey: subkey,
             signed_at,
             policy_version: self.version(),
+            key_retired_at: entry
+                .revocation
+                .map_or(entry.valid_until, |r| r.at.min(entry.valid_until)),
         })
     }
 

@@ -192,6 +192,7 @@ struct LinkState<'a> {
     skipped: BTreeMap<Check, String>,
     doc: Option<CotDocument>,
     signer: Option<String>,
+    caveats: Vec<String>,
 }
 
 /// Judges the chain of `target` from `evidence`, at `now`.
@@ -226,6 +227,7 @@ pub fn verify(
             skipped: BTreeMap::new(),
             doc: None,
             signer: None,
+            caveats: Vec::new(),
         };
         // One queue identity: an explicit taskQueueId must name the provisionerId/workerType
         // pair, or the policy role would depend on which of the two is read.
@@ -396,6 +398,7 @@ fn link_report(node: &Node, st: &LinkState<'_>, is_target: bool) -> LinkReport {
         worker_implementation: st.role.as_ref().map(|r| r.worker_impl.to_owned()),
         kind: st.role.as_ref().map(|r| r.kind.to_string()),
         signer: st.signer.clone(),
+        caveats: st.caveats.clone(),
         links: node
             .edges
             .iter()
@@ -511,6 +514,16 @@ fn check_document(
                 "{} ({}, trust policy v{})",
                 accepted.key_name, accepted.key_id, accepted.policy_version
             ));
+            if accepted.key_retired_at <= now {
+                st.caveats.push(format!(
+                    "key {} was retired at {}; the signature's date ({}) is its holder's claim: \
+                     offline evidence cannot rule out that it was made later and backdated \
+                     (bounded below by the task's creation and the run's start)",
+                    accepted.key_name,
+                    crate::queue::types::format_time(accepted.key_retired_at),
+                    crate::queue::types::format_time(accepted.signed_at)
+                ));
+            }
             // A document cannot be signed before the task it describes existed, nor before
             // its run started: a retired key's holder cannot backdate past these.
             let bounds = [

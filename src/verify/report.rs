@@ -98,6 +98,10 @@ pub struct LinkReport {
     /// The key that signed the link's document, as the trust store names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// What a pass cannot rule out (a retired key's signature: its date is its holder's
+    /// claim). Shown with the verdict; never a failure by itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
     /// Outgoing links.
     pub links: Vec<EdgeReport>,
     /// Every check, in order.
@@ -197,6 +201,9 @@ impl Report {
             }
             if let Some(s) = &link.signer {
                 let _ = writeln!(out, "{indent}  signed by {}", escape_line(s));
+            }
+            for c in &link.caveats {
+                let _ = writeln!(out, "{indent}  [caveat] {}", escape_line(c));
             }
             for c in &link.checks {
                 match c.status {
