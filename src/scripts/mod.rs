@@ -2,7 +2,8 @@
 //!
 //! A worker runs exactly one operator-chosen script per task, as a separate process, with the
 //! fixed contract below. These scripts are ordinary clients of that contract: they get no
-//! Taskcluster credentials and never see the worker's chain-of-trust key. Each one re-validates
+//! Taskcluster credentials and never use the worker's chain-of-trust key (which, with
+//! `isolation = "namespaces"` or `"uid"`, they cannot even read). Each one re-validates
 //! `task.json` with the same [`crate::validate`] rules the worker applied (so a script run by
 //! hand, or by a differently configured worker, is just as strict), then re-hashes every upstream
 //! file against the verified manifest before acting on it: a file changed on disk after

@@ -23,8 +23,11 @@
 //! log must be closed before it is hashed.
 //!
 //! Invariants: a claimed run is always resolved, unless the queue told us it is no longer ours
-//! (reclaim 409), in which case nothing more is uploaded or reported. The script never sees
-//! credentials or the signing key. Nothing is written to the task log after it was hashed.
+//! (reclaim 409), in which case nothing more is uploaded or reported. The script never gets
+//! credentials in its environment; with `isolation = "namespaces"` or `"uid"` it cannot read
+//! them or the signing key either (with `"none"` it can: see README, "Security model"). No
+//! process of the run is alive when stage 5 starts. Nothing is written to the task log after it
+//! was hashed.
 //! Errors from every stage become a [`Resolution`] in one place, [`TaskError::resolution`].
 
 use super::Shared;
