@@ -792,19 +792,10 @@ fn rows() -> Vec<Row> {
                 fx.build(k)
             },
         ),
-        row(
+        from_repository(
             "restricted scope from a disallowed repository",
-            Check::SourceAndScopes,
             "restricted-scope-repository",
-            |fx, k| {
-                for l in fx.links_mut() {
-                    l.def["metadata"]["source"] =
-                        json!("https://github.com/evil/product/raw/x/.taskcluster.yml");
-                    l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
-                        json!("https://github.com/evil/product");
-                }
-                fx.build(k)
-            },
+            "https://github.com/evil/product",
         ),
         row(
             "restricted scope from a disallowed branch",
@@ -1094,6 +1085,17 @@ fn pull_request_with_scopes(
     )
 }
 
+/// Every link of the chain claims to come from `repo`.
+fn from_repository(name: &'static str, code: &'static str, repo: &'static str) -> Row {
+    row(name, Check::SourceAndScopes, code, move |fx, k| {
+        for l in fx.links_mut() {
+            l.def["metadata"]["source"] = json!(format!("{repo}/raw/x/.taskcluster.yml"));
+            l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] = json!(repo);
+        }
+        fx.build(k)
+    })
+}
+
 fn forgery_rows() -> Vec<Row> {
     let mut rows = vec![
         // Queue identity is one fact.
@@ -1219,66 +1221,16 @@ fn forgery_rows() -> Vec<Row> {
             "runs-invalid",
             |s| s.runs[0].started = None,
         ),
-        // Wildcards reach restricted scopes, from any link.
-        pull_request_with_scopes(
-            "family wildcard from a pull request",
-            |fx| &mut fx.s,
-            &["project:example:releng:signing:cert:*"],
-        ),
-        pull_request_with_scopes(
-            "prefix wildcard from a pull request",
-            |fx| &mut fx.s,
-            &["project:example:releng:push:bucket*"],
-        ),
-        pull_request_with_scopes(
-            "project wildcard from a pull request",
-            |fx| &mut fx.s,
-            &["project:*"],
-        ),
-        pull_request_with_scopes("star from a pull request", |fx| &mut fx.s, &["*"]),
-        pull_request_with_scopes(
-            "a restricted scope on an upstream link, not the target",
-            |fx| &mut fx.b,
-            &["project:example:releng:push:bucket-release"],
-        ),
-        pull_request_with_scopes(
-            "an undeclared assume: role from a pull request",
-            |fx| &mut fx.s,
-            &["assume:repo:github.com/example/product:branch:main"],
-        ),
-        pull_request_with_scopes(
-            "assume wildcard from a pull request",
-            |fx| &mut fx.s,
-            &["assume:*"],
-        ),
         // Try repositories are recognised whatever the case of scheme, host and GitHub path.
-        row(
+        from_repository(
             "try repository in upper case",
-            Check::SourceAndScopes,
             "restricted-scope-untrusted",
-            |fx, k| {
-                for l in fx.links_mut() {
-                    l.def["metadata"]["source"] =
-                        json!("HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY/raw/x/.taskcluster.yml");
-                    l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
-                        json!("HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY");
-                }
-                fx.build(k)
-            },
+            "HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY",
         ),
-        row(
+        from_repository(
             "try repository with a mixed-case path",
-            Check::SourceAndScopes,
             "restricted-scope-untrusted",
-            |fx, k| {
-                for l in fx.links_mut() {
-                    l.def["metadata"]["source"] =
-                        json!("https://github.com/Example/Product-Try/raw/x/.taskcluster.yml");
-                    l.def["payload"]["env"]["PRODUCT_HEAD_REPOSITORY"] =
-                        json!("https://github.com/Example/Product-Try");
-                }
-                fx.build(k)
-            },
+            "https://github.com/Example/Product-Try",
         ),
         // Signatures are never dated before what they sign.
         Row {
@@ -1320,6 +1272,41 @@ fn forgery_rows() -> Vec<Row> {
             },
         ),
     ];
+    // Wildcards and roles reach restricted scopes, from any link.
+    type Pick = fn(&mut Fixture) -> &mut Link;
+    let target: Pick = |fx| &mut fx.s;
+    let build: Pick = |fx| &mut fx.b;
+    for (name, link, scopes) in [
+        (
+            "family wildcard from a pull request",
+            target,
+            &["project:example:releng:signing:cert:*"][..],
+        ),
+        (
+            "prefix wildcard from a pull request",
+            target,
+            &["project:example:releng:push:bucket*"],
+        ),
+        (
+            "project wildcard from a pull request",
+            target,
+            &["project:*"],
+        ),
+        ("star from a pull request", target, &["*"]),
+        (
+            "a restricted scope on an upstream link, not the target",
+            build,
+            &["project:example:releng:push:bucket-release"],
+        ),
+        (
+            "an undeclared assume: role from a pull request",
+            target,
+            &["assume:repo:github.com/example/product:branch:main"],
+        ),
+        ("assume wildcard from a pull request", target, &["assume:*"]),
+    ] {
+        rows.push(pull_request_with_scopes(name, link, scopes));
+    }
     // Parser differentials: the unsigned files are read with the signed documents' parser.
     for (name, file, edit) in [
         (
