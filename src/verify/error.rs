@@ -480,6 +480,37 @@ pub enum VerifyError {
         /// Why it is untrusted.
         why: String,
     },
+
+    // ---- added for issue 9 (crashes and hangs) ----
+    /// A graph `relative-datestamp` offset, or the runtime `created` plus it, is outside the
+    /// range of representable times (`300000 years`).
+    #[error(
+        "task {task_id}: {key} in task-graph.json of {decision} has an out-of-range relative-datestamp {spec:?}"
+    )]
+    DatestampOutOfRange {
+        /// The child.
+        task_id: TaskId,
+        /// The decision task.
+        decision: TaskId,
+        /// The top-level key holding it.
+        key: String,
+        /// The offset (truncated).
+        spec: String,
+    },
+    /// A piece of evidence exceeds a size limit (as sent, or after gzip decoding).
+    #[error("task {task_id}: {artifact} is larger than {max_bytes} bytes (limit {limit})")]
+    EvidenceTooLarge {
+        /// The task it belongs to.
+        task_id: TaskId,
+        /// The artifact.
+        artifact: String,
+        /// The [`Limits`](super::Limits) field that refused it (`max_document_bytes`, ...).
+        limit: &'static str,
+        /// Its value.
+        max_bytes: u64,
+        /// The check that needed the evidence.
+        check: Check,
+    },
 }
 
 fn join_ids(ids: &[TaskId]) -> String {
@@ -531,6 +562,8 @@ impl VerifyError {
             | RestrictedScopeRepository { .. }
             | RestrictedScopeBranch { .. }
             | RestrictedScopeUntrusted { .. } => Check::SourceAndScopes,
+            DatestampOutOfRange { .. } => Check::TaskGraph,
+            EvidenceTooLarge { check, .. } => *check,
         }
     }
 
@@ -579,6 +612,8 @@ impl VerifyError {
             RestrictedScopeRepository { .. } => "restricted-scope-repository",
             RestrictedScopeBranch { .. } => "restricted-scope-branch",
             RestrictedScopeUntrusted { .. } => "restricted-scope-untrusted",
+            DatestampOutOfRange { .. } => "datestamp-out-of-range",
+            EvidenceTooLarge { .. } => "evidence-too-large",
         }
     }
 }
