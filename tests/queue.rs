@@ -850,8 +850,8 @@ async fn downloads_have_a_total_deadline_and_a_minimum_rate_over_every_hop() {
     assert!(!dest.exists() && !dir.path().join("a.part").exists());
 
     // The minimum rate: 1000 bytes/s over 300 ms windows (the trickle sends about 3 bytes a
-    // window), far from the deadline. Each attempt
-    // fails after one window; the client retries (4 attempts) and gives up.
+    // window), far from the deadline. Each attempt fails after one window; the client
+    // retries (4 attempts) and gives up.
     let slow = q.clone().with_limits(ClientLimits {
         download_deadline: Duration::from_secs(20),
         min_download_rate: 1000,
