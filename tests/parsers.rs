@@ -1048,3 +1048,62 @@ fn source_url_helpers_survive_mutations() {
         normalize_url(&huge)
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// task-graph comparison (check 5)
+
+/// The fuzz target `graph_compare`'s harness: `{"child", "decision", "graph"}`, the child being
+/// the graph's first key that is a taskId. Returns the finding codes (`None`: not JSON).
+fn compare_graph_input(bytes: &[u8]) -> Option<Vec<&'static str>> {
+    use chainlock::verify::graph;
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        let _ = graph::parse_offset(s);
+    }
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let graph = match v.get("graph") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let child_id = graph
+        .keys()
+        .find_map(|k| TaskId::parse(k).ok())
+        .unwrap_or_else(|| TaskId::parse("GVi2vTw8RYqdga6pE08Aiw").unwrap());
+    let decision_id = TaskId::parse("HxKtZrxRQpWx5wQ1Zp8VNg").unwrap();
+    let child = v.get("child").cloned().unwrap_or(Value::Null);
+    let decision = v.get("decision").cloned().unwrap_or(Value::Null);
+    let errs = graph::compare(&child_id, &child, &decision_id, &decision, &graph);
+    Some(errs.iter().map(|e| e.code()).collect())
+}
+
+/// Issue 9: a `{"relative-datestamp": "300000 years"}` in a signed graph panicked the verifier
+/// (`DateTime + TimeDelta overflowed`, `TimeDelta::seconds out of bounds`). The seeds (and the
+/// fuzz corpus they start) hold matching graphs, mixed units, absurd offsets and mismatches.
+#[test]
+fn graph_comparison_survives_seeds_and_mutations() {
+    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("matching.json", vec![]),
+        (
+            "out-of-range-datestamps.json",
+            vec!["datestamp-out-of-range"],
+        ),
+        ("mixed-units.json", vec!["graph-invalid"]),
+    ]);
+    for (name, bytes) in seeds("graph") {
+        let codes = guard("graph::compare", &name, &bytes, || {
+            compare_graph_input(&bytes)
+        })
+        .unwrap_or_else(|| panic!("{name} is not JSON"));
+        let file = name.rsplit('/').next().unwrap_or(&name);
+        if let Some(want) = expected.get(file) {
+            assert_eq!(&codes, want, "{name}");
+        } else {
+            assert!(!codes.is_empty(), "{name}: expected mismatches");
+        }
+        for (m, _) in json_mutants(&bytes) {
+            let label = format!("{name}, {}", m.label);
+            guard("graph::compare", &label, &m.bytes, || {
+                compare_graph_input(&m.bytes)
+            });
+        }
+    }
+}

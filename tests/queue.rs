@@ -767,3 +767,146 @@ async fn official_python_client_interop() {
     assert!(stdout.starts_with("OK "), "{stdout}");
     h.shutdown().await;
 }
+
+/// An artifact server: `getLatestArtifact` answers 303 to `/blob`, which serves `body` (a
+/// `gzip` Content-Encoding when `gzip`), `trickle` bytes every 100 ms forever, or a fast body.
+async fn artifact_server(blob: Blob) -> String {
+    use axum::body::Body;
+    use axum::http::{Response, StatusCode, Uri, header};
+    let blob = std::sync::Arc::new(blob);
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let blob = blob.clone();
+        async move {
+            if uri.path().starts_with("/api/queue/v1/task/") {
+                return Response::builder()
+                    .status(StatusCode::SEE_OTHER)
+                    .header(header::LOCATION, "/blob?X-Amz-Signature=sekrit")
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            match &*blob {
+                Blob::Trickle => {
+                    let s = futures_util::stream::unfold((), |()| async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                    });
+                    Response::new(Body::from_stream(s))
+                }
+                Blob::Plain(b) => Response::new(Body::from(b.clone())),
+                Blob::Gzip(b) => Response::builder()
+                    .header(header::CONTENT_ENCODING, "gzip")
+                    .body(Body::from(b.clone()))
+                    .unwrap(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+enum Blob {
+    Trickle,
+    Plain(Vec<u8>),
+    Gzip(Vec<u8>),
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Issue 9: a redirect target that trickles one byte at a time ran past every timeout (only
+/// the first hop had a total deadline). Every hop and the body now share one deadline, and a
+/// body slower than the minimum rate fails the attempt.
+#[tokio::test]
+async fn downloads_have_a_total_deadline_and_a_minimum_rate_over_every_hop() {
+    use chainlock::queue::ClientLimits;
+    let id = TaskId::parse("GVi2vTw8RYqdga6pE08Aiw").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a");
+    let root = artifact_server(Blob::Trickle).await;
+    let q = QueueClient::new(&root, None, RetryPolicy::fast_for_tests()).unwrap();
+
+    // The deadline, with the rate check off.
+    let deadline = q.clone().with_limits(ClientLimits {
+        download_deadline: Duration::from_millis(700),
+        min_download_rate: 0,
+        ..Default::default()
+    });
+    let t0 = std::time::Instant::now();
+    let e = deadline
+        .get_latest_artifact_to_file(&id, "public/a", &dest, 1 << 20)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(e, QueueError::DownloadDeadline { .. }), "{e}");
+    assert!(!e.is_transient());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(!format!("{e} {e:?}").contains("sekrit"));
+    assert!(!dest.exists() && !dir.path().join("a.part").exists());
+
+    // The minimum rate: 1000 bytes/s over 300 ms windows (the trickle sends about 3 bytes a
+    // window), far from the deadline. Each attempt fails after one window; the client
+    // retries (4 attempts) and gives up.
+    let slow = q.clone().with_limits(ClientLimits {
+        download_deadline: Duration::from_secs(20),
+        min_download_rate: 1000,
+        download_rate_window: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let t0 = std::time::Instant::now();
+    let e = slow
+        .get_latest_artifact_to_file(&id, "public/a", &dest, 1 << 20)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        matches!(e, QueueError::TooSlow { bytes, min_rate: 1000, .. } if bytes < 300),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!dest.exists() && !dir.path().join("a.part").exists());
+
+    // A healthy redirect under the same limits still downloads.
+    let root = artifact_server(Blob::Plain(vec![7u8; 200_000])).await;
+    let q = QueueClient::new(&root, None, RetryPolicy::fast_for_tests())
+        .unwrap()
+        .with_limits(ClientLimits {
+            download_deadline: Duration::from_secs(5),
+            min_download_rate: 1000,
+            download_rate_window: Duration::from_millis(300),
+            ..Default::default()
+        });
+    let info = q
+        .get_latest_artifact_to_file(&id, "public/a", &dest, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(info.bytes, 200_000);
+    assert_eq!(std::fs::read(&dest).unwrap().len(), 200_000);
+}
+
+/// Issue 9: the size cap applies to the decoded bytes of a gzip body (a bomb is refused as
+/// TooLarge after at most the cap is written, never as a transport or gzip error).
+#[tokio::test]
+async fn gzip_bombs_are_too_large() {
+    let id = TaskId::parse("GVi2vTw8RYqdga6pE08Aiw").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a");
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 100 << 10, "{}", bomb.len());
+    let root = artifact_server(Blob::Gzip(bomb)).await;
+    let q = QueueClient::new(&root, None, RetryPolicy::fast_for_tests()).unwrap();
+    let e = q
+        .get_latest_artifact_to_file(&id, "public/a", &dest, 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, QueueError::TooLarge { max_bytes, .. } if max_bytes == 1 << 20),
+        "{e}"
+    );
+    assert!(!dest.exists() && !dir.path().join("a.part").exists());
+}

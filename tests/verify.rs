@@ -1764,6 +1764,164 @@ mod online {
         let (code, out, err) = cli(args).await;
         assert_eq!(code, 2, "{out}\n{err}");
     }
+
+    /// As [`publish`], with `edit` applied to the built evidence before it is uploaded.
+    async fn publish_edited(
+        h: &DevQueueHandle,
+        fx: &mut Fixture,
+        keys: &Keys,
+        edit: impl FnOnce(&mut BTreeMap<(TaskId, String), Vec<u8>>),
+    ) {
+        let q = admin(h);
+        for l in fx.links_mut() {
+            q.create_task(&l.id, &l.def).await.unwrap();
+            l.def = q.task(&l.id).await.unwrap();
+        }
+        let mut built = fx.build(keys);
+        edit(&mut built.files);
+        let tmp = tempfile::tempdir().unwrap();
+        for l in fx.links() {
+            let files: BTreeMap<String, Vec<u8>> = built
+                .files
+                .iter()
+                .filter(|((id, _), _)| id == &l.id)
+                .map(|((_, name), bytes)| (name.clone(), bytes.clone()))
+                .collect();
+            seed::run_as_worker(&q, l, &files, RUN, tmp.path())
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Issue 9: evidence over a size limit was "evidence unavailable" (exit 2,
+    /// `resource-unavailable`). It is the task's evidence at fault: a verification failure
+    /// naming the limit (exit 1, `malformed-payload`), for a plainly oversized signature and
+    /// for a gzip bomb (a 12 MiB chain-of-trust.json sent as a few KiB of gzip, decoded past
+    /// the 8 MiB document limit).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_and_gzip_bomb_evidence_fail_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = start_queue(&dir.path().join("queue")).await;
+        let keys = Keys::new();
+        let keys_dir = dir.path().join("keys");
+        write_keys_dir(&keys, &keys_dir);
+        let mut fx = Fixture::new();
+        let (b_id, d_id) = (fx.b.id.clone(), fx.d.id.clone());
+        let limits = Limits::default();
+        let mut bomb_wire = 0;
+        publish_edited(&h, &mut fx, &keys, |files| {
+            // JSON goes gzip-encoded on the wire (seed::run_as_worker, as workers do).
+            let doc = (b_id.clone(), "public/chain-of-trust.json".to_owned());
+            let mut big = b"{\"padding\": \"".to_vec();
+            big.resize(12 << 20, b' ');
+            big.extend_from_slice(b"\"}");
+            bomb_wire = {
+                use std::io::Write as _;
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&big).unwrap();
+                enc.finish().unwrap().len()
+            };
+            files.insert(doc, big);
+            let sig = files
+                .keys()
+                .find(|(id, name)| id == &d_id && name.starts_with("public/chain-of-trust.json."))
+                .cloned()
+                .unwrap();
+            files.insert(sig, vec![b'A'; 100 << 10]);
+        })
+        .await;
+        assert!(bomb_wire < 256 << 10, "{bomb_wire}");
+
+        let trust = trust_store(&keys, &GwKeyWindow::default());
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let anon = admin(&h).anonymous();
+        let failure = evidence::fetch_and_verify(
+            &anon,
+            &fx.s.id,
+            &fx.s.def,
+            &work.join("cot"),
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &limits,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            failure.exception_reason(),
+            ExceptionReason::MalformedPayload,
+            "{}",
+            failure.log_text()
+        );
+        let ChainFailure::Verification(report) = &failure else {
+            panic!("{}", failure.log_text())
+        };
+        let too_large: Vec<(String, &str, u64, Check)> = report
+            .errors
+            .iter()
+            .filter_map(|e| match e {
+                verify::VerifyError::EvidenceTooLarge {
+                    task_id,
+                    artifact,
+                    limit,
+                    max_bytes,
+                    check,
+                } => Some((format!("{task_id}/{artifact}"), *limit, *max_bytes, *check)),
+                _ => None,
+            })
+            .collect();
+        let d_sig = too_large
+            .iter()
+            .find(|t| t.0.starts_with(d_id.as_str()))
+            .unwrap_or_else(|| panic!("{too_large:?}\n{}", failure.log_text()));
+        assert_eq!(
+            (d_sig.1, d_sig.2, d_sig.3),
+            (
+                "max_signature_bytes",
+                limits.max_signature_bytes,
+                Check::Signature
+            )
+        );
+        assert!(
+            too_large.contains(&(
+                format!("{b_id}/public/chain-of-trust.json"),
+                "max_document_bytes",
+                limits.max_document_bytes,
+                Check::Schema
+            )),
+            "{too_large:?}"
+        );
+        assert!(report.errors.iter().all(|e| e.code() != "document-missing"));
+        let text = failure.log_text();
+        assert!(
+            text.contains("evidence-too-large") || text.contains("larger than"),
+            "{text}"
+        );
+        assert!(!text.contains("evidence unavailable"), "{text}");
+
+        // The CLI: exit 1 (verification failed), not 2 (infrastructure).
+        let args = vec![
+            "verify".to_owned(),
+            fx.s.id.to_string(),
+            "--root-url".into(),
+            h.root_url().to_owned(),
+            "--policy".into(),
+            s(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/etc/chain-policy.example.toml"
+            )),
+            "--keys".into(),
+            s(&keys_dir),
+            "--format".into(),
+            "json".into(),
+        ];
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.contains("evidence-too-large"), "{out}");
+        h.shutdown().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

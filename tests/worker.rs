@@ -2150,3 +2150,219 @@ async fn a_lost_claim_leaves_nothing_behind() {
     }
     env.stop().await;
 }
+
+/// A server whose every answer is a body that trickles a byte every 100 ms, forever; counts
+/// the requests.
+async fn trickle_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h2 = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        h2.fetch_add(1, Ordering::SeqCst);
+        async {
+            let s = futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b" ")), ()))
+            });
+            axum::body::Body::from_stream(s)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/task-graph.json"), hits)
+}
+
+/// Runs the decision task as its worker would, with `public/task-graph.json` a reference
+/// artifact to `url` (as `publish_with_dead_graph`, for any URL).
+async fn publish_with_graph_at(
+    env: &Env,
+    link: &Link,
+    files: &BTreeMap<String, Vec<u8>>,
+    url: &str,
+) {
+    let claim = env
+        .client
+        .claim_work(
+            &link.task_queue_id().unwrap(),
+            &ClaimWorkRequest {
+                worker_group: SEED_RUN.worker_group.into(),
+                worker_id: SEED_RUN.worker_id.into(),
+                tasks: 1,
+            },
+        )
+        .await
+        .unwrap()
+        .tasks
+        .pop()
+        .unwrap();
+    assert_eq!(claim.status.task_id, link.id);
+    let tq = env
+        .client
+        .with_credentials(Credentials::from(&claim.credentials));
+    let src = env.dir.join("upload");
+    for (name, bytes) in files {
+        std::fs::write(&src, bytes).unwrap();
+        let resp = tq
+            .create_artifact(
+                &link.id,
+                claim.run_id,
+                name,
+                &CreateArtifactRequest::S3 {
+                    expires: claim.status.expires,
+                    content_type: "application/octet-stream".into(),
+                    content_length: Some(bytes.len() as u64),
+                },
+            )
+            .await
+            .unwrap();
+        let CreateArtifactResponse::S3 { put_url, .. } = resp else {
+            panic!("no putUrl")
+        };
+        tq.upload_file(&put_url, &src, "application/octet-stream", false)
+            .await
+            .unwrap();
+    }
+    tq.create_artifact(
+        &link.id,
+        claim.run_id,
+        seed::TASK_GRAPH,
+        &CreateArtifactRequest::Reference {
+            expires: claim.status.expires,
+            url: url.into(),
+            content_type: "application/json".into(),
+        },
+    )
+    .await
+    .unwrap();
+    tq.report_completed(&link.id, claim.run_id).await.unwrap();
+}
+
+/// Issue 9: stage 3 (fetching the evidence) stops on SIGTERM and on a lost claim. The
+/// decision task's graph trickles forever (slower than any useful download, faster than any
+/// read timeout): the worker must still shut down promptly, reporting `worker-shutdown`, or
+/// give the run up without reporting anything once the queue took it away.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_a_lost_claim_stop_a_hanging_evidence_download() {
+    use chainlock::worker::outcome::Resolution;
+    use chainlock::worker::task::TaskReport;
+    use std::sync::atomic::Ordering;
+    // Short claims: the worker reclaims every second or so and learns of a loss quickly.
+    let env = Env::new(Duration::from_secs(3)).await;
+    let (url, hits) = trickle_server().await;
+    for case in ["sigterm", "lost"] {
+        let marker = env.dir.join(format!("ran-{case}"));
+        let (chain, tasks, mut evidence) = env
+            .prepare_chain(
+                vec![json!({"behaviour": "ok", "marker": marker})],
+                |_, _| {},
+            )
+            .await;
+        evidence
+            .remove(&chain.decision.id, seed::TASK_GRAPH)
+            .unwrap();
+        publish_with_graph_at(
+            &env,
+            &chain.decision,
+            &evidence.files[&chain.decision.id],
+            &url,
+        )
+        .await;
+        seed::run_as_worker(
+            &env.client,
+            &chain.build,
+            &evidence.files[&chain.build.id],
+            SEED_RUN,
+            &env.dir.join("scratch"),
+        )
+        .await
+        .unwrap();
+        let id = tasks[0].id.clone();
+
+        let config =
+            chainlock::config::Config::load(&env.dir.join("worker.toml"), &path_env()).unwrap();
+        let options = chainlock::worker::RunOptions {
+            max_tasks: Some(1),
+            retry: RetryPolicy::fast_for_tests(),
+            ..Default::default()
+        };
+        let shutdown = chainlock::worker::Shutdown::new();
+        let before = hits.load(Ordering::SeqCst);
+        let worker = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                chainlock::worker::run(
+                    config,
+                    Credentials::permanent("test-worker", Secret::new(TOKEN)),
+                    &path_env(),
+                    options,
+                    shutdown,
+                )
+                .await
+            }
+        });
+        for _ in 0..600 {
+            if hits.load(Ordering::SeqCst) > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            hits.load(Ordering::SeqCst) > before,
+            "{case}: graph never requested"
+        );
+        // Let the trickle run a little: the download is in its body now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t0 = std::time::Instant::now();
+        match case {
+            "sigterm" => shutdown.terminate(),
+            _ => {
+                env.client.report_failed(&id, 0).await.unwrap();
+            }
+        }
+        let summary = tokio::time::timeout(Duration::from_secs(15), worker)
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the worker kept fetching"))
+            .unwrap()
+            .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(15), "{case}");
+        assert!(!marker.exists(), "{case}: the script ran");
+        match case {
+            "sigterm" => {
+                assert!(
+                    matches!(
+                        summary.tasks.first(),
+                        Some(TaskReport::Resolved {
+                            resolution: Resolution::Exception(ExceptionReason::WorkerShutdown),
+                            ..
+                        })
+                    ),
+                    "{:?}",
+                    summary.tasks
+                );
+                assert_eq!(
+                    env.last_run(&id).await,
+                    (TaskState::Exception, Some("worker-shutdown".into()))
+                );
+                let log = env.task_log(&id).await;
+                assert!(
+                    log.contains("cancelled: the worker is shutting down"),
+                    "{log}"
+                );
+            }
+            _ => {
+                assert!(
+                    matches!(summary.tasks.first(), Some(TaskReport::Lost { .. })),
+                    "{:?}",
+                    summary.tasks
+                );
+                assert_eq!(
+                    env.last_run(&id).await,
+                    (TaskState::Failed, Some("failed".into()))
+                );
+                assert!(env.artifact_names(&id).await.is_empty());
+            }
+        }
+    }
+    env.stop().await;
+}

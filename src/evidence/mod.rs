@@ -8,10 +8,12 @@
 //! script under `work_dir/cot/<taskId>/<path>` with `work_dir/cot/manifest.json`.
 //!
 //! What it must not do: judge anything (no check lives here), or turn a queue outage into a
-//! verification failure. A 404 (or 410/424) for evidence that must exist is recorded as absent
-//! and the verifier fails the chain (`malformed-payload`); a queue that cannot be reached or
-//! keeps answering 5xx after the client's retries is an infrastructure failure
-//! (`resource-unavailable`), which the reference implementation gets wrong.
+//! verification failure. A 404 (or 410/424) for evidence that must exist is recorded as absent,
+//! and evidence larger than its limit (gzip-decoded) is recorded as too large
+//! (`<taskId>/too-large/<name>`): the verifier fails the chain (`malformed-payload`) for both.
+//! A queue that cannot be reached or keeps answering 5xx after the client's retries is an
+//! infrastructure failure (`resource-unavailable`), which the reference implementation gets
+//! wrong.
 
 use crate::chain_policy::ChainPolicy;
 use crate::ids::TaskId;
@@ -288,8 +290,11 @@ async fn fetch_job(
             }
             let max = if name.as_str() == chain::TASK_GRAPH {
                 limits.max_task_graph_bytes
-            } else if name.as_str().starts_with("public/chain-of-trust.json") {
+            } else if name.as_str() == COT_DOCUMENT {
                 limits.max_document_bytes
+            } else if name.as_str().starts_with("public/chain-of-trust.json.") {
+                // The signature: the verifier's limit, so a refusal names the same one.
+                limits.max_signature_bytes
             } else {
                 limits.max_artifact_bytes
             };
@@ -299,6 +304,16 @@ async fn fetch_job(
             {
                 Ok(_) => Ok(()),
                 Err(e) if is_absent(&e) => Ok(()),
+                // Larger than the limit (as sent, or once gzip-decoded): the task's evidence
+                // is at fault, not the queue. Recorded for the verifier, which fails the chain
+                // naming the limit (`evidence-too-large`).
+                Err(QueueError::TooLarge { max_bytes, .. }) => {
+                    let record = dir.join(Bundle::too_large_rel_path(&id, &name));
+                    if let Some(parent) = record.parent() {
+                        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    std::fs::write(&record, max_bytes.to_string()).map_err(io_err(&record))
+                }
                 Err(e) => Err(queue_err(&id, &format!("artifact {name}"), e)),
             }
         }

@@ -21,6 +21,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use url::{Position, Url};
 
 /// Characters left unescaped in a path segment: those of JavaScript's `encodeURIComponent`,
@@ -58,8 +59,9 @@ pub struct RetryPolicy {
     pub request_timeout: Duration,
     /// TCP/TLS connect timeout. Default 30 s.
     pub connect_timeout: Duration,
-    /// Longest silence while reading or writing a body (uploads and downloads have no total
-    /// time limit, since artifacts can be gigabytes). Default 120 s.
+    /// Longest silence while reading or writing a body. Uploads have no total time limit;
+    /// downloads are bounded by [`ClientLimits::download_deadline`] and
+    /// [`ClientLimits::min_download_rate`]. Default 120 s.
     pub read_timeout: Duration,
 }
 
@@ -115,6 +117,18 @@ pub struct ClientLimits {
     pub max_redirects: u32,
     /// `limit` sent with listing requests; `None` lets the queue choose (1000).
     pub list_page_size: Option<u32>,
+    /// Longest one artifact download may take, over every redirect hop, the body and the
+    /// retries ([`QueueError::DownloadDeadline`], not retried). Default 1 hour (16 GiB, the
+    /// largest consumed artifact by default, at about 4.7 MB/s).
+    pub download_deadline: Duration,
+    /// Slowest accepted body, in bytes per second, measured over each
+    /// [`download_rate_window`](Self::download_rate_window): a body that delivers less in a
+    /// window (a trickle that never trips `read_timeout`) fails the attempt with
+    /// [`QueueError::TooSlow`], which is retried within the deadline. `0` disables the check.
+    /// Default 4 KiB/s.
+    pub min_download_rate: u64,
+    /// Window of the minimum-rate check. Default 30 s.
+    pub download_rate_window: Duration,
 }
 
 impl Default for ClientLimits {
@@ -124,6 +138,9 @@ impl Default for ClientLimits {
             max_listed_artifacts: 100_000,
             max_redirects: 5,
             list_page_size: None,
+            download_deadline: Duration::from_secs(3600),
+            min_download_rate: 4 * 1024,
+            download_rate_window: Duration::from_secs(30),
         }
     }
 }
@@ -757,12 +774,35 @@ impl QueueClient {
         max_bytes: u64,
     ) -> Result<DownloadInfo, QueueError> {
         let shown = format!("/api/queue/v1{path}");
-        self.retrying("GET", &shown, false, || {
-            self.download_once(task_id, name, path, &shown, dest, max_bytes)
-        })
-        .await
+        let limits = &self.inner.limits;
+        let pace = Pace {
+            // A deadline beyond tokio's clock range means no deadline (about 30 years).
+            deadline: Instant::now()
+                .checked_add(limits.download_deadline)
+                .unwrap_or_else(far_future),
+            min_rate: limits.min_download_rate,
+            window: limits.download_rate_window,
+        };
+        let late = || QueueError::DownloadDeadline {
+            task_id: task_id.clone(),
+            name: name.to_owned(),
+            limit: limits.download_deadline,
+        };
+        // Every network wait below stops at the deadline by itself (so `dest.part` is cleaned
+        // up); this outer bound also covers error bodies and retry delays.
+        let attempts = self.retrying("GET", &shown, false, || {
+            self.download_once(task_id, name, path, &shown, dest, max_bytes, pace)
+        });
+        match tokio::time::timeout_at(pace.deadline, attempts).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = tokio::fs::remove_file(part_path(dest)).await;
+                Err(late())
+            }
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn download_once(
         &self,
         task_id: &TaskId,
@@ -771,10 +811,19 @@ impl QueueClient {
         shown: &str,
         dest: &Path,
         max_bytes: u64,
+        pace: Pace,
     ) -> Result<DownloadInfo, QueueError> {
-        let resp = self
-            .send_signed(&Method::GET, path, &Payload::None, shown)
-            .await?;
+        let late = || QueueError::DownloadDeadline {
+            task_id: task_id.clone(),
+            name: name.to_owned(),
+            limit: self.inner.limits.download_deadline,
+        };
+        let resp = tokio::time::timeout_at(
+            pace.deadline,
+            self.send_signed(&Method::GET, path, &Payload::None, shown),
+        )
+        .await
+        .map_err(|_| late())??;
         let storage_type = header_str(&resp, "x-taskcluster-artifact-storage-type");
         let mut resp = resp;
         let mut shown_now = shown.to_owned();
@@ -804,12 +853,9 @@ impl QueueClient {
             shown_now = display_url(&target);
             // No Hawk header here: the target may be another host (S3, a CDN); a signed URL
             // carries its own authorization.
-            resp = self
-                .inner
-                .http
-                .get(target)
-                .send()
+            resp = tokio::time::timeout_at(pace.deadline, self.inner.http.get(target).send())
                 .await
+                .map_err(|_| late())?
                 .map_err(|e| transport("GET", &shown_now, e))?;
         }
         let status = resp.status();
@@ -859,9 +905,17 @@ impl QueueClient {
                 });
             }
         };
-        let bytes = stream_to_file(resp, dest, gzip, max_bytes, &shown_now)
+        let bytes = stream_to_file(resp, dest, gzip, max_bytes, &shown_now, pace)
             .await
             .map_err(|f| match f {
+                StreamFail::Deadline => late(),
+                StreamFail::TooSlow { bytes } => QueueError::TooSlow {
+                    task_id: task_id.clone(),
+                    name: name.to_owned(),
+                    bytes,
+                    window: pace.window,
+                    min_rate: pace.min_rate,
+                },
                 StreamFail::TooLarge => QueueError::TooLarge {
                     task_id: task_id.clone(),
                     name: name.to_owned(),
@@ -950,8 +1004,31 @@ fn gzip_to_temp(src: &Path) -> Result<tempfile::NamedTempFile, QueueError> {
     Ok(tmp)
 }
 
+/// When a download must be done by, and how slow its body may be.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    deadline: Instant,
+    /// Bytes per second; 0: no minimum.
+    min_rate: u64,
+    window: Duration,
+}
+
+impl Pace {
+    /// Bytes a window must deliver.
+    fn window_minimum(&self) -> u64 {
+        let ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        self.min_rate.saturating_mul(ms) / 1000
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(30 * 365 * 86_400)
+}
+
 enum StreamFail {
     TooLarge,
+    Deadline,
+    TooSlow { bytes: u64 },
     Gzip(std::io::Error),
     Queue(QueueError),
 }
@@ -997,6 +1074,7 @@ async fn stream_to_file(
     gzip: bool,
     max_bytes: u64,
     shown: &str,
+    pace: Pace,
 ) -> Result<u64, StreamFail> {
     let part = part_path(dest);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
@@ -1056,28 +1134,58 @@ async fn stream_to_file(
         Ok(written)
     });
     let mut transport_err = None;
+    let mut pace_err = None;
+    let window_min = pace.window_minimum();
+    let mut window_end = Instant::now()
+        .checked_add(pace.window)
+        .unwrap_or_else(far_future);
+    let mut window_bytes = 0u64;
     loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
+        // Wake at the end of the rate window even if nothing arrives (a stalled trickle).
+        let wake = if window_min > 0 {
+            window_end.min(pace.deadline)
+        } else {
+            pace.deadline
+        };
+        match tokio::time::timeout_at(wake, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                window_bytes = window_bytes.saturating_add(chunk.len() as u64);
                 if tx.send(chunk).await.is_err() {
                     break; // the writer stopped; its error is reported below
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
                 transport_err = Some(e);
                 break;
             }
+            Err(_) => {} // a timer: judged below
+        }
+        let now = Instant::now();
+        if now >= pace.deadline {
+            pace_err = Some(StreamFail::Deadline);
+            break;
+        }
+        if window_min > 0 && now >= window_end {
+            if window_bytes < window_min {
+                pace_err = Some(StreamFail::TooSlow {
+                    bytes: window_bytes,
+                });
+                break;
+            }
+            window_bytes = 0;
+            window_end = now.checked_add(pace.window).unwrap_or_else(far_future);
         }
     }
     drop(tx);
     let written = writer
         .await
         .map_err(|e| StreamFail::Queue(io_err("write", &part, std::io::Error::other(e))));
-    let result = match (transport_err, written) {
-        (Some(e), _) => Err(StreamFail::Queue(transport("GET", shown, e))),
-        (None, Err(f)) | (None, Ok(Err(f))) => Err(f),
-        (None, Ok(Ok(n))) => match tokio::fs::rename(&part, dest).await {
+    let result = match (pace_err, transport_err, written) {
+        (Some(f), _, _) => Err(f),
+        (None, Some(e), _) => Err(StreamFail::Queue(transport("GET", shown, e))),
+        (None, None, Err(f)) | (None, None, Ok(Err(f))) => Err(f),
+        (None, None, Ok(Ok(n))) => match tokio::fs::rename(&part, dest).await {
             Ok(()) => return Ok(n),
             Err(e) => Err(StreamFail::Queue(io_err("rename", &part, e))),
         },

@@ -146,6 +146,34 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+    /// A download did not finish within its total deadline (every redirect hop, the body and
+    /// the retries).
+    #[error("artifact {name:?} of task {task_id}: download did not finish within {limit:?}")]
+    DownloadDeadline {
+        /// Task.
+        task_id: TaskId,
+        /// Artifact name.
+        name: String,
+        /// The deadline (`ClientLimits::download_deadline`).
+        limit: std::time::Duration,
+    },
+    /// A download's body arrived slower than the minimum rate.
+    #[error(
+        "artifact {name:?} of task {task_id}: {bytes} bytes in {window:?}, below the minimum of \
+         {min_rate} bytes/s"
+    )]
+    TooSlow {
+        /// Task.
+        task_id: TaskId,
+        /// Artifact name.
+        name: String,
+        /// Bytes received in the last window.
+        bytes: u64,
+        /// The window.
+        window: std::time::Duration,
+        /// The minimum rate (`ClientLimits::min_download_rate`).
+        min_rate: u64,
+    },
 }
 
 impl QueueError {
@@ -168,10 +196,10 @@ impl QueueError {
         self.status() == Some(404)
     }
 
-    /// Worth retrying later: transport failures, 5xx and 429.
+    /// Worth retrying later: transport failures, too-slow downloads, 5xx and 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            QueueError::Transport { .. } => true,
+            QueueError::Transport { .. } | QueueError::TooSlow { .. } => true,
             QueueError::Http { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

@@ -6,6 +6,8 @@
 //! <taskId>/task.json               the task definition, as the queue returned it
 //! <taskId>/status.json             the task status (all runs)
 //! <taskId>/artifacts/<name>        chain-of-trust.json, its signature, consumed artifacts
+//! <taskId>/too-large/<name>        instead of artifacts/<name>: the fetcher refused it as larger
+//!                                  than this many bytes (decimal); the verifier reports it
 //! ```
 //! The bundle is untrusted evidence: `bundle.json` only names where to look; the verifier
 //! re-derives the chain from the task definitions, and policy and keys always come from the
@@ -160,6 +162,35 @@ impl Bundle {
         &self.root
     }
 
+    /// Where the fetcher records an artifact it refused as too large (see the layout above).
+    pub fn too_large_rel_path(task_id: &TaskId, name: &ArtifactPath) -> PathBuf {
+        Path::new(task_id.as_str())
+            .join("too-large")
+            .join(name.to_relative_path())
+    }
+
+    /// `Err` (too large) when the fetcher left a too-large record for the artifact. The record
+    /// can only make verification fail, so a bundle gains nothing by forging one.
+    fn refused_as_too_large(
+        &self,
+        task_id: &TaskId,
+        name: &ArtifactPath,
+        max: u64,
+    ) -> Result<(), EvidenceReadError> {
+        let rel = Bundle::too_large_rel_path(task_id, name);
+        let Some(text) = read_capped(&self.root, &rel, 32)? else {
+            return Ok(());
+        };
+        let limit = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(max);
+        Err(EvidenceReadError {
+            detail: format!("{name} was refused while fetching: larger than {limit} bytes"),
+            too_large: Some(limit),
+        })
+    }
+
     /// Relative path of an artifact inside the bundle.
     pub fn artifact_rel_path(task_id: &TaskId, name: &ArtifactPath) -> PathBuf {
         Path::new(task_id.as_str())
@@ -187,6 +218,7 @@ impl Evidence for Bundle {
         name: &ArtifactPath,
         max: u64,
     ) -> Result<Option<Vec<u8>>, EvidenceReadError> {
+        self.refused_as_too_large(task_id, name, max)?;
         read_capped(&self.root, &Bundle::artifact_rel_path(task_id, name), max)
     }
 
@@ -196,6 +228,7 @@ impl Evidence for Bundle {
         name: &ArtifactPath,
         max: u64,
     ) -> Result<Option<FileDigest>, EvidenceReadError> {
+        self.refused_as_too_large(task_id, name, max)?;
         let Some(file) = open_no_symlinks(&self.root, &Bundle::artifact_rel_path(task_id, name))?
         else {
             return Ok(None);
@@ -213,6 +246,7 @@ pub fn hash_reader(reader: impl Read, max: u64) -> Result<FileDigest, EvidenceRe
     loop {
         let n = reader.read(&mut buf).map_err(|e| EvidenceReadError {
             detail: e.to_string(),
+            too_large: None,
         })?;
         if n == 0 {
             break;
@@ -221,6 +255,7 @@ pub fn hash_reader(reader: impl Read, max: u64) -> Result<FileDigest, EvidenceRe
         if size > max {
             return Err(EvidenceReadError {
                 detail: format!("larger than {max} bytes"),
+                too_large: Some(max),
             });
         }
         hasher.update(buf.get(..n).unwrap_or_default());
@@ -245,6 +280,7 @@ pub fn open_no_symlinks(
         let Component::Normal(part) = c else {
             return Err(EvidenceReadError {
                 detail: format!("{} is not a plain relative path", rel.display()),
+                too_large: None,
             });
         };
         cur.push(part);
@@ -255,18 +291,21 @@ pub fn open_no_symlinks(
             Err(e) => {
                 return Err(EvidenceReadError {
                     detail: format!("{}: {e}", shown.display()),
+                    too_large: None,
                 });
             }
         };
         if meta.file_type().is_symlink() {
             return Err(EvidenceReadError {
                 detail: format!("{} is a symlink", shown.display()),
+                too_large: None,
             });
         }
         let last = i + 1 == comps.len();
         if last && !meta.is_file() {
             return Err(EvidenceReadError {
                 detail: format!("{} is not a regular file", shown.display()),
+                too_large: None,
             });
         }
     }
@@ -274,6 +313,7 @@ pub fn open_no_symlinks(
         .map(Some)
         .map_err(|e| EvidenceReadError {
             detail: format!("{}: {e}", shown.display()),
+            too_large: None,
         })
 }
 
@@ -286,10 +326,12 @@ fn read_capped(root: &Path, rel: &Path, max: u64) -> Result<Option<Vec<u8>>, Evi
         .read_to_end(&mut out)
         .map_err(|e| EvidenceReadError {
             detail: e.to_string(),
+            too_large: None,
         })?;
     if out.len() as u64 > max {
         return Err(EvidenceReadError {
             detail: format!("{} is larger than {max} bytes", rel.display()),
+            too_large: Some(max),
         });
     }
     Ok(Some(out))

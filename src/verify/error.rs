@@ -564,6 +564,37 @@ pub enum VerifyError {
         /// Why.
         detail: String,
     },
+
+    // ---- added for issue 9 (crashes and hangs) ----
+    /// A graph `relative-datestamp` offset, or the runtime `created` plus it, is outside the
+    /// range of representable times (`300000 years`).
+    #[error(
+        "task {task_id}: {key} in task-graph.json of {decision} has an out-of-range relative-datestamp {spec:?}"
+    )]
+    DatestampOutOfRange {
+        /// The child.
+        task_id: TaskId,
+        /// The decision task.
+        decision: TaskId,
+        /// The top-level key holding it.
+        key: String,
+        /// The offset (truncated).
+        spec: String,
+    },
+    /// A piece of evidence exceeds a size limit (as sent, or after gzip decoding).
+    #[error("task {task_id}: {artifact} is larger than {max_bytes} bytes (limit {limit})")]
+    EvidenceTooLarge {
+        /// The task it belongs to.
+        task_id: TaskId,
+        /// The artifact.
+        artifact: String,
+        /// The [`Limits`](super::Limits) field that refused it (`max_document_bytes`, ...).
+        limit: &'static str,
+        /// Its value.
+        max_bytes: u64,
+        /// The check that needed the evidence.
+        check: Check,
+    },
 }
 
 fn run_not_completed(run_id: Option<u32>, state: &str) -> String {
@@ -627,6 +658,8 @@ impl VerifyError {
             StatusMismatch { .. } | RunsInvalid { .. } => Check::Run,
             GraphCreatorNotRoot { .. } => Check::TaskGraph,
             SignatureTooEarly { .. } => Check::Signature,
+            DatestampOutOfRange { .. } => Check::TaskGraph,
+            EvidenceTooLarge { check, .. } => *check,
         }
     }
 
@@ -682,6 +715,8 @@ impl VerifyError {
             GraphCreatorNotRoot { .. } => "graph-creator-not-root",
             SignatureTooEarly { .. } => "signature-too-early",
             EvidenceMalformed { .. } => "evidence-malformed",
+            DatestampOutOfRange { .. } => "datestamp-out-of-range",
+            EvidenceTooLarge { .. } => "evidence-too-large",
         }
     }
 }

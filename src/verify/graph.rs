@@ -15,7 +15,7 @@
 
 use super::error::{VerifyError, clip};
 use crate::ids::TaskId;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value};
 
 /// Keys never compared.
@@ -94,10 +94,19 @@ pub fn compare(
         let equal = match (runtime_value, created) {
             (Some(r), Some(c)) => match values_equal(graph_value, r, c) {
                 Ok(eq) => eq,
-                Err(detail) => {
+                Err(ValueError::Invalid(detail)) => {
                     errors.push(VerifyError::GraphInvalid {
                         task_id: decision_id.clone(),
                         detail: format!("{child_id}.{key}: {detail}"),
+                    });
+                    continue;
+                }
+                Err(ValueError::OutOfRange(spec)) => {
+                    errors.push(VerifyError::DatestampOutOfRange {
+                        task_id: child_id.clone(),
+                        decision: decision_id.clone(),
+                        key: key.clone(),
+                        spec,
                     });
                     continue;
                 }
@@ -167,16 +176,40 @@ fn filled_at_submission(
     }
 }
 
+/// Why a graph value cannot be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ValueError {
+    /// The graph value is not something taskgraph would have written.
+    Invalid(String),
+    /// A `relative-datestamp` offset (or `created` plus it) is outside the representable range.
+    OutOfRange(String),
+}
+
 /// JSON equality where graph-side `{"relative-datestamp": "..."}` objects equal the runtime
 /// timestamp `created + offset` (to the millisecond, as the queue stores times).
-fn values_equal(graph: &Value, runtime: &Value, created: DateTime<Utc>) -> Result<bool, String> {
+fn values_equal(
+    graph: &Value,
+    runtime: &Value,
+    created: DateTime<Utc>,
+) -> Result<bool, ValueError> {
     match (graph, runtime) {
         (Value::Object(g), _) if g.len() == 1 && g.contains_key("relative-datestamp") => {
             let Some(spec) = g.get("relative-datestamp").and_then(Value::as_str) else {
-                return Err("relative-datestamp is not a string".into());
+                return Err(ValueError::Invalid(
+                    "relative-datestamp is not a string".into(),
+                ));
             };
-            let offset = parse_offset(spec)?;
-            let expected = created + offset;
+            let offset = parse_offset(spec).map_err(|e| match e {
+                OffsetError::Syntax => {
+                    ValueError::Invalid(format!("cannot parse relative-datestamp {:?}", clip(spec)))
+                }
+                OffsetError::OutOfRange => ValueError::OutOfRange(clip(spec)),
+            })?;
+            // `created` comes from the task and the offset from the graph: both untrusted, so
+            // the sum may leave chrono's range (about +-262 000 years).
+            let expected = created
+                .checked_add_signed(offset)
+                .ok_or_else(|| ValueError::OutOfRange(clip(spec)))?;
             Ok(runtime
                 .as_str()
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
@@ -213,30 +246,44 @@ fn values_equal(graph: &Value, runtime: &Value, created: DateTime<Utc>) -> Resul
     }
 }
 
-/// Parses taskgraph/json-e offsets such as `1 day`, `-2 hours 30 minutes`, `1y`.
-pub fn parse_offset(spec: &str) -> Result<Duration, String> {
-    let bad = || format!("cannot parse relative-datestamp {:?}", clip(spec));
-    let mut total = Duration::zero();
+/// Why a `relative-datestamp` offset was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetError {
+    /// Not in the json-e `fromNow` syntax.
+    Syntax,
+    /// Well-formed, but too large to be a time offset.
+    OutOfRange,
+}
+
+/// Parses json-e `fromNow` offsets (what taskgraph writes): an optional sign that applies to
+/// the whole offset, then `<n> <unit>` components, e.g. `1 day`, `-2 hours 30 minutes`
+/// (= -150 minutes), `1y 2mo`, `0 seconds`. A month is 30 days and a year 365, as in json-e.
+/// Every step is checked: a huge count is [`OffsetError::OutOfRange`], never a panic.
+pub fn parse_offset(spec: &str) -> Result<TimeDelta, OffsetError> {
     let mut rest = spec.trim();
-    if rest.is_empty() {
-        return Err(bad());
+    let neg = rest.starts_with('-');
+    if neg || rest.starts_with('+') {
+        rest = rest.get(1..).ok_or(OffsetError::Syntax)?.trim_start();
     }
+    if rest.is_empty() {
+        return Err(OffsetError::Syntax);
+    }
+    let mut total = TimeDelta::zero();
     while !rest.is_empty() {
-        let neg = rest.starts_with('-');
-        let digits_start = usize::from(neg || rest.starts_with('+'));
-        let after_sign = rest.get(digits_start..).ok_or_else(bad)?;
-        let n_len = after_sign.bytes().take_while(u8::is_ascii_digit).count();
-        if n_len == 0 || n_len > 9 {
-            return Err(bad());
+        let n_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if n_len == 0 {
+            return Err(OffsetError::Syntax);
         }
-        let n: i64 = after_sign[..n_len].parse().map_err(|_| bad())?;
-        let after_num = after_sign[n_len..].trim_start();
+        let (digits, after_num) = rest.split_at(n_len);
+        // Only ASCII digits: a parse failure is an overflow of u64.
+        let n: u64 = digits.parse().map_err(|_| OffsetError::OutOfRange)?;
+        let after_num = after_num.trim_start();
         let u_len = after_num
             .bytes()
             .take_while(u8::is_ascii_alphabetic)
             .count();
-        let unit = &after_num[..u_len];
-        let seconds_per: i64 = match unit {
+        let (unit, after_unit) = after_num.split_at(u_len);
+        let seconds_per: u64 = match unit {
             "y" | "yr" | "yrs" | "year" | "years" => 365 * 86_400,
             "mo" | "month" | "months" => 30 * 86_400,
             "w" | "wk" | "wks" | "week" | "weeks" => 7 * 86_400,
@@ -244,11 +291,20 @@ pub fn parse_offset(spec: &str) -> Result<Duration, String> {
             "h" | "hr" | "hrs" | "hour" | "hours" => 3_600,
             "m" | "min" | "mins" | "minute" | "minutes" => 60,
             "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            _ => return Err(bad()),
+            _ => return Err(OffsetError::Syntax),
         };
-        let d = Duration::seconds(n.checked_mul(seconds_per).ok_or_else(bad)?);
-        total = if neg { total - d } else { total + d };
-        rest = after_num[u_len..].trim_start();
+        let secs = n
+            .checked_mul(seconds_per)
+            .and_then(|s| i64::try_from(s).ok())
+            .ok_or(OffsetError::OutOfRange)?;
+        let d = TimeDelta::try_seconds(secs).ok_or(OffsetError::OutOfRange)?;
+        total = total.checked_add(&d).ok_or(OffsetError::OutOfRange)?;
+        rest = after_unit.trim_start();
+    }
+    if neg {
+        total = TimeDelta::zero()
+            .checked_sub(&total)
+            .ok_or(OffsetError::OutOfRange)?;
     }
     Ok(total)
 }
@@ -260,23 +316,119 @@ mod tests {
 
     #[test]
     fn offsets() {
-        assert_eq!(parse_offset("1 day").unwrap(), Duration::days(1));
+        let ok = |s: &str| parse_offset(s).unwrap();
+        assert_eq!(ok("1 day"), TimeDelta::days(1));
+        assert_eq!(ok("0 seconds"), TimeDelta::zero());
+        assert_eq!(ok("-0 s"), TimeDelta::zero());
         assert_eq!(
-            parse_offset("1 year 2 hours").unwrap(),
-            Duration::days(365) + Duration::hours(2)
+            ok("1 year 2 hours"),
+            TimeDelta::days(365) + TimeDelta::hours(2)
         );
-        assert_eq!(parse_offset("-30 minutes").unwrap(), -Duration::minutes(30));
-        assert_eq!(parse_offset("2w").unwrap(), Duration::weeks(2));
-        for bad in ["", "day", "1 fortnight", "1 day x", "99999999999 days"] {
-            assert!(parse_offset(bad).is_err(), "{bad}");
+        assert_eq!(ok("-30 minutes"), -TimeDelta::minutes(30));
+        assert_eq!(ok("2w"), TimeDelta::weeks(2));
+        // Mixed units as json-e's fromNow: one sign for the whole offset.
+        assert_eq!(ok("-2 hours 30 minutes"), -TimeDelta::minutes(150));
+        assert_eq!(ok("+ 1 day"), TimeDelta::days(1));
+        assert_eq!(
+            ok("1y2mo3w4d5h6m7s"),
+            TimeDelta::days(365 + 60 + 21 + 4)
+                + TimeDelta::hours(5)
+                + TimeDelta::minutes(6)
+                + TimeDelta::seconds(7)
+        );
+        assert_eq!(ok("  3 days  "), TimeDelta::days(3));
+        for bad in [
+            "",
+            "-",
+            "+",
+            "day",
+            "1 fortnight",
+            "1 day x",
+            "1 day -2 hours",
+            "1.5 days",
+        ] {
+            assert_eq!(parse_offset(bad), Err(OffsetError::Syntax), "{bad}");
         }
+        // Absurd counts are refused, never a panic (TimeDelta::seconds would panic here).
+        for huge in [
+            "999999999 years",
+            "-999999999 years",
+            "999999999999 days",
+            "18446744073709551615 seconds",
+            "18446744073709551616 seconds",
+            "99999999999999999999999999 s",
+            "9223372036854775807 s",
+            "200000000 years 200000000 years",
+        ] {
+            assert_eq!(parse_offset(huge), Err(OffsetError::OutOfRange), "{huge}");
+        }
+        // Representable offsets that only overflow once added to `created`.
+        assert_eq!(ok("300000 years"), TimeDelta::days(365 * 300_000));
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn out_of_range_datestamps_are_findings_not_panics() {
+        let child = TaskId::parse("GVi2vTw8RYqdga6pE08Aiw").unwrap();
+        let decision = TaskId::parse("HxKtZrxRQpWx5wQ1Zp8VNg").unwrap();
+        for spec in [
+            "300000 years",
+            "-300000 years",
+            "999999999 years",
+            "-999999999 years",
+            "99999999999999999999 seconds",
+        ] {
+            let runtime = json!({"created": "2026-01-01T00:00:00.000Z",
+                "expires": "2026-01-02T00:00:00.000Z",
+                "payload": {"when": "2026-01-02T00:00:00.000Z"}});
+            let graph: Map<String, Value> = serde_json::from_value(json!({
+                child.as_str(): {"task": {
+                    "payload": {"when": {"relative-datestamp": spec}}}}
+            }))
+            .unwrap();
+            let errs = compare(&child, &runtime, &decision, &json!({}), &graph);
+            assert_eq!(errs.len(), 1, "{spec}: {errs:?}");
+            assert_eq!(errs[0].code(), "datestamp-out-of-range", "{spec}");
+            assert_eq!(errs[0].check(), crate::verify::Check::TaskGraph);
+            assert!(
+                matches!(&errs[0], VerifyError::DatestampOutOfRange { key, .. } if key == "payload"),
+                "{errs:?}"
+            );
+        }
+        // An unparseable one stays graph-invalid.
+        let runtime = json!({"created": "2026-01-01T00:00:00.000Z", "payload": "x"});
+        let graph: Map<String, Value> = serde_json::from_value(json!({
+            child.as_str(): {"task": {"payload": {"relative-datestamp": "soon"}}}
+        }))
+        .unwrap();
+        let errs = compare(&child, &runtime, &decision, &json!({}), &graph);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].code(), "graph-invalid");
+    }
+
+    #[test]
+    fn created_near_the_end_of_time() {
+        // `created` is the task's own (RFC 3339: year 9999 at most); chrono ends near year
+        // 262 143, so 260 000 years overflow only from there.
+        let created = t("9999-12-31T00:00:00Z");
+        let g = json!({"relative-datestamp": "260000 years"});
+        assert!(matches!(
+            values_equal(&g, &json!("2026-01-01T00:00:00Z"), created),
+            Err(ValueError::OutOfRange(_))
+        ));
+        let g = json!({"relative-datestamp": "0 seconds"});
+        assert_eq!(
+            values_equal(&g, &json!("9999-12-31T00:00:00.000Z"), created),
+            Ok(true)
+        );
     }
 
     #[test]
     fn relative_datestamps_resolve_against_created() {
-        let created = DateTime::parse_from_rfc3339("2026-01-01T00:00:00.000Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let created = t("2026-01-01T00:00:00.000Z");
         let g = json!({"expires": {"relative-datestamp": "1 day"}});
         assert!(
             values_equal(&g, &json!({"expires": "2026-01-02T00:00:00.000Z"}), created).unwrap()
@@ -284,5 +436,11 @@ mod tests {
         assert!(
             !values_equal(&g, &json!({"expires": "2026-01-03T00:00:00.000Z"}), created).unwrap()
         );
+        let g = json!({"expires": {"relative-datestamp": "-1 day 12 hours"}});
+        assert!(
+            values_equal(&g, &json!({"expires": "2025-12-30T12:00:00.000Z"}), created).unwrap()
+        );
+        let g = json!({"expires": {"relative-datestamp": "0 seconds"}});
+        assert!(values_equal(&g, &json!({"expires": "2026-01-01T00:00:00Z"}), created).unwrap());
     }
 }

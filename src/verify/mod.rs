@@ -107,6 +107,34 @@ pub struct FileDigest {
 pub struct EvidenceReadError {
     /// What went wrong (IO error, too large, symlink).
     pub detail: String,
+    /// `Some(limit)` when the evidence is larger than `limit` bytes (as stored, or refused as
+    /// such by the fetcher): a verification failure of its own,
+    /// [`VerifyError::EvidenceTooLarge`].
+    pub too_large: Option<u64>,
+}
+
+impl EvidenceReadError {
+    /// The finding for this failure: [`VerifyError::EvidenceTooLarge`] (naming `limit`, the
+    /// [`Limits`] field) when a size limit refused the evidence, else `other(detail)`.
+    fn finding(
+        self,
+        task_id: &TaskId,
+        artifact: &str,
+        limit: &'static str,
+        check: Check,
+        other: impl FnOnce(String) -> VerifyError,
+    ) -> VerifyError {
+        match self.too_large {
+            Some(max_bytes) => VerifyError::EvidenceTooLarge {
+                task_id: task_id.clone(),
+                artifact: clip(artifact),
+                limit,
+                max_bytes,
+                check,
+            },
+            None => other(self.detail),
+        }
+    }
 }
 
 /// Read access to the evidence of a chain. Everything returned is untrusted.
@@ -452,10 +480,17 @@ fn check_document(
             return;
         }
         Err(e) => {
-            st.errors.push(VerifyError::DocumentInvalid {
-                task_id: id.clone(),
-                detail: e.detail,
-            });
+            let finding = e.finding(
+                id,
+                chain::COT_DOCUMENT,
+                "max_document_bytes",
+                Check::Schema,
+                |detail| VerifyError::DocumentInvalid {
+                    task_id: id.clone(),
+                    detail,
+                },
+            );
+            st.errors.push(finding);
             skip_after_document(st);
             return;
         }
@@ -485,11 +520,18 @@ fn check_document(
             return;
         }
         Err(e) => {
-            st.errors.push(VerifyError::SignatureRejected {
-                task_id: id.clone(),
-                worker_impl: role.worker_impl.to_owned(),
-                detail: e.detail,
-            });
+            let finding = e.finding(
+                id,
+                sig_name,
+                "max_signature_bytes",
+                Check::Signature,
+                |detail| VerifyError::SignatureRejected {
+                    task_id: id.clone(),
+                    worker_impl: role.worker_impl.to_owned(),
+                    detail,
+                },
+            );
+            st.errors.push(finding);
             st.skipped
                 .insert(Check::Schema, "the signature could not be checked".into());
             return;
@@ -866,11 +908,25 @@ fn check_artifacts(
                 task_id: u.upstream.clone(),
                 path: path.to_string(),
             }),
-            Err(e) => st.errors.push(VerifyError::ArtifactUnreadable {
-                task_id: u.upstream.clone(),
-                path: path.to_string(),
-                detail: e.detail,
-            }),
+            Err(e) => {
+                let limit = if path.as_str() == chain::TASK_GRAPH {
+                    "max_task_graph_bytes"
+                } else {
+                    "max_artifact_bytes"
+                };
+                let finding = e.finding(
+                    &u.upstream,
+                    path.as_str(),
+                    limit,
+                    Check::Artifacts,
+                    |detail| VerifyError::ArtifactUnreadable {
+                        task_id: u.upstream.clone(),
+                        path: path.to_string(),
+                        detail,
+                    },
+                );
+                st.errors.push(finding);
+            }
         }
     }
 }
@@ -918,6 +974,28 @@ fn check_graphs(
         };
         let bytes = match evidence.read(pid, &graph_path, limits.max_task_graph_bytes) {
             Ok(Some(b)) => b,
+            // Check 4 hashed it under the (larger) artifact limit: too large to parse here.
+            Err(e) if e.too_large.is_some() => {
+                if let Some(st) = states.get_mut(pid)
+                    && !st.errors.iter().any(|x| {
+                        matches!(x, VerifyError::EvidenceTooLarge { artifact, .. }
+                            if artifact == chain::TASK_GRAPH)
+                    })
+                {
+                    let finding = e.finding(
+                        pid,
+                        chain::TASK_GRAPH,
+                        "max_task_graph_bytes",
+                        Check::TaskGraph,
+                        |detail| VerifyError::GraphInvalid {
+                            task_id: pid.clone(),
+                            detail,
+                        },
+                    );
+                    st.errors.push(finding);
+                }
+                continue;
+            }
             _ => continue, // reported by check 4
         };
         let actual = crate::trust::sha256_hex(&bytes);

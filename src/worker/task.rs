@@ -317,7 +317,14 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
         .await?;
 
     // Stage 3: verify the chain of trust. The verified upstream files land in <work>/cot/.
-    let verified = verify_chain(ctx, log).await?;
+    let Some(verified) = verify_chain(ctx, log).await? else {
+        // Cancelled by a shutdown or a lost claim: nothing ran, nothing to collect.
+        return Ok(Staged {
+            resolution: Resolution::Exception(ExceptionReason::WorkerShutdown),
+            artifacts: Vec::new(),
+            sign_cot: false,
+        });
+    };
 
     // Stage 4: launch the script (unless we are already shutting down or lost the run).
     let end = if ctx.abort.is_cancelled() || ctx.lost.is_cancelled() {
@@ -422,20 +429,35 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
 
 /// Stage 3: fetch the evidence with the run's task credentials, verify it at the run's instant,
 /// write the audit report to the worker dir, and summarise the verdict in the task log.
-async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<VerifiedChain, TaskError> {
+async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<Option<VerifiedChain>, TaskError> {
     log.notice("verifying the chain of trust").await?;
     let shared = &ctx.shared;
-    let result = evidence::fetch_and_verify(
-        &ctx.client.current(),
+    let (client, cot_dir) = (ctx.client.current(), ctx.dirs.work.join("cot"));
+    let fetch = evidence::fetch_and_verify(
+        &client,
         &ctx.task_id,
         &ctx.raw_task,
-        &ctx.dirs.work.join("cot"),
+        &cot_dir,
         &shared.policy,
         &ctx.trust,
         ctx.now,
         &shared.options.verify_limits,
-    )
-    .await;
+    );
+    // Fetching can take long (large artifacts, a slow store): SIGTERM or a lost claim stops
+    // it. Dropping the future drops the staging directory with the partial evidence; the
+    // caller reports `worker-shutdown`, or nothing for a lost run.
+    let result = tokio::select! {
+        r = fetch => r,
+        () = ctx.abort.cancelled() => {
+            log.notice("chain-of-trust verification cancelled: the worker is shutting down")
+                .await?;
+            return Ok(None);
+        }
+        () = ctx.lost.cancelled() => {
+            log.notice("chain-of-trust verification cancelled: the run was lost").await?;
+            return Ok(None);
+        }
+    };
     let text = match &result {
         Ok(verified) => verified.report().to_text(),
         Err(failure) => failure.log_text(),
@@ -462,7 +484,7 @@ async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<VerifiedChain, 
                 verified.files().len()
             ))
             .await?;
-            Ok(verified)
+            Ok(Some(verified))
         }
         Err(failure) => {
             log.notice(&format!(
