@@ -2447,3 +2447,54 @@ fn every_single_field_change_is_refused_unless_documented() {
         accepted.join("\n")
     );
 }
+
+/// A graph mismatch names the first differing value by JSON pointer, with both values whole
+/// (not cut at 200 characters).
+#[test]
+fn graph_mismatch_names_the_field_by_pointer_with_both_values() {
+    let keys = Keys::new();
+    let trust = trust_store(&keys, &GwKeyWindow::default());
+    let mut fx = Fixture::new();
+    let long = "v".repeat(500);
+    let id = fx.b.id.to_string();
+    let graph = fx.graph();
+    fx.b.def["payload"]["env"]["EXTRA"] = json!("injected");
+    let built = fx.build_with_graph(&keys, |g| *g = graph);
+    let report = built
+        .verify_with(&trust, &Limits::default(), WORKER)
+        .expect_err("a changed definition must not verify");
+    let mismatch: Vec<String> = report
+        .errors
+        .iter()
+        .filter(|e| e.code() == "graph-mismatch")
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(mismatch.len(), 1, "one finding per fact: {mismatch:?}");
+    let m = &mismatch[0];
+    assert!(m.contains(&format!("task {id}: /payload/env/")), "{m}");
+    // A key the graph lacks: the graph side is absent.
+    assert!(
+        m.contains("/payload/env/EXTRA differs") && m.contains("graph absent, task \"injected\""),
+        "{m}"
+    );
+    // A long value is quoted whole.
+    let mut fx = Fixture::new();
+    let graph = fx.graph();
+    fx.b.def["payload"]["env"]["PRODUCT_HEAD_BRANCH"] = json!(long);
+    let built = fx.build_with_graph(&keys, |g| *g = graph);
+    let report = built
+        .verify_with(&trust, &Limits::default(), WORKER)
+        .expect_err("a changed definition must not verify");
+    let text = report
+        .errors
+        .iter()
+        .find(|e| e.code() == "graph-mismatch")
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        text.contains("/payload/env/PRODUCT_HEAD_BRANCH differs")
+            && text.contains(&format!("task \"{long}\""))
+            && text.contains("graph \"release/1.0\""),
+        "{text}"
+    );
+}

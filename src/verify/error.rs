@@ -315,7 +315,7 @@ pub enum VerifyError {
         /// The decision task.
         decision: TaskId,
     },
-    /// A key of the task definition differs from the graph.
+    /// A value of the task definition differs from the graph.
     #[error(
         "task {task_id}: {key} differs from task-graph.json of {decision}: graph {graph}, task {runtime}"
     )]
@@ -324,11 +324,12 @@ pub enum VerifyError {
         task_id: TaskId,
         /// The decision task.
         decision: TaskId,
-        /// The key.
+        /// JSON pointer into the task definition of the first difference
+        /// (`/payload/env/EXTRA`).
         key: String,
-        /// The graph's value (truncated JSON).
+        /// The graph's value there, as JSON (whole up to 4 KiB), or `absent`.
         graph: String,
-        /// The runtime value (truncated JSON).
+        /// The task's value there, as JSON (whole up to 4 KiB), or `absent`.
         runtime: String,
     },
     /// A key present at run time but not in the graph (a reference gap we close).

@@ -75,7 +75,7 @@ pub fn compare(
         Some(None) => errors.push(VerifyError::GraphMismatch {
             task_id: child_id.clone(),
             decision: decision_id.clone(),
-            key: "dependencies".into(),
+            key: "/dependencies".into(),
             graph: clip(&Value::from(graph_deps.iter().copied().collect::<Vec<_>>()).to_string()),
             runtime: clip(
                 &runtime
@@ -115,14 +115,17 @@ pub fn compare(
             (None, _) => false,
         };
         if !equal {
+            let (pointer, g, r) = match (runtime_value, created) {
+                (Some(r), Some(c)) => first_difference(graph_value, r, c, pointer_token(key)),
+                (Some(r), None) => (pointer_token(key), Some(graph_value), Some(r)),
+                (None, _) => (pointer_token(key), Some(graph_value), None),
+            };
             errors.push(VerifyError::GraphMismatch {
                 task_id: child_id.clone(),
                 decision: decision_id.clone(),
-                key: key.clone(),
-                graph: clip(&graph_value.to_string()),
-                runtime: runtime_value
-                    .map(|v| clip(&v.to_string()))
-                    .unwrap_or_else(|| "absent".into()),
+                key: pointer,
+                graph: shown_value(g),
+                runtime: shown_value(r),
             });
         }
     }
@@ -187,6 +190,74 @@ enum ValueError {
 
 /// JSON equality where graph-side `{"relative-datestamp": "..."}` objects equal the runtime
 /// timestamp `created + offset` (to the millisecond, as the queue stores times).
+/// `/key` as a JSON pointer token (RFC 6901 escaping).
+fn pointer_token(key: &str) -> String {
+    format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Largest value quoted whole in a finding; longer ones say how much is left out.
+const MAX_SHOWN_VALUE: usize = 4096;
+
+/// A value as JSON for a finding: whole up to [`MAX_SHOWN_VALUE`] bytes, else its start and
+/// its length; `absent` for a missing one.
+fn shown_value(v: Option<&Value>) -> String {
+    let Some(v) = v else {
+        return "absent".into();
+    };
+    let text = v.to_string();
+    if text.len() <= MAX_SHOWN_VALUE {
+        return text;
+    }
+    let mut end = MAX_SHOWN_VALUE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+/// Where two values that [`values_equal`] found different first differ: the JSON pointer
+/// (below `at`) and the two values there (`None` when one side lacks the key). Descends while
+/// both sides are objects, or arrays of the same length; a relative datestamp is a leaf.
+fn first_difference<'a>(
+    graph: &'a Value,
+    runtime: &'a Value,
+    created: DateTime<Utc>,
+    at: String,
+) -> (String, Option<&'a Value>, Option<&'a Value>) {
+    let differs = |g: &Value, r: &Value| !matches!(values_equal(g, r, created), Ok(true));
+    match (graph, runtime) {
+        (Value::Object(g), Value::Object(r)) if !g.contains_key("relative-datestamp") => {
+            for (k, gv) in g {
+                match r.get(k) {
+                    Some(rv) if differs(gv, rv) => {
+                        return first_difference(
+                            gv,
+                            rv,
+                            created,
+                            format!("{at}{}", pointer_token(k)),
+                        );
+                    }
+                    Some(_) => {}
+                    None => return (format!("{at}{}", pointer_token(k)), Some(gv), None),
+                }
+            }
+            if let Some((k, rv)) = r.iter().find(|(k, _)| !g.contains_key(*k)) {
+                return (format!("{at}{}", pointer_token(k)), None, Some(rv));
+            }
+            (at, Some(graph), Some(runtime))
+        }
+        (Value::Array(g), Value::Array(r)) if g.len() == r.len() => {
+            for (i, (gv, rv)) in g.iter().zip(r).enumerate() {
+                if differs(gv, rv) {
+                    return first_difference(gv, rv, created, format!("{at}/{i}"));
+                }
+            }
+            (at, Some(graph), Some(runtime))
+        }
+        _ => (at, Some(graph), Some(runtime)),
+    }
+}
+
 fn values_equal(
     graph: &Value,
     runtime: &Value,
