@@ -454,12 +454,6 @@ pub enum VerifyError {
         /// The decision task's repository.
         decision_repository: String,
     },
-    /// More than one restricted-scope rule matches a scope.
-    #[error("scope {scope} matches more than one restricted-scope rule")]
-    AmbiguousScopeRule {
-        /// The scope.
-        scope: String,
-    },
     /// A restricted scope used from a repository the rule does not allow.
     #[error(
         "restricted scope {scope}: task {task_id} comes from {repository}, which the policy does not allow for it"
@@ -651,7 +645,6 @@ impl VerifyError {
             | UnpinnedImage { .. } => Check::DockerImage,
             RepositoryEnvMismatch { .. }
             | DecisionRepositoryMismatch { .. }
-            | AmbiguousScopeRule { .. }
             | RestrictedScopeRepository { .. }
             | RestrictedScopeBranch { .. }
             | RestrictedScopeUntrusted { .. } => Check::SourceAndScopes,
@@ -706,7 +699,6 @@ impl VerifyError {
             UnpinnedImage { .. } => "unpinned-image",
             RepositoryEnvMismatch { .. } => "repository-env-mismatch",
             DecisionRepositoryMismatch { .. } => "decision-repository-mismatch",
-            AmbiguousScopeRule { .. } => "ambiguous-scope-rule",
             RestrictedScopeRepository { .. } => "restricted-scope-repository",
             RestrictedScopeBranch { .. } => "restricted-scope-branch",
             RestrictedScopeUntrusted { .. } => "restricted-scope-untrusted",
