@@ -1141,6 +1141,26 @@ fn forgery_rows() -> Vec<Row> {
                 })
             },
         ),
+        row(
+            "decision taskQueueId names another queue",
+            Check::Chain,
+            "queue-identity-mismatch",
+            |fx, k| {
+                fx.d.def["taskQueueId"] = json!("example-3/b-linux");
+                fx.build(k)
+            },
+        ),
+        row(
+            "image builder relabelled in its graph entry",
+            Check::Chain,
+            "queue-identity-mismatch",
+            |fx, k| {
+                let id = fx.i.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    g[&id]["task"]["taskQueueId"] = json!("example-3/decision");
+                })
+            },
+        ),
         status_row(
             "status with two queue identities",
             Check::Chain,
@@ -1228,6 +1248,11 @@ fn forgery_rows() -> Vec<Row> {
             "HTTPS://GITHUB.COM/EXAMPLE/PRODUCT-TRY",
         ),
         from_repository(
+            "try repository over ssh in mixed case",
+            "restricted-scope-untrusted",
+            "git@GitHub.com:Example/Product-Try.git",
+        ),
+        from_repository(
             "try repository with a mixed-case path",
             "restricted-scope-untrusted",
             "https://github.com/Example/Product-Try",
@@ -1276,6 +1301,8 @@ fn forgery_rows() -> Vec<Row> {
     type Pick = fn(&mut Fixture) -> &mut Link;
     let target: Pick = |fx| &mut fx.s;
     let build: Pick = |fx| &mut fx.b;
+    let decision: Pick = |fx| &mut fx.d;
+    let image: Pick = |fx| &mut fx.i;
     for (name, link, scopes) in [
         (
             "family wildcard from a pull request",
@@ -1304,6 +1331,26 @@ fn forgery_rows() -> Vec<Row> {
             &["assume:repo:github.com/example/product:branch:main"],
         ),
         ("assume wildcard from a pull request", target, &["assume:*"]),
+        (
+            "star on the decision task of a pull request",
+            decision,
+            &["*"],
+        ),
+        (
+            "assume wildcard on the image builder of a pull request",
+            image,
+            &["assume:*"],
+        ),
+        (
+            "a scope that can satisfy assume: (assum*)",
+            build,
+            &["assum*"],
+        ),
+        (
+            "releng wildcard on an upstream build",
+            build,
+            &["project:example:releng:*"],
+        ),
     ] {
         rows.push(pull_request_with_scopes(name, link, scopes));
     }
