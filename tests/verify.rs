@@ -1354,6 +1354,89 @@ fn forgery_rows() -> Vec<Row> {
     ] {
         rows.push(pull_request_with_scopes(name, link, scopes));
     }
+    // More ways in for families the first table covers once.
+    rows.extend([
+        row(
+            "interactive via env",
+            Check::Interactive,
+            "interactive",
+            |fx, k| {
+                fx.b.def["payload"]["env"]["TASKCLUSTER_INTERACTIVE"] = json!("1");
+                fx.build(k)
+            },
+        ),
+        row(
+            "interactive via rdpInfo",
+            Check::Interactive,
+            "interactive",
+            |fx, k| {
+                fx.i.def["payload"]["rdpInfo"] = json!("public/rdp.json");
+                fx.build(k)
+            },
+        ),
+        row(
+            "interactive decision task (truthy string)",
+            Check::Interactive,
+            "interactive",
+            |fx, k| {
+                fx.d.def["payload"]["features"]["interactive"] = json!("yes");
+                fx.build(k)
+            },
+        ),
+        row(
+            "rdp scope on the decision task",
+            Check::Interactive,
+            "interactive",
+            |fx, k| {
+                fx.d.def["scopes"] = json!(["generic-worker:allow-rdp:example-3/decision"]);
+                fx.build(k)
+            },
+        ),
+        row(
+            "tampered task graph byte",
+            Check::Artifacts,
+            "hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.d.id, "public/task-graph.json")[1] ^= 1;
+                b
+            },
+        ),
+    ]);
+    for (name, edit) in [
+        (
+            "pull request number in the decision's environment",
+            (|d: &mut Value| d["payload"]["env"]["PRODUCT_PULL_REQUEST_NUMBER"] = json!("42"))
+                as fn(&mut Value),
+        ),
+        ("pr-action decision", |d: &mut Value| {
+            d["extra"]["tasks_for"] = json!("pr-action")
+        }),
+        ("untrusted pull request decision", |d: &mut Value| {
+            d["extra"]["tasks_for"] = json!("github-pull-request-untrusted")
+        }),
+    ] {
+        rows.push(row(
+            name,
+            Check::SourceAndScopes,
+            "restricted-scope-untrusted",
+            move |fx, k| {
+                edit(&mut fx.d.def);
+                fx.build(k)
+            },
+        ));
+    }
+    rows.push(row(
+        "untrusted scheduler id on every link",
+        Check::SourceAndScopes,
+        "restricted-scope-untrusted",
+        |fx, k| {
+            for l in fx.links_mut() {
+                l.def["schedulerId"] = json!("example-level-1");
+            }
+            fx.build(k)
+        },
+    ));
     // Parser differentials: the unsigned files are read with the signed documents' parser.
     for (name, file, edit) in [
         (
