@@ -285,21 +285,10 @@ fn generated_worker_configs_load() {
 // ---------------------------------------------------------------------------------------------
 // `chainlock demo`, the real binary.
 
-#[allow(clippy::disallowed_methods)] // the test runs the real binary
 fn run_demo(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
-        .arg("demo")
-        .args(args)
-        .env_remove("TASKCLUSTER_CLIENT_ID")
-        .env_remove("TASKCLUSTER_ACCESS_TOKEN")
-        .env_remove("TASKCLUSTER_ROOT_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut argv = vec![std::ffi::OsStr::new("demo")];
+    argv.extend_from_slice(args);
+    common::run_cli(&argv)
 }
 
 fn gpg_installed() -> bool {

@@ -1687,23 +1687,10 @@ mod online {
         }
     }
 
-    #[allow(clippy::disallowed_methods)] // tests run the real binary
     async fn cli(args: Vec<String>) -> (i32, String, String) {
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
-                .args(&args)
-                .env_remove("TASKCLUSTER_CLIENT_ID")
-                .env_remove("TASKCLUSTER_ROOT_URL")
-                .output()
-                .unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
-        .await
-        .unwrap()
+        tokio::task::spawn_blocking(move || super::common::run_cli(&args))
+            .await
+            .unwrap()
     }
 
     fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
@@ -2058,21 +2045,7 @@ mod online {
 // Issue 9: the auditor's contract (exit codes, one JSON document, escaped evidence), bundles that
 // cannot retarget themselves, signature files that are exactly one armored block.
 
-/// Runs the real binary; (exit code, stdout, stderr).
-#[allow(clippy::disallowed_methods)] // tests run the real binary
-fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
-        .args(args)
-        .env_remove("TASKCLUSTER_CLIENT_ID")
-        .env_remove("TASKCLUSTER_ROOT_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::run_cli;
 
 fn report_schema() -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(

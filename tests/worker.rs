@@ -313,6 +313,32 @@ impl Env {
         id
     }
 
+    /// One task with a chain whose decision task's `public/task-graph.json` is a reference
+    /// artifact to `url` (a dead port, a trickling server): everything else verifies.
+    async fn seed_with_graph_at(&self, payload: Value, url: &str) -> TaskId {
+        let (chain, tasks, mut evidence) = self.prepare_chain(vec![payload], |_, _| {}).await;
+        evidence
+            .remove(&chain.decision.id, seed::TASK_GRAPH)
+            .unwrap();
+        publish_with_graph_at(
+            self,
+            &chain.decision,
+            &evidence.files[&chain.decision.id],
+            url,
+        )
+        .await;
+        seed::run_as_worker(
+            &self.client,
+            &chain.build,
+            &evidence.files[&chain.build.id],
+            SEED_RUN,
+            &self.dir.join("scratch"),
+        )
+        .await
+        .unwrap();
+        tasks[0].id.clone()
+    }
+
     fn command(&self, config: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = chainlock_bin();
         cmd.arg("run")
@@ -1267,28 +1293,14 @@ async fn unverifiable_chains_are_malformed_payload_and_the_script_never_starts()
 async fn unreachable_evidence_is_resource_unavailable_not_malformed_payload() {
     let env = Env::new(Duration::from_secs(1200)).await;
     let marker = env.dir.join("ran");
-    let (chain, tasks, mut evidence) = env
-        .prepare_chain(
-            vec![json!({"behaviour": "ok", "marker": marker})],
-            |_, _| {},
-        )
-        .await;
     // The decision task's graph lives behind a reference artifact on a dead port: every
     // download attempt is refused at the TCP level, as when the storage is down.
-    evidence
-        .remove(&chain.decision.id, seed::TASK_GRAPH)
-        .unwrap();
-    publish_with_dead_graph(&env, &chain.decision, &evidence.files[&chain.decision.id]).await;
-    seed::run_as_worker(
-        &env.client,
-        &chain.build,
-        &evidence.files[&chain.build.id],
-        SEED_RUN,
-        &env.dir.join("scratch"),
-    )
-    .await
-    .unwrap();
-    let id = tasks[0].id.clone();
+    let id = env
+        .seed_with_graph_at(
+            json!({"behaviour": "ok", "marker": marker}),
+            "http://127.0.0.1:1/task-graph.json",
+        )
+        .await;
 
     // In-process worker: same code as the binary, with the test retry policy (fast backoff).
     let config =
@@ -1355,66 +1367,6 @@ fn path_env() -> std::collections::HashMap<String, String> {
         "PATH".to_owned(),
         "/usr/local/bin:/usr/bin:/bin".to_owned(),
     )])
-}
-
-/// Runs the decision task as its worker would, except that `public/task-graph.json` is a
-/// reference artifact to a port nothing listens on.
-async fn publish_with_dead_graph(env: &Env, link: &Link, files: &BTreeMap<String, Vec<u8>>) {
-    let claim = env
-        .client
-        .claim_work(
-            &link.task_queue_id().unwrap(),
-            &ClaimWorkRequest {
-                worker_group: SEED_RUN.worker_group.into(),
-                worker_id: SEED_RUN.worker_id.into(),
-                tasks: 1,
-            },
-        )
-        .await
-        .unwrap()
-        .tasks
-        .pop()
-        .unwrap();
-    assert_eq!(claim.status.task_id, link.id);
-    let tq = env
-        .client
-        .with_credentials(Credentials::from(&claim.credentials));
-    let src = env.dir.join("upload");
-    for (name, bytes) in files {
-        std::fs::write(&src, bytes).unwrap();
-        let resp = tq
-            .create_artifact(
-                &link.id,
-                claim.run_id,
-                name,
-                &CreateArtifactRequest::S3 {
-                    expires: claim.status.expires,
-                    content_type: "application/octet-stream".into(),
-                    content_length: Some(bytes.len() as u64),
-                },
-            )
-            .await
-            .unwrap();
-        let CreateArtifactResponse::S3 { put_url, .. } = resp else {
-            panic!("no putUrl")
-        };
-        tq.upload_file(&put_url, &src, "application/octet-stream", false)
-            .await
-            .unwrap();
-    }
-    tq.create_artifact(
-        &link.id,
-        claim.run_id,
-        seed::TASK_GRAPH,
-        &CreateArtifactRequest::Reference {
-            expires: claim.status.expires,
-            url: "http://127.0.0.1:1/task-graph.json".into(),
-            content_type: "application/json".into(),
-        },
-    )
-    .await
-    .unwrap();
-    tq.report_completed(&link.id, claim.run_id).await.unwrap();
 }
 
 /// Publishes trust policy version 2 (one more chainlock key), signed by both root keys, the
@@ -2174,7 +2126,7 @@ async fn trickle_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
 }
 
 /// Runs the decision task as its worker would, with `public/task-graph.json` a reference
-/// artifact to `url` (as `publish_with_dead_graph`, for any URL).
+/// artifact to `url`.
 async fn publish_with_graph_at(
     env: &Env,
     link: &Link,
@@ -2252,32 +2204,9 @@ async fn sigterm_and_a_lost_claim_stop_a_hanging_evidence_download() {
     let (url, hits) = trickle_server().await;
     for case in ["sigterm", "lost"] {
         let marker = env.dir.join(format!("ran-{case}"));
-        let (chain, tasks, mut evidence) = env
-            .prepare_chain(
-                vec![json!({"behaviour": "ok", "marker": marker})],
-                |_, _| {},
-            )
+        let id = env
+            .seed_with_graph_at(json!({"behaviour": "ok", "marker": marker}), &url)
             .await;
-        evidence
-            .remove(&chain.decision.id, seed::TASK_GRAPH)
-            .unwrap();
-        publish_with_graph_at(
-            &env,
-            &chain.decision,
-            &evidence.files[&chain.decision.id],
-            &url,
-        )
-        .await;
-        seed::run_as_worker(
-            &env.client,
-            &chain.build,
-            &evidence.files[&chain.build.id],
-            SEED_RUN,
-            &env.dir.join("scratch"),
-        )
-        .await
-        .unwrap();
-        let id = tasks[0].id.clone();
 
         let config =
             chainlock::config::Config::load(&env.dir.join("worker.toml"), &path_env()).unwrap();

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration-test binaries: an in-process dev queue on loopback and a
-//! queue client for one of its clients. Each test binary uses a subset.
+//! Helpers shared by the integration-test binaries: an in-process dev queue on loopback, a
+//! queue client for one of its clients, and the real binary. Each test binary uses a subset.
 #![allow(dead_code)]
 
 use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
@@ -41,4 +41,22 @@ pub fn client_for(h: &DevQueueHandle, client_id: &str, token: &str) -> QueueClie
         RetryPolicy::fast_for_tests(),
     )
     .unwrap()
+}
+
+/// Runs the real `chainlock` binary with `args`, without Taskcluster credentials or root URL
+/// from the environment; (exit code, stdout, stderr).
+#[allow(clippy::disallowed_methods)] // tests run the real binary
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+        .args(args)
+        .env_remove("TASKCLUSTER_CLIENT_ID")
+        .env_remove("TASKCLUSTER_ACCESS_TOKEN")
+        .env_remove("TASKCLUSTER_ROOT_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
