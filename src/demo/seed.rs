@@ -1307,7 +1307,21 @@ impl Material {
         }
         write_private(&credentials, creds.to_string().as_bytes())?;
 
-        let exe = path_str(spec.chainlock_exe);
+        // The sandboxed scripts run as another uid: give them a binary they can reach (the
+        // build's own may sit below a directory only its owner may enter).
+        let exe = match spec.isolation {
+            SeedIsolation::Namespaces(_) => {
+                let placed = base.join("chainlock");
+                crate::sandbox::place_executable(spec.chainlock_exe, &placed).map_err(|e| {
+                    SeedError::Io {
+                        path: placed.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?;
+                path_str(&placed)
+            }
+            SeedIsolation::None => path_str(spec.chainlock_exe),
+        };
         let mut published_dir = None;
         let (argv, script_config, payload_schema, scope_prefix) = match &spec.script {
             Script::Sign => {

@@ -209,6 +209,21 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Makes the chainlock binary (the probe and the reaper, run as `run_as`) reachable from
+    /// `dir`, whose parents the script's uid can traverse: the binary itself may sit below a
+    /// directory only the worker may enter (a 0700 checkout, `/root`). A hard link where the
+    /// file system allows it (no copy of a large binary), else a copy, mode 0555. Nothing to do
+    /// for `none`.
+    pub fn install_helper(&mut self, dir: &Path) -> Result<(), SandboxError> {
+        if self.level == Isolation::None {
+            return Ok(());
+        }
+        let dest = dir.join(HELPER_FILE);
+        place_executable(&self.exe, &dest)?;
+        self.exe = dest;
+        Ok(())
+    }
+
     /// The configured level.
     pub fn level(&self) -> Isolation {
         self.level
@@ -599,6 +614,10 @@ pub async fn namespaces_available(run_as: RunAs) -> bool {
     let Ok(scratch) = tempfile::tempdir() else {
         return false;
     };
+    let mut sandbox = sandbox;
+    if sandbox.install_helper(scratch.path()).is_err() {
+        return false;
+    }
     matches!(sandbox.probe(scratch.path(), &[]).await, Ok(r) if r.passed())
 }
 
@@ -643,6 +662,27 @@ fn prepare_scratch(scratch: &Path, run_as: Option<RunAs>) -> Result<RunView, San
         files: Vec::new(),
     })
 }
+
+/// Puts executable `src` at `dest` for another uid: a hard link when the file system allows
+/// it and `src` is executable by others (no copy of a large binary), else a copy, mode 0555.
+pub fn place_executable(src: &Path, dest: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::symlink_metadata(dest).is_ok() {
+        std::fs::remove_file(dest).map_err(io("remove", dest))?;
+    }
+    let linked = std::fs::hard_link(src, dest).is_ok()
+        && std::fs::metadata(dest).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+    if !linked {
+        let _ = std::fs::remove_file(dest);
+        std::fs::copy(src, dest).map_err(io("copy", dest))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o555))
+            .map_err(io("chmod", dest))?;
+    }
+    Ok(())
+}
+
+/// The chainlock binary as the sandbox's helpers run it ([`Sandbox::install_helper`]).
+pub const HELPER_FILE: &str = ".chainlock-sandbox-helper";
 
 /// File the probe writes into its artifact directory.
 pub const PROBE_FILE: &str = "probe";

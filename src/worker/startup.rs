@@ -716,6 +716,9 @@ pub async fn prepare_sandbox(
         reason,
     };
     let mut sandbox = Sandbox::from_config(&config.script).map_err(|e| refuse(e.to_string()))?;
+    sandbox
+        .install_helper(scratch)
+        .map_err(|e| refuse(e.to_string()))?;
     // Orphans of a script without a PID namespace come back to us, never to init.
     if adopt_orphans {
         sandbox.adopt_orphans().map_err(|e| refuse(e.to_string()))?;
@@ -809,7 +812,11 @@ pub async fn check_isolation(config: &Config) -> Vec<Check> {
     };
     let ready = Sandbox::from_config(&config.script)
         .map_err(|e| e.to_string())
-        .and_then(|s| Ok((s, tempfile::tempdir().map_err(|e| e.to_string())?)));
+        .and_then(|mut s| {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            s.install_helper(dir.path()).map_err(|e| e.to_string())?;
+            Ok((s, dir))
+        });
     let (sandbox, scratch) = match ready {
         Ok(x) => x,
         Err(reason) => {
