@@ -990,7 +990,10 @@ fn bundle_reader_survives_mutated_files() {
                     Err(_) => true,
                     Ok(b) => {
                         use chainlock::verify::Evidence as _;
-                        file != "bundle.json" && b.malformed().iter().any(|(p, _)| p == file)
+                        file != "bundle.json"
+                            && b.unusable()
+                                .iter()
+                                .any(|u| format!("{}/{}", u.task_id, u.file) == file)
                     }
                 };
                 assert!(refused, "Bundle::open accepted {label}");

@@ -889,6 +889,43 @@ async fn downloads_have_a_total_deadline_and_a_minimum_rate_over_every_hop() {
     assert_eq!(std::fs::read(&dest).unwrap().len(), 200_000);
 }
 
+/// Issue 9: an object store that accepts the connection but never drains the body held an
+/// upload (and the task) for ever. Every upload has a total deadline over its attempts.
+#[tokio::test]
+async fn uploads_have_a_total_deadline() {
+    use chainlock::queue::ClientLimits;
+    use chainlock::secret::Secret;
+    // Accepts connections and never reads: the body fills the socket buffers and stalls.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big");
+    std::fs::write(&file, vec![1u8; 64 << 20]).unwrap();
+    let q = QueueClient::new(&format!("http://{addr}"), None, RetryPolicy::fast_for_tests())
+        .unwrap()
+        .with_limits(ClientLimits {
+            upload_deadline: Duration::from_millis(800),
+            ..Default::default()
+        });
+    let url = Secret::new(format!("http://{addr}/bucket/big?X-Amz-Signature=sekrit"));
+    let t0 = std::time::Instant::now();
+    let e = q
+        .upload_file(&url, &file, "application/octet-stream", false)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(e, QueueError::UploadDeadline { .. }), "{e}");
+    assert!(!e.is_transient());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!format!("{e} {e:?}").contains("sekrit"), "{e:?}");
+}
+
 /// Issue 9: the size cap applies to the decoded bytes of a gzip body (a bomb is refused as
 /// TooLarge after at most the cap is written, never as a transport or gzip error).
 #[tokio::test]

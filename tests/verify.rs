@@ -22,8 +22,8 @@ use chainlock::verify::{self, Check, Limits, Mode, Report, VerifiedChain};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 const REPO: &str = "https://github.com/example/product";
 const RESTRICTED: &str = "project:example:releng:signing:cert:release-signing";
@@ -77,7 +77,7 @@ impl Keys {
 }
 
 /// How the generic-worker key is listed in the trust store.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct GwKeyWindow {
     valid_from: DateTime<Utc>,
     valid_until: DateTime<Utc>,
@@ -403,6 +403,7 @@ impl Fixture {
             statuses: BTreeMap::new(),
             files: BTreeMap::new(),
             raw: BTreeMap::new(),
+            other: BTreeMap::new(),
         };
         for l in self.links() {
             let mut extra = BTreeMap::new();
@@ -466,6 +467,8 @@ struct Built {
     files: BTreeMap<(TaskId, String), Vec<u8>>,
     /// Exact bytes written instead of `tasks[id]` / `statuses[id]` (parser differentials).
     raw: BTreeMap<(TaskId, &'static str), String>,
+    /// Further files, by path relative to the bundle (fetcher records, structure attacks).
+    other: BTreeMap<String, Vec<u8>>,
 }
 
 impl Built {
@@ -497,6 +500,11 @@ impl Built {
         }
         for ((id, name), bytes) in &self.files {
             let p = dir.join(id.as_str()).join("artifacts").join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        for (rel, bytes) in &self.other {
+            let p = dir.join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, bytes).unwrap();
         }
@@ -1012,9 +1020,7 @@ fn run_rows(rows: Vec<Row>) {
         let mut fx = base.clone();
         let built = (r.mutate)(&mut fx, &keys);
         let trust;
-        let trust = if r.gw.valid_until == GwKeyWindow::default().valid_until
-            && r.gw.revocation.is_none()
-        {
+        let trust = if r.gw == GwKeyWindow::default() {
             &good_trust
         } else {
             trust = trust_store(&keys, &r.gw);
@@ -1031,6 +1037,13 @@ fn run_rows(rows: Vec<Row>) {
                     .iter()
                     .any(|e| e.check() == r.check && e.code() == r.code);
                 let text = report.to_text();
+                // One finding per fact.
+                let mut seen = BTreeSet::new();
+                for e in &report.errors {
+                    if !seen.insert((e.code(), e.to_string())) {
+                        failures.push(format!("{}: duplicate finding {e}", r.name));
+                    }
+                }
                 if !hit || !text.contains(&format!("[FAIL] {}", r.check)) {
                     failures.push(format!(
                         "{}: expected {} {}, got:\n{text}",
@@ -1455,24 +1468,582 @@ fn forgery_rows() -> Vec<Row> {
             |t: &str| t.replacen("{", "{\"state\":\"failed\",", 1),
         ),
     ] {
-        rows.push(row(
-            name,
-            Check::Chain,
-            "evidence-malformed",
-            move |fx, k| {
-                let mut b = fx.build(k);
-                let id = fx.b.id.clone();
-                let genuine = if file == "task.json" {
-                    b.tasks[&id].to_string()
-                } else {
-                    serde_json::to_string(&b.statuses[&id]).unwrap()
-                };
-                b.raw.insert((id, file), edit(&genuine));
-                b
-            },
-        ));
+        let check = if file == "task.json" {
+            Check::Chain
+        } else {
+            Check::Run
+        };
+        rows.push(row(name, check, "evidence-malformed", move |fx, k| {
+            let mut b = fx.build(k);
+            let id = fx.b.id.clone();
+            let genuine = if file == "task.json" {
+                b.tasks[&id].to_string()
+            } else {
+                serde_json::to_string(&b.statuses[&id]).unwrap()
+            };
+            b.raw.insert((id, file), edit(&genuine));
+            b
+        }));
     }
     rows
+}
+
+/// Replaces artifact `name` of `id` and re-signs its document with the genuine key, listing
+/// the new bytes: only a rule about the content itself can refuse it.
+fn replace_signed_artifact(b: &mut Built, k: &Keys, id: &TaskId, name: &str, bytes: Vec<u8>) {
+    let hash = sha256(&bytes);
+    *b.file(id, name) = bytes;
+    edit_doc(b, k, id, |d| d["artifacts"][name]["sha256"] = json!(hash));
+}
+
+/// Replaces the document of `id` with `text` (exact bytes) and re-signs it.
+fn raw_signed_doc(b: &mut Built, k: &Keys, id: &TaskId, text: impl FnOnce(&str) -> String) {
+    let doc = String::from_utf8(b.file(id, "public/chain-of-trust.json").clone()).unwrap();
+    *b.file(id, "public/chain-of-trust.json") = text(&doc).into_bytes();
+    resign_gw(b, id, &k.generic_worker);
+}
+
+/// The third table: more ways into every family, bundle structure and the fetcher's records.
+fn more_rows() -> Vec<Row> {
+    const TARGET: &str = "public/build/target.tar.gz";
+    const DOC: &str = "public/chain-of-trust.json";
+    const SIG: &str = "public/chain-of-trust.json.sig";
+    const GRAPH: &str = "public/task-graph.json";
+    let mut rows = vec![
+        // Integrity.
+        row(
+            "consumed artifact cut by one byte",
+            Check::Artifacts,
+            "hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, TARGET).pop();
+                b
+            },
+        ),
+        row(
+            "consumed artifact with a byte appended",
+            Check::Artifacts,
+            "hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, TARGET).push(b'\n');
+                b
+            },
+        ),
+        row(
+            "consumed artifact emptied",
+            Check::Artifacts,
+            "hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, TARGET).clear();
+                b
+            },
+        ),
+        row(
+            "image task's document lists other layers (re-signed)",
+            Check::DockerImage,
+            "image-hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let layers = b"other layers".to_vec();
+                replace_signed_artifact(&mut b, k, &fx.i.id, "public/image.tar.zst", layers);
+                b
+            },
+        ),
+        row(
+            "document lists another hash for the consumed artifact (re-signed)",
+            Check::Artifacts,
+            "hash-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                edit_doc(&mut b, k, &fx.b.id, |d| {
+                    d["artifacts"][TARGET]["sha256"] = json!("0".repeat(64))
+                });
+                b
+            },
+        ),
+        row(
+            "document hash in upper case (re-signed)",
+            Check::Schema,
+            "document-invalid",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let upper = sha256(b"the build output").to_uppercase();
+                edit_doc(&mut b, k, &fx.b.id, |d| {
+                    d["artifacts"][TARGET]["sha256"] = json!(upper)
+                });
+                b
+            },
+        ),
+        // Forged signers.
+        row(
+            "signature cut to 63 bytes",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, SIG).truncate(63);
+                b
+            },
+        ),
+        row(
+            "empty signature file",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, SIG).clear();
+                b
+            },
+        ),
+        row(
+            "another link's genuine signature",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let other = b.file(&fx.i.id, SIG).clone();
+                *b.file(&fx.b.id, SIG) = other;
+                b
+            },
+        ),
+        row(
+            "a newline appended to a signed document",
+            Check::Signature,
+            "signature-rejected",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.file(&fx.b.id, DOC).push(b'\n');
+                b
+            },
+        ),
+        row(
+            "another link's genuine document and signature",
+            Check::Run,
+            "document-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                for name in [DOC, SIG] {
+                    let other = b.file(&fx.i.id, name).clone();
+                    *b.file(&fx.b.id, name) = other;
+                }
+                b
+            },
+        ),
+        // The signed document describes this task and run, and is strict JSON.
+        row(
+            "document names another task (re-signed)",
+            Check::Run,
+            "document-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let other = fx.i.id.to_string();
+                edit_doc(&mut b, k, &fx.b.id, |d| d["taskId"] = json!(other));
+                b
+            },
+        ),
+        row(
+            "document names another worker group (re-signed)",
+            Check::Run,
+            "document-mismatch",
+            |fx, k| {
+                let mut b = fx.build(k);
+                edit_doc(&mut b, k, &fx.b.id, |d| {
+                    d["workerGroup"] = json!("elsewhere")
+                });
+                b
+            },
+        ),
+        row(
+            "document with a duplicate key (re-signed)",
+            Check::Schema,
+            "document-invalid",
+            |fx, k| {
+                let mut b = fx.build(k);
+                raw_signed_doc(&mut b, k, &fx.b.id, |t| {
+                    t.replacen('{', "{\"runId\": 7,", 1)
+                });
+                b
+            },
+        ),
+        row(
+            "document with an integer beyond 64 bits (re-signed)",
+            Check::Schema,
+            "document-invalid",
+            |fx, k| {
+                let mut b = fx.build(k);
+                raw_signed_doc(&mut b, k, &fx.b.id, |t| {
+                    t.replacen('{', "{\"x\": 18446744073709551617,", 1)
+                });
+                b
+            },
+        ),
+        // Graph.
+        row(
+            "scopes added at run time",
+            Check::TaskGraph,
+            "graph-mismatch",
+            |fx, k| {
+                let graph = fx.graph();
+                fx.b.def["scopes"] = json!(["queue:route:index.project.example.*"]);
+                fx.build_with_graph(k, |g| *g = graph)
+            },
+        ),
+        row(
+            "retries raised at run time",
+            Check::TaskGraph,
+            "graph-mismatch",
+            |fx, k| {
+                let graph = fx.graph();
+                fx.b.def["retries"] = json!(7);
+                fx.build_with_graph(k, |g| *g = graph)
+            },
+        ),
+        row(
+            "a graph key dropped at run time",
+            Check::TaskGraph,
+            "graph-mismatch",
+            |fx, k| {
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| g[&id]["task"]["extra"]["graphOnly"] = json!(1))
+            },
+        ),
+        row(
+            "graph entry filed under another taskId",
+            Check::TaskGraph,
+            "task-not-in-graph",
+            |fx, k| {
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    let entry = g.remove(&id).unwrap();
+                    g.insert(TaskId::generate().to_string(), entry);
+                })
+            },
+        ),
+        row(
+            "graph datestamp 300000 years out",
+            Check::TaskGraph,
+            "datestamp-out-of-range",
+            |fx, k| {
+                let id = fx.b.id.to_string();
+                fx.build_with_graph(k, |g| {
+                    g[&id]["task"]["payload"]["artifacts"][0]["expires"] =
+                        json!({"relative-datestamp": "300000 years"})
+                })
+            },
+        ),
+        row(
+            "task graph is an array (re-signed)",
+            Check::TaskGraph,
+            "graph-invalid",
+            |fx, k| {
+                let mut b = fx.build(k);
+                replace_signed_artifact(&mut b, k, &fx.d.id, GRAPH, b"[]".to_vec());
+                b
+            },
+        ),
+        row(
+            "task graph with a duplicate taskId (re-signed)",
+            Check::TaskGraph,
+            "graph-invalid",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let text = String::from_utf8(b.file(&fx.d.id, GRAPH).clone()).unwrap();
+                let id = fx.b.id.to_string();
+                let forged = text.replacen('{', &format!("{{\"{id}\": {{\"task\": {{}}}},"), 1);
+                replace_signed_artifact(&mut b, k, &fx.d.id, GRAPH, forged.into_bytes());
+                b
+            },
+        ),
+        // Queue identity.
+        row(
+            "provisionerId changed at run time only",
+            Check::Chain,
+            "queue-identity-mismatch",
+            |fx, k| {
+                fx.b.def["provisionerId"] = json!("example-1");
+                fx.build(k)
+            },
+        ),
+        // Status.
+        status_row("no runs at all", Check::Run, "run-not-completed", |s| {
+            s.runs.clear()
+        }),
+        status_row(
+            "a later exception after a completed run",
+            Check::Run,
+            "run-not-completed",
+            |s| {
+                let mut later = s.runs[0].clone();
+                later.run_id = 1;
+                later.state = TaskState::Exception;
+                s.runs.push(later);
+            },
+        ),
+        status_row(
+            "two runs with the same id",
+            Check::Run,
+            "runs-invalid",
+            |s| {
+                let again = s.runs[0].clone();
+                s.runs.push(again);
+            },
+        ),
+        status_row(
+            "status of another provisioner",
+            Check::Run,
+            "status-mismatch",
+            |s| s.provisioner_id = "example-1".into(),
+        ),
+        status_row(
+            "completed run without a resolution time",
+            Check::Run,
+            "runs-invalid",
+            |s| s.runs[0].resolved = None,
+        ),
+        row(
+            "status.json absent",
+            Check::Run,
+            "status-missing",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.statuses.remove(&fx.b.id);
+                b
+            },
+        ),
+        // Sources and scopes.
+        from_repository(
+            "restricted scope from a look-alike host",
+            "restricted-scope-repository",
+            "https://github.com.evil.example/example/product",
+        ),
+        from_repository(
+            "restricted scope from a repository sharing the allowed prefix",
+            "restricted-scope-repository",
+            "https://github.com/example/product-evil",
+        ),
+        // Docker images.
+        row(
+            "image taken from another task than the declared input",
+            Check::DockerImage,
+            "image-input-mismatch",
+            |fx, k| {
+                fx.b.def["payload"]["image"]["taskId"] = json!(fx.d.id.as_str());
+                fx.build(k)
+            },
+        ),
+        row(
+            "image hash missing from the document",
+            Check::DockerImage,
+            "image-hash-missing",
+            |fx, k| {
+                fx.b.environment = json!({});
+                fx.build(k)
+            },
+        ),
+        row(
+            "image by tag, without a digest",
+            Check::DockerImage,
+            "unpinned-image",
+            |fx, k| {
+                fx.b.def["payload"]["image"] = json!("ubuntu:latest");
+                fx.build(k)
+            },
+        ),
+        row(
+            "image digest that is not sha256 hex",
+            Check::DockerImage,
+            "unpinned-image",
+            |fx, k| {
+                fx.b.def["payload"]["image"] =
+                    json!({"type": "docker-image", "name": "ubuntu@sha256:xyz"});
+                fx.build(k)
+            },
+        ),
+        row(
+            "task-image without a path",
+            Check::DockerImage,
+            "bad-image",
+            |fx, k| {
+                fx.b.def["payload"]["image"] =
+                    json!({"type": "task-image", "taskId": fx.i.id.as_str()});
+                fx.build(k)
+            },
+        ),
+        row(
+            "image of an unknown type",
+            Check::DockerImage,
+            "bad-image",
+            |fx, k| {
+                fx.b.def["payload"]["image"] = json!({"type": "magic-image"});
+                fx.build(k)
+            },
+        ),
+        // Interactive.
+        row(
+            "interactive decision task via env",
+            Check::Interactive,
+            "interactive",
+            |fx, k| {
+                fx.d.def["payload"]["env"]["TASKCLUSTER_INTERACTIVE"] = json!("true");
+                fx.build(k)
+            },
+        ),
+        // Bundle structure and the fetcher's records.
+        Row {
+            limits: Limits {
+                max_task_bytes: 256,
+                ..Limits::default()
+            },
+            ..row(
+                "task.json over max_task_bytes",
+                Check::Chain,
+                "evidence-too-large",
+                |fx, k| fx.build(k),
+            )
+        },
+        row(
+            "a too-large record for a definition",
+            Check::Chain,
+            "evidence-too-large",
+            |fx, k| {
+                let mut b = fx.build(k);
+                // The record wins over a task.json beside it.
+                b.other.insert(
+                    format!("{}/task.json.too-large", fx.i.id),
+                    b"4194304".to_vec(),
+                );
+                b
+            },
+        ),
+        row(
+            "a too-large record for a status",
+            Check::Run,
+            "evidence-too-large",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.statuses.remove(&fx.b.id);
+                b.other.insert(
+                    format!("{}/status.json.too-large", fx.b.id),
+                    b"4194304".to_vec(),
+                );
+                b
+            },
+        ),
+        row(
+            "a too-large record for a consumed artifact",
+            Check::Artifacts,
+            "evidence-too-large",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.other
+                    .insert(format!("{}/too-large/{TARGET}", fx.b.id), b"1024".to_vec());
+                b
+            },
+        ),
+        row(
+            "an undecodable record for a consumed artifact",
+            Check::Artifacts,
+            "artifact-unreadable",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.files.remove(&(fx.b.id.clone(), TARGET.to_owned()));
+                b.other.insert(
+                    format!("{}/undecodable/{TARGET}", fx.b.id),
+                    b"invalid gzip header".to_vec(),
+                );
+                b
+            },
+        ),
+        row(
+            "task.json that is not JSON",
+            Check::Chain,
+            "evidence-malformed",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.raw
+                    .insert((fx.i.id.clone(), "task.json"), "{\"taskGroupId\":".into());
+                b
+            },
+        ),
+        row(
+            "status.json that is not a status",
+            Check::Run,
+            "evidence-malformed",
+            |fx, k| {
+                let mut b = fx.build(k);
+                b.raw.insert((fx.b.id.clone(), "status.json"), "[]".into());
+                b
+            },
+        ),
+        row(
+            "task.json with a byte-order mark",
+            Check::Chain,
+            "evidence-malformed",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let genuine = b.tasks[&fx.b.id].to_string();
+                b.raw
+                    .insert((fx.b.id.clone(), "task.json"), format!("\u{feff}{genuine}"));
+                b
+            },
+        ),
+        row(
+            "task.json with trailing data",
+            Check::Chain,
+            "evidence-malformed",
+            |fx, k| {
+                let mut b = fx.build(k);
+                let genuine = b.tasks[&fx.b.id].to_string();
+                b.raw
+                    .insert((fx.b.id.clone(), "task.json"), format!("{genuine} {{}}"));
+                b
+            },
+        ),
+        // Keys and time.
+        Row {
+            gw: GwKeyWindow {
+                valid_from: t0() + Duration::days(1),
+                ..GwKeyWindow::default()
+            },
+            ..row(
+                "ed25519 key not yet valid when the runs resolved",
+                Check::Signature,
+                "signature-rejected",
+                |fx, k| fx.build(k),
+            )
+        },
+        Row {
+            mode: Mode { check_target: true },
+            ..row(
+                "OpenPGP signature dated long after the run resolved",
+                Check::Signature,
+                "signature-rejected",
+                |fx, k| {
+                    let mut b = fx.build(k);
+                    let run = &mut b.statuses.get_mut(&fx.s.id).unwrap().runs[0];
+                    run.resolved = Some(t0() + Duration::minutes(30));
+                    b
+                },
+            )
+        },
+    ];
+    rows.shrink_to_fit();
+    rows
+}
+
+#[test]
+fn more_ways_into_every_family_are_refused() {
+    run_rows(more_rows());
+}
+
+/// Issue 9 asks for at least 120 rows across the families.
+#[test]
+fn the_corpus_has_at_least_120_rows() {
+    let n = rows().len() + forgery_rows().len() + more_rows().len();
+    assert!(n >= 120, "{n} rows");
 }
 
 #[test]
@@ -1882,6 +2453,155 @@ mod online {
         assert_eq!(code, 2, "{out}\n{err}");
     }
 
+    /// Why a corpus row cannot be replayed on a queue, or `None` when it can: the queue
+    /// computes statuses and stores definitions itself, so rows that forge those (or files only
+    /// a bundle can hold, or the audited target's own run) are offline-only.
+    fn offline_only(r: &Row, fx: &Fixture, built: &Built) -> Option<&'static str> {
+        if r.mode.check_target {
+            return Some("audits the target's own run");
+        }
+        if !built.raw.is_empty() || !built.other.is_empty() {
+            return Some("bytes only a bundle can hold");
+        }
+        for l in fx.links() {
+            if l.state != TaskState::Completed {
+                return Some("a run state the fixture worker does not report");
+            }
+            let Some(def) = built.tasks.get(&l.id) else {
+                continue;
+            };
+            match built.statuses.get(&l.id) {
+                Some(st) if *st == status(&l.id, def, l.state) => {}
+                _ => return Some("a forged status"),
+            }
+        }
+        None
+    }
+
+    /// Replays one row on a fresh dev queue: creates its (mutated) definitions, runs every
+    /// link as a worker uploading the row's (forged) files, then verifies the target exactly as
+    /// the worker does before running its script. `Err` says why the row does not apply.
+    async fn replay_online(r: &Row, keys: &Keys) -> Result<Result<(), String>, String> {
+        let mut fx = Fixture::new();
+        let built = (r.mutate)(&mut fx, keys);
+        if let Some(why) = offline_only(r, &fx, &built) {
+            return Err(why.into());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let h = start_queue(&dir.path().join("queue")).await;
+        let q = admin(&h);
+        // In the fixture's order: dependencies exist before their dependents.
+        for id in fx.links().map(|l| l.id.clone()) {
+            let Some(def) = built.tasks.get(&id) else {
+                continue;
+            };
+            if let Err(e) = q.create_task(&id, def).await {
+                h.shutdown().await;
+                return Err(format!("the queue refuses the forged definition ({e})"));
+            }
+            if q.task(&id).await.unwrap() != *def {
+                h.shutdown().await;
+                return Err("the queue normalises the forged definition".into());
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        for l in fx.links() {
+            let Some(def) = built.tasks.get(&l.id) else {
+                continue;
+            };
+            let mut link = l.link.clone();
+            link.def = def.clone();
+            let files: BTreeMap<String, Vec<u8>> = built
+                .files
+                .iter()
+                .filter(|((id, _), _)| id == &l.id)
+                .map(|((_, name), bytes)| (name.clone(), bytes.clone()))
+                .collect();
+            if seed::run_as_worker(&q, &link, &files, RUN, tmp.path())
+                .await
+                .is_err()
+            {
+                h.shutdown().await;
+                return Err("the forged link cannot be run on the queue".into());
+            }
+        }
+        let trust = trust_store(keys, &r.gw);
+        let cot = dir.path().join("work/cot");
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let result = evidence::fetch_and_verify(
+            &admin(&h).anonymous(),
+            &fx.s.id,
+            &built.tasks[&fx.s.id],
+            &cot,
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &r.limits,
+        )
+        .await;
+        h.shutdown().await;
+        Ok(match result {
+            Ok(_) => Err(format!("{}: verified online", r.name)),
+            Err(ChainFailure::Verification(report)) => {
+                let hit = report
+                    .errors
+                    .iter()
+                    .any(|e| e.check() == r.check && e.code() == r.code);
+                if hit {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}: online, expected {} {}, got:\n{}",
+                        r.name,
+                        r.check,
+                        r.code,
+                        report.to_text()
+                    ))
+                }
+            }
+            Err(other) => Err(format!(
+                "{}: online, expected a verification failure, got {}",
+                r.name,
+                other.log_text()
+            )),
+        })
+    }
+
+    /// The whole adversarial corpus, replayed on the dev queue wherever a queue can carry the
+    /// forgery: the worker's own fetch-and-verify must refuse each row with the same check
+    /// and finding code as the offline bundle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_corpus_is_refused_online_too() {
+        let keys = Keys::new();
+        let mut failures = Vec::new();
+        let mut online = 0usize;
+        let mut offline = Vec::new();
+        let all: Vec<Row> = rows()
+            .into_iter()
+            .chain(forgery_rows())
+            .chain(more_rows())
+            .collect();
+        for r in &all {
+            match replay_online(r, &keys).await {
+                Ok(Ok(())) => online += 1,
+                Ok(Err(f)) => failures.push(f),
+                Err(why) => offline.push(format!("{}: {why}", r.name)),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        // Most of the corpus applies online; a change that silently skips it fails here.
+        assert!(
+            online >= 80,
+            "only {online} of {} rows ran online; offline-only:\n{}",
+            all.len(),
+            offline.join("\n")
+        );
+        eprintln!(
+            "{online} rows refused online; offline-only:\n{}",
+            offline.join("\n")
+        );
+    }
+
     /// As [`publish`], with `edit` applied to the built evidence before it is uploaded.
     async fn publish_edited(
         h: &DevQueueHandle,
@@ -2037,6 +2757,128 @@ mod online {
         let (code, out, err) = cli(args).await;
         assert_eq!(code, 1, "{out}\n{err}");
         assert!(out.contains("evidence-too-large"), "{out}");
+        h.shutdown().await;
+    }
+
+    /// Issue 9: an artifact stored with `Content-Encoding: gzip` that does not decode, and
+    /// definitions larger than `max_task_bytes`, are the evidence's fault: verification
+    /// failures naming the file (and the limit), never "evidence unavailable".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn undecodable_and_oversized_evidence_online_fail_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue_dir = dir.path().join("queue");
+        let h = start_queue(&queue_dir).await;
+        let keys = Keys::new();
+        let keys_dir = dir.path().join("keys");
+        write_keys_dir(&keys, &keys_dir);
+        let mut fx = Fixture::new();
+        publish(&h, &mut fx, &keys, &[]).await;
+        // The decision's task graph went up gzip-encoded (it is JSON); its stored bytes are
+        // replaced by something that is not gzip.
+        let graph = "public/task-graph.json";
+        let blob = queue_dir
+            .join("blobs")
+            .join(fx.d.id.as_str())
+            .join("0")
+            .join(sha256(graph.as_bytes()));
+        assert!(blob.exists(), "{}", blob.display());
+        std::fs::write(&blob, b"this is not gzip").unwrap();
+
+        let trust = trust_store(&keys, &GwKeyWindow::default());
+        let verify_with = |limits: Limits, cot: PathBuf| {
+            let (anon, def, id) = (admin(&h).anonymous(), fx.s.def.clone(), fx.s.id.clone());
+            let trust = &trust;
+            async move {
+                evidence::fetch_and_verify(
+                    &anon,
+                    &id,
+                    &def,
+                    &cot,
+                    &policy(),
+                    trust,
+                    chainlock::clock::now(),
+                    &limits,
+                )
+                .await
+            }
+        };
+        std::fs::create_dir_all(dir.path().join("w1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("w2")).unwrap();
+        let failure = verify_with(Limits::default(), dir.path().join("w1/cot"))
+            .await
+            .unwrap_err();
+        let ChainFailure::Verification(report) = &failure else {
+            panic!("{}", failure.log_text())
+        };
+        let finding = report
+            .errors
+            .iter()
+            .find(|e| e.check() == Check::Artifacts)
+            .unwrap_or_else(|| panic!("{}", report.to_text()));
+        assert_eq!(
+            finding.code(),
+            "artifact-unreadable",
+            "{}",
+            report.to_text()
+        );
+        assert!(finding.to_string().contains("invalid gzip"), "{finding}");
+
+        // Definitions over the limit: each upstream link's definition is refused once, naming
+        // the limit, and none is also reported missing.
+        let small = Limits {
+            max_task_bytes: 600,
+            ..Limits::default()
+        };
+        let failure = verify_with(small.clone(), dir.path().join("w2/cot"))
+            .await
+            .unwrap_err();
+        let ChainFailure::Verification(report) = &failure else {
+            panic!("{}", failure.log_text())
+        };
+        let too_large: Vec<String> = report
+            .errors
+            .iter()
+            .filter_map(|e| match e {
+                verify::VerifyError::EvidenceTooLarge {
+                    task_id,
+                    artifact,
+                    limit: "max_task_bytes",
+                    max_bytes: 600,
+                    check: Check::Chain,
+                } => Some(format!("{task_id}/{artifact}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            too_large.contains(&format!("{}/task.json", fx.d.id)),
+            "{}",
+            report.to_text()
+        );
+        assert!(
+            report.errors.iter().all(|e| e.code() != "missing-task"),
+            "{}",
+            report.to_text()
+        );
+
+        // The CLI: exit 1, the finding in the JSON report.
+        let args = vec![
+            "verify".to_owned(),
+            fx.s.id.to_string(),
+            "--root-url".into(),
+            h.root_url().to_owned(),
+            "--policy".into(),
+            s(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/etc/chain-policy.example.toml"
+            )),
+            "--keys".into(),
+            s(&keys_dir),
+            "--format".into(),
+            "json".into(),
+        ];
+        let (code, out, err) = cli(args).await;
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.contains("invalid gzip"), "{out}");
         h.shutdown().await;
     }
 }
@@ -2377,8 +3219,22 @@ fn evidence_unavailable_prints_a_json_error_document() {
     let (code, out, err) = audit.verify(None, "json");
     assert_eq!(code, 1, "{out}\n{err}");
     let json = one_valid_document(&out);
+    // A status belongs to its link's run check.
+    let link = json["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["taskId"] == audit.fx.b.id.as_str())
+        .unwrap();
+    let run = link["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "run")
+        .unwrap();
+    assert_eq!(run["status"], json!("fail"), "{json}");
     assert!(
-        json["chainFindings"]
+        run["findings"]
             .as_array()
             .unwrap()
             .iter()
@@ -2527,6 +3383,7 @@ fn every_single_field_change_is_refused_unless_documented() {
                     statuses: genuine.statuses.clone(),
                     files: genuine.files.clone(),
                     raw: BTreeMap::new(),
+                    other: BTreeMap::new(),
                 };
                 b.raw.insert((id.clone(), file), v.to_string());
                 tried += 1;

@@ -26,7 +26,9 @@ use crate::verify::bundle::{
     BUNDLE_FILE, BUNDLE_VERSION, Bundle, BundleError, BundleIndex, hash_reader, open_no_symlinks,
 };
 use crate::verify::chain::{self, COT_DOCUMENT};
-use crate::verify::{self, ArtifactPath, Limits, Mode, Report, VerifiedChain};
+use crate::verify::{
+    self, ArtifactPath, Limits, Mode, Report, STATUS_FILE, TASK_FILE, VerifiedChain,
+};
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::Value;
@@ -88,7 +90,8 @@ pub enum ChainFailure {
     Verification(Box<Report>),
     /// The evidence could not be fetched (queue unreachable, 5xx after retries).
     Infrastructure(EvidenceError),
-    /// A local failure after verification (disk, a file changed under us).
+    /// A local failure on this worker (disk, a file changed under us), before or after the
+    /// verdict: the task's input is not handed over.
     Local(EvidenceError),
 }
 
@@ -110,7 +113,7 @@ impl ChainFailure {
                 format!("chain of trust could not be verified: evidence unavailable: {e}\n")
             }
             ChainFailure::Local(e) => {
-                format!("chain of trust verified, but handing it over failed: {e}\n")
+                format!("chain of trust not verified: a local failure on this worker: {e}\n")
             }
         }
     }
@@ -128,7 +131,7 @@ impl std::fmt::Display for ChainFailure {
             ChainFailure::Infrastructure(e) => {
                 write!(f, "chain-of-trust evidence unavailable: {e}")
             }
-            ChainFailure::Local(e) => write!(f, "chain-of-trust hand-over failed: {e}"),
+            ChainFailure::Local(e) => write!(f, "chain of trust: local failure on this worker: {e}"),
         }
     }
 }
@@ -173,7 +176,12 @@ pub async fn fetch_bundle(
     if let Some(def) = target_def {
         tasks.insert(target.clone(), def.clone());
     }
+    // Exact bytes of each fetched definition, written to the bundle as the queue sent them
+    // so the verifier parses them itself (strictly).
+    let mut raw: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+    // Definitions that are absent, or present but unusable (recorded for the verifier).
     let mut not_found = BTreeSet::new();
+    let mut too_large: BTreeMap<TaskId, u64> = BTreeMap::new();
     let concurrency = limits.max_concurrent_fetches.max(1);
 
     // Discover the chain level by level. Each round resolves every link the previous round
@@ -187,24 +195,40 @@ pub async fn fetch_bundle(
             break;
         }
         rounds += 1;
-        let fetched: Vec<(TaskId, Option<Value>)> = stream::iter(wanted)
+        let fetched: Vec<(TaskId, Fetched)> = stream::iter(wanted)
             .map(|id| async move {
-                match queue.task(&id).await {
-                    Ok(v) => Ok((id, Some(v))),
-                    Err(e) if is_absent(&e) => Ok((id, None)),
+                match queue.task_bytes(&id, limits.max_task_bytes).await {
+                    Ok(bytes) => Ok((id, Fetched::Bytes(bytes))),
+                    Err(e) if is_absent(&e) => Ok((id, Fetched::Absent)),
+                    Err(QueueError::ResponseTooLarge { limit, .. }) => {
+                        Ok((id, Fetched::TooLarge(limit)))
+                    }
                     Err(e) => Err(queue_err(&id, "task definition", e)),
                 }
             })
             .buffer_unordered(concurrency)
             .try_collect()
             .await?;
-        for (id, v) in fetched {
-            match v {
-                Some(v) => {
-                    tasks.insert(id, v);
+        for (id, f) in fetched {
+            match f {
+                Fetched::Bytes(bytes) => {
+                    // Not strict JSON: kept for the verifier, which reports it; never followed.
+                    match crate::strict_json::from_slice(&bytes) {
+                        Ok(v) => {
+                            tasks.insert(id.clone(), v);
+                        }
+                        Err(_) => {
+                            not_found.insert(id.clone());
+                        }
+                    }
+                    raw.insert(id, bytes);
                 }
-                None => {
+                Fetched::Absent => {
                     not_found.insert(id);
+                }
+                Fetched::TooLarge(limit) => {
+                    not_found.insert(id.clone());
+                    too_large.insert(id, limit);
                 }
             }
         }
@@ -231,14 +255,32 @@ pub async fn fetch_bundle(
         }
     }
 
-    for (id, def) in &tasks {
-        if !chain.nodes.contains_key(id) {
-            continue;
-        }
+    // Every task the chain names, including the ones whose definition is unusable, so the
+    // verifier reports each of them once.
+    let mut listed: BTreeSet<TaskId> = chain.nodes.keys().cloned().collect();
+    listed.extend(
+        chain
+            .unresolved
+            .iter()
+            .filter(|id| raw.contains_key(*id) || too_large.contains_key(*id))
+            .cloned(),
+    );
+    for id in &listed {
         let task_dir = dir.join(id.as_str());
         std::fs::create_dir_all(&task_dir).map_err(io_err(&task_dir))?;
-        let path = task_dir.join("task.json");
-        let bytes = serde_json::to_vec_pretty(def).expect("a JSON value always serialises");
+        let (path, bytes) = if let Some(limit) = too_large.get(id) {
+            (
+                dir.join(Bundle::too_large_task_file_rel_path(id, TASK_FILE)),
+                limit.to_string().into_bytes(),
+            )
+        } else if let Some(bytes) = raw.get(id) {
+            (task_dir.join(TASK_FILE), bytes.clone())
+        } else if let Some(def) = tasks.get(id) {
+            let bytes = serde_json::to_vec_pretty(def).expect("a JSON value always serialises");
+            (task_dir.join(TASK_FILE), bytes)
+        } else {
+            continue;
+        };
         std::fs::write(&path, bytes).map_err(io_err(&path))?;
     }
 
@@ -251,7 +293,7 @@ pub async fn fetch_bundle(
     let index = BundleIndex {
         bundle_version: BUNDLE_VERSION,
         target: target.clone(),
-        tasks: chain.nodes.keys().cloned().collect(),
+        tasks: listed.into_iter().collect(),
         root_url: Some(queue.root_url().to_owned()),
         fetched_at: None,
     };
@@ -259,6 +301,14 @@ pub async fn fetch_bundle(
     let bytes = serde_json::to_vec_pretty(&index).expect("the index always serialises");
     std::fs::write(&path, bytes).map_err(io_err(&path))?;
     Ok(index)
+}
+
+/// One definition fetch.
+enum Fetched {
+    Bytes(Vec<u8>),
+    Absent,
+    /// Larger than this many bytes.
+    TooLarge(u64),
 }
 
 enum Job {
@@ -274,13 +324,26 @@ async fn fetch_job(
     limits: &Limits,
 ) -> Result<(), EvidenceError> {
     match job {
-        Job::Status => match queue.status(&id).await {
-            Ok(status) => {
-                let path = dir.join(id.as_str()).join("status.json");
-                let bytes = serde_json::to_vec_pretty(&status).expect("a status always serialises");
+        Job::Status => match queue.status_bytes(&id, limits.max_task_bytes).await {
+            Ok(bytes) => {
+                // The answer is `{"status": {...}}`; the bundle holds the inner object. Strict
+                // parsing keeps it exact; anything else is written as sent, and the verifier
+                // reports it as malformed.
+                let inner = crate::strict_json::from_slice(&bytes)
+                    .ok()
+                    .and_then(|mut v| v.get_mut("status").map(Value::take));
+                let bytes = match inner {
+                    Some(v) => serde_json::to_vec_pretty(&v).expect("a JSON value serialises"),
+                    None => bytes,
+                };
+                let path = dir.join(id.as_str()).join(STATUS_FILE);
                 std::fs::write(&path, bytes).map_err(io_err(&path))
             }
             Err(e) if is_absent(&e) => Ok(()),
+            Err(QueueError::ResponseTooLarge { limit, .. }) => {
+                let path = dir.join(Bundle::too_large_task_file_rel_path(&id, STATUS_FILE));
+                std::fs::write(&path, limit.to_string()).map_err(io_err(&path))
+            }
             Err(e) => Err(queue_err(&id, "status", e)),
         },
         Job::Artifact(name) => {
@@ -313,6 +376,16 @@ async fn fetch_job(
                         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
                     }
                     std::fs::write(&record, max_bytes.to_string()).map_err(io_err(&record))
+                }
+                // Stored with a Content-Encoding that does not decode: the stored object is at
+                // fault (a transfer cut short is a transport error), so the verifier fails it.
+                Err(QueueError::BadGzip { source, .. }) => {
+                    let record = dir.join(Bundle::undecodable_rel_path(&id, &name));
+                    if let Some(parent) = record.parent() {
+                        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    let why = format!("invalid gzip content: {source}");
+                    std::fs::write(&record, why).map_err(io_err(&record))
                 }
                 Err(e) => Err(queue_err(&id, &format!("artifact {name}"), e)),
             }

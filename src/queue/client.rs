@@ -129,6 +129,10 @@ pub struct ClientLimits {
     pub min_download_rate: u64,
     /// Window of the minimum-rate check. Default 30 s.
     pub download_rate_window: Duration,
+    /// Longest one artifact upload may take, over every attempt and retry delay
+    /// ([`QueueError::UploadDeadline`], not retried): an object store that accepts the body
+    /// a byte at a time cannot hold the task past its claim for ever. Default 1 hour.
+    pub upload_deadline: Duration,
 }
 
 impl Default for ClientLimits {
@@ -141,6 +145,7 @@ impl Default for ClientLimits {
             download_deadline: Duration::from_secs(3600),
             min_download_rate: 4 * 1024,
             download_rate_window: Duration::from_secs(30),
+            upload_deadline: Duration::from_secs(3600),
         }
     }
 }
@@ -399,11 +404,16 @@ impl QueueClient {
             Some(t) => t.path().to_owned(),
             None => path.to_owned(),
         };
-        let sent_bytes = self
-            .retrying("PUT", &shown, true, || {
-                self.put_once(&url, &shown, &body_path, content_type, gzip)
-            })
-            .await?;
+        let limit = self.inner.limits.upload_deadline;
+        let attempts = self.retrying("PUT", &shown, true, || {
+            self.put_once(&url, &shown, &body_path, content_type, gzip)
+        });
+        let sent_bytes = tokio::time::timeout(limit, attempts).await.map_err(|_| {
+            QueueError::UploadDeadline {
+                url: shown.clone(),
+                limit,
+            }
+        })??;
         Ok(UploadInfo {
             source_bytes,
             sent_bytes,
@@ -452,6 +462,25 @@ impl QueueClient {
     /// `task`: the task definition as stored by the queue, as raw JSON.
     pub async fn task(&self, task_id: &TaskId) -> Result<serde_json::Value, QueueError> {
         self.api(Method::GET, &format!("/task/{task_id}"), Payload::None)
+            .await
+    }
+
+    /// `task`, as the exact bytes the queue sent (at most `max_bytes`).
+    pub async fn task_bytes(
+        &self,
+        task_id: &TaskId,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, QueueError> {
+        self.api_raw(&format!("/task/{task_id}"), max_bytes).await
+    }
+
+    /// `status`, as the exact bytes the queue sent (`{"status": {...}}`, at most `max_bytes`).
+    pub async fn status_bytes(
+        &self,
+        task_id: &TaskId,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, QueueError> {
+        self.api_raw(&format!("/task/{task_id}/status"), max_bytes)
             .await
     }
 
@@ -579,13 +608,9 @@ impl QueueClient {
         );
         let m = method.as_str().to_owned();
         self.retrying(&m, &shown, false, || async {
-            let resp = self
-                .send_signed(&method, path_and_query, &payload, &shown)
+            let bytes = self
+                .api_once(&method, path_and_query, &payload, &shown, None)
                 .await?;
-            if !resp.status().is_success() {
-                return Err(self.http_error(resp, &m, &shown).await);
-            }
-            let bytes = self.read_limited(resp, &m, &shown).await?;
             serde_json::from_slice(&bytes).map_err(|source| QueueError::InvalidResponse {
                 method: m.clone(),
                 path: shown.clone(),
@@ -593,6 +618,43 @@ impl QueueClient {
             })
         })
         .await
+    }
+
+    /// A GET answered with its exact body, refused beyond `max_bytes`
+    /// ([`QueueError::ResponseTooLarge`]): evidence the verifier parses itself.
+    async fn api_raw(&self, path_and_query: &str, max_bytes: u64) -> Result<Vec<u8>, QueueError> {
+        let shown = format!(
+            "/api/queue/v1{}",
+            path_and_query.split('?').next().unwrap_or_default()
+        );
+        self.retrying("GET", &shown, false, || {
+            self.api_once(
+                &Method::GET,
+                path_and_query,
+                &Payload::None,
+                &shown,
+                Some(max_bytes),
+            )
+        })
+        .await
+    }
+
+    async fn api_once(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        payload: &Payload<'_>,
+        shown: &str,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<u8>, QueueError> {
+        let resp = self
+            .send_signed(method, path_and_query, payload, shown)
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.http_error(resp, method.as_str(), shown).await);
+        }
+        self.read_limited(resp, method.as_str(), shown, max_bytes)
+            .await
     }
 
     async fn send_signed(
@@ -676,8 +738,9 @@ impl QueueClient {
         mut resp: reqwest::Response,
         method: &str,
         shown: &str,
+        max_bytes: Option<u64>,
     ) -> Result<Vec<u8>, QueueError> {
-        let limit = self.inner.limits.max_response_bytes;
+        let limit = max_bytes.unwrap_or(self.inner.limits.max_response_bytes);
         let mut buf = Vec::new();
         while let Some(chunk) = resp
             .chunk()
@@ -860,7 +923,7 @@ impl QueueClient {
         }
         let status = resp.status();
         if status == StatusCode::FAILED_DEPENDENCY {
-            let body = self.read_limited(resp, "GET", &shown_now).await?;
+            let body = self.read_limited(resp, "GET", &shown_now, None).await?;
             #[derive(serde::Deserialize)]
             struct ErrorArtifact {
                 reason: String,

@@ -157,6 +157,14 @@ pub enum QueueError {
         /// The deadline (`ClientLimits::download_deadline`).
         limit: std::time::Duration,
     },
+    /// An upload did not finish within its total deadline (every attempt and retry delay).
+    #[error("upload to {url} did not finish within {limit:?}")]
+    UploadDeadline {
+        /// Where it was going (scheme, host and path; never the signed query).
+        url: String,
+        /// The deadline (`ClientLimits::upload_deadline`).
+        limit: std::time::Duration,
+    },
     /// A download's body arrived slower than the minimum rate.
     #[error(
         "artifact {name:?} of task {task_id}: {bytes} bytes in {window:?}, below the minimum of \

@@ -8,13 +8,21 @@
 //! <taskId>/artifacts/<name>        chain-of-trust.json, its signature, consumed artifacts
 //! <taskId>/too-large/<name>        instead of artifacts/<name>: the fetcher refused it as larger
 //!                                  than this many bytes (decimal); the verifier reports it
+//! <taskId>/undecodable/<name>      instead of artifacts/<name>: stored with a Content-Encoding
+//!                                  the fetcher could not decode (the decoder's message)
+//! <taskId>/task.json.too-large     instead of task.json (or status.json.too-large): the queue's
+//!                                  answer was larger than this many bytes (decimal)
 //! ```
+//! A record can only make verification fail, so a bundle gains nothing by forging one.
 //! The bundle is untrusted evidence: `bundle.json` only names where to look; the verifier
 //! re-derives the chain from the task definitions, and policy and keys always come from the
 //! auditor. Files are read with size caps, and any symlink below the bundle root is refused (a
 //! bundle cannot make the verifier hash `/etc/shadow` or a file that changes under it).
 
-use super::{ArtifactPath, Evidence, EvidenceReadError, FileDigest, Limits};
+use super::{
+    ArtifactPath, Evidence, EvidenceReadError, FileDigest, Limits, STATUS_FILE, TASK_FILE,
+    Unusable, UnusableFile,
+};
 use crate::ids::TaskId;
 use crate::queue::types::TaskStatus;
 use serde::{Deserialize, Serialize};
@@ -79,8 +87,8 @@ pub struct Bundle {
     index: BundleIndex,
     tasks: BTreeMap<TaskId, Value>,
     statuses: BTreeMap<TaskId, TaskStatus>,
-    /// Task files that are not strict JSON: reported as findings, never used.
-    malformed: Vec<(String, String)>,
+    /// Task files that cannot be used: reported as findings, never used.
+    unusable: Vec<UnusableFile>,
 }
 
 impl Bundle {
@@ -107,40 +115,35 @@ impl Bundle {
         }
         let mut tasks = BTreeMap::new();
         let mut statuses = BTreeMap::new();
-        let mut malformed = Vec::new();
+        let mut unusable = Vec::new();
         for id in &index.tasks {
-            let dir = PathBuf::from(id.as_str());
-            let task_rel = dir.join("task.json");
-            if let Some(b) =
-                read_capped(root, &task_rel, limits.max_document_bytes).map_err(|e| {
-                    BundleError::Read {
-                        path: root.join(&task_rel),
-                        detail: e.detail,
-                    }
-                })?
-            {
-                match crate::strict_json::from_slice(&b) {
-                    Ok(v) => {
-                        tasks.insert(id.clone(), v);
-                    }
-                    Err(e) => malformed.push((task_rel.display().to_string(), e.to_string())),
+            let Some(bytes) = read_task_file(root, id, TASK_FILE, limits, &mut unusable)? else {
+                continue;
+            };
+            match crate::strict_json::from_slice(&bytes) {
+                Ok(v) => {
+                    tasks.insert(id.clone(), v);
                 }
+                Err(e) => unusable.push(UnusableFile {
+                    task_id: id.clone(),
+                    file: TASK_FILE,
+                    problem: Unusable::Malformed(e.to_string()),
+                }),
             }
-            let status_rel = dir.join("status.json");
-            if let Some(b) =
-                read_capped(root, &status_rel, limits.max_document_bytes).map_err(|e| {
-                    BundleError::Read {
-                        path: root.join(&status_rel),
-                        detail: e.detail,
-                    }
-                })?
-            {
-                match crate::strict_json::from_slice_to::<TaskStatus>(&b) {
-                    Ok(s) => {
-                        statuses.insert(id.clone(), s);
-                    }
-                    Err(e) => malformed.push((status_rel.display().to_string(), e.to_string())),
+        }
+        for id in &index.tasks {
+            let Some(bytes) = read_task_file(root, id, STATUS_FILE, limits, &mut unusable)? else {
+                continue;
+            };
+            match crate::strict_json::from_slice_to::<TaskStatus>(&bytes) {
+                Ok(st) => {
+                    statuses.insert(id.clone(), st);
                 }
+                Err(e) => unusable.push(UnusableFile {
+                    task_id: id.clone(),
+                    file: STATUS_FILE,
+                    problem: Unusable::Malformed(e.to_string()),
+                }),
             }
         }
         Ok(Bundle {
@@ -148,7 +151,7 @@ impl Bundle {
             index,
             tasks,
             statuses,
-            malformed,
+            unusable,
         })
     }
 
@@ -169,14 +172,35 @@ impl Bundle {
             .join(name.to_relative_path())
     }
 
-    /// `Err` (too large) when the fetcher left a too-large record for the artifact. The record
-    /// can only make verification fail, so a bundle gains nothing by forging one.
-    fn refused_as_too_large(
+    /// Where the fetcher records an artifact it could not decode (see the layout above).
+    pub fn undecodable_rel_path(task_id: &TaskId, name: &ArtifactPath) -> PathBuf {
+        Path::new(task_id.as_str())
+            .join("undecodable")
+            .join(name.to_relative_path())
+    }
+
+    /// Where the fetcher records a task file the queue answered with more than the limit.
+    pub fn too_large_task_file_rel_path(task_id: &TaskId, file: &str) -> PathBuf {
+        Path::new(task_id.as_str()).join(format!("{file}.too-large"))
+    }
+
+    /// `Err` when the fetcher left a too-large or undecodable record for the artifact.
+    fn refused_by_fetcher(
         &self,
         task_id: &TaskId,
         name: &ArtifactPath,
         max: u64,
     ) -> Result<(), EvidenceReadError> {
+        let rel = Bundle::undecodable_rel_path(task_id, name);
+        if let Some(text) = read_capped(&self.root, &rel, 1024)? {
+            return Err(EvidenceReadError {
+                detail: format!(
+                    "{name} could not be decoded while fetching: {}",
+                    String::from_utf8_lossy(&text).trim()
+                ),
+                too_large: None,
+            });
+        }
         let rel = Bundle::too_large_rel_path(task_id, name);
         let Some(text) = read_capped(&self.root, &rel, 32)? else {
             return Ok(());
@@ -208,8 +232,8 @@ impl Evidence for Bundle {
         self.statuses.get(task_id)
     }
 
-    fn malformed(&self) -> Vec<(String, String)> {
-        self.malformed.clone()
+    fn unusable(&self) -> Vec<UnusableFile> {
+        self.unusable.clone()
     }
 
     fn read(
@@ -218,7 +242,7 @@ impl Evidence for Bundle {
         name: &ArtifactPath,
         max: u64,
     ) -> Result<Option<Vec<u8>>, EvidenceReadError> {
-        self.refused_as_too_large(task_id, name, max)?;
+        self.refused_by_fetcher(task_id, name, max)?;
         read_capped(&self.root, &Bundle::artifact_rel_path(task_id, name), max)
     }
 
@@ -228,7 +252,7 @@ impl Evidence for Bundle {
         name: &ArtifactPath,
         max: u64,
     ) -> Result<Option<FileDigest>, EvidenceReadError> {
-        self.refused_as_too_large(task_id, name, max)?;
+        self.refused_by_fetcher(task_id, name, max)?;
         let Some(file) = open_no_symlinks(&self.root, &Bundle::artifact_rel_path(task_id, name))?
         else {
             return Ok(None);
@@ -315,6 +339,43 @@ pub fn open_no_symlinks(
             detail: format!("{}: {e}", shown.display()),
             too_large: None,
         })
+}
+
+/// Reads `<id>/<file>` (or its too-large record) under [`Limits::max_task_bytes`]; a file
+/// that is too large is recorded in `unusable` and reads as absent.
+fn read_task_file(
+    root: &Path,
+    id: &TaskId,
+    file: &'static str,
+    limits: &Limits,
+    unusable: &mut Vec<UnusableFile>,
+) -> Result<Option<Vec<u8>>, BundleError> {
+    let too_large = |max_bytes| UnusableFile {
+        task_id: id.clone(),
+        file,
+        problem: Unusable::TooLarge(max_bytes),
+    };
+    let record = Bundle::too_large_task_file_rel_path(id, file);
+    if let Ok(Some(text)) = read_capped(root, &record, 32) {
+        let max = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(limits.max_task_bytes);
+        unusable.push(too_large(max));
+        return Ok(None);
+    }
+    let rel = Path::new(id.as_str()).join(file);
+    match read_capped(root, &rel, limits.max_task_bytes) {
+        Ok(b) => Ok(b),
+        Err(e) if e.too_large.is_some() => {
+            unusable.push(too_large(limits.max_task_bytes));
+            Ok(None)
+        }
+        Err(e) => Err(BundleError::Read {
+            path: root.join(&rel),
+            detail: e.detail,
+        }),
+    }
 }
 
 fn read_capped(root: &Path, rel: &Path, max: u64) -> Result<Option<Vec<u8>>, EvidenceReadError> {

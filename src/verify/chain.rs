@@ -178,11 +178,18 @@ fn visit<'a>(
         return;
     }
     if depth > limits.max_depth {
-        chain.errors.push(VerifyError::TooDeep {
-            task_id: id.clone(),
-            depth,
-            max: limits.max_depth,
-        });
+        // One finding per task, however many paths reach it.
+        if !chain
+            .errors
+            .iter()
+            .any(|e| matches!(e, VerifyError::TooDeep { task_id, .. } if task_id == id))
+        {
+            chain.errors.push(VerifyError::TooDeep {
+                task_id: id.clone(),
+                depth,
+                max: limits.max_depth,
+            });
+        }
         return;
     }
     if chain.nodes.len() >= limits.max_links {
@@ -428,7 +435,8 @@ pub fn image_spec(raw: &Value) -> ImageSpec {
                 },
                 None => ImageSpec::Invalid("docker-image without a name".into()),
             },
-            other => ImageSpec::Invalid(format!("unknown image type {other:?}")),
+            Some(other) => ImageSpec::Invalid(format!("unknown image type {}", clip(other))),
+            None => ImageSpec::Invalid("image object without a type".into()),
         },
         other => ImageSpec::Invalid(format!("image is {}", clip(&other.to_string()))),
     }

@@ -127,7 +127,7 @@ pub enum VerifyError {
         task_id: TaskId,
         /// Where (`payload.upstreamArtifacts[0].taskId`).
         field: String,
-        /// The value (truncated).
+        /// The value (whole up to 4096 characters).
         value: String,
     },
     /// A non-decision task with no decision task above it.
@@ -234,7 +234,7 @@ pub enum VerifyError {
     UnsafePath {
         /// The task the artifact belongs to.
         task_id: TaskId,
-        /// The name (truncated).
+        /// The name (whole up to 4096 characters).
         path: String,
         /// Why.
         reason: UnsafePathReason,
@@ -423,7 +423,7 @@ pub enum VerifyError {
         task_id: TaskId,
         /// Its kind.
         kind: String,
-        /// The image (truncated).
+        /// The image (whole up to 4096 characters).
         image: String,
     },
 
@@ -558,6 +558,8 @@ pub enum VerifyError {
         path: String,
         /// Why.
         detail: String,
+        /// The check that needed it (`chain` for a definition, `run` for a status).
+        check: Check,
     },
 
     // ---- added for issue 9 (crashes and hangs) ----
@@ -573,7 +575,7 @@ pub enum VerifyError {
         decision: TaskId,
         /// The top-level key holding it.
         key: String,
-        /// The offset (truncated).
+        /// The offset (whole up to 4096 characters).
         spec: String,
     },
     /// A piece of evidence exceeds a size limit (as sent, or after gzip decoding).
@@ -648,7 +650,8 @@ impl VerifyError {
             | RestrictedScopeRepository { .. }
             | RestrictedScopeBranch { .. }
             | RestrictedScopeUntrusted { .. } => Check::SourceAndScopes,
-            QueueIdentityMismatch { .. } | EvidenceMalformed { .. } => Check::Chain,
+            QueueIdentityMismatch { .. } => Check::Chain,
+            EvidenceMalformed { check, .. } => *check,
             StatusMismatch { .. } | RunsInvalid { .. } => Check::Run,
             GraphCreatorNotRoot { .. } => Check::TaskGraph,
             SignatureTooEarly { .. } => Check::Signature,
@@ -714,9 +717,11 @@ impl VerifyError {
     }
 }
 
-/// Shortens untrusted text placed in errors and reports.
+/// Bounds untrusted text placed in errors and reports: whole up to 4096 characters (the same
+/// bound as a graph mismatch's values), so an auditor sees both sides of a comparison, yet a
+/// hostile megabyte-long field cannot flood a report.
 pub(crate) fn clip(s: &str) -> String {
-    const MAX: usize = 200;
+    const MAX: usize = 4096;
     if s.chars().count() <= MAX {
         s.to_owned()
     } else {

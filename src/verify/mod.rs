@@ -64,6 +64,9 @@ pub struct Limits {
     pub max_upstream_artifacts: usize,
     /// Largest chain-of-trust document (default 8 MiB).
     pub max_document_bytes: u64,
+    /// Largest `task.json` or `status.json` (default 4 MiB; a definition is parsed in memory
+    /// and the queue itself refuses far smaller ones).
+    pub max_task_bytes: u64,
     /// Largest signature file (default 64 KiB).
     pub max_signature_bytes: u64,
     /// Largest task-graph.json (default 256 MiB; it is parsed in memory).
@@ -83,6 +86,7 @@ impl Default for Limits {
             max_links: 500,
             max_upstream_artifacts: 1000,
             max_document_bytes: 8 * 1024 * 1024,
+            max_task_bytes: 4 * 1024 * 1024,
             max_signature_bytes: 64 * 1024,
             max_task_graph_bytes: 256 * 1024 * 1024,
             max_artifact_bytes: 16 * 1024 * 1024 * 1024,
@@ -150,9 +154,9 @@ pub trait Evidence {
         name: &ArtifactPath,
         max: u64,
     ) -> Result<Option<Vec<u8>>, EvidenceReadError>;
-    /// Evidence files that could not be used because they are not strict JSON (a duplicate
-    /// key, an inexact number), as `(path, why)`: each becomes a finding.
-    fn malformed(&self) -> Vec<(String, String)> {
+    /// Task files the evidence holds but that cannot be used (not strict JSON, too large):
+    /// each becomes one finding, and the task counts as present (no second "missing" finding).
+    fn unusable(&self) -> Vec<UnusableFile> {
         Vec::new()
     }
     /// An artifact's sha256 and size, streamed (`Ok(None)` when absent).
@@ -163,6 +167,50 @@ pub trait Evidence {
         max: u64,
     ) -> Result<Option<FileDigest>, EvidenceReadError>;
 }
+
+/// A task file (`task.json` or `status.json`) the evidence has but the verifier cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableFile {
+    /// The task it belongs to.
+    pub task_id: TaskId,
+    /// [`TASK_FILE`] or [`STATUS_FILE`].
+    pub file: &'static str,
+    /// What is wrong with it.
+    pub problem: Unusable,
+}
+
+/// What is wrong with an [`UnusableFile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// Not strict JSON, or not the expected shape: the parser's message.
+    Malformed(String),
+    /// Larger than [`Limits::max_task_bytes`] (the value recorded is the limit applied).
+    TooLarge(u64),
+}
+
+impl UnusableFile {
+    fn finding(&self, check: Check) -> VerifyError {
+        match &self.problem {
+            Unusable::Malformed(detail) => VerifyError::EvidenceMalformed {
+                path: format!("{}/{}", self.task_id, self.file),
+                detail: clip(detail),
+                check,
+            },
+            Unusable::TooLarge(max_bytes) => VerifyError::EvidenceTooLarge {
+                task_id: self.task_id.clone(),
+                artifact: self.file.to_owned(),
+                limit: "max_task_bytes",
+                max_bytes: *max_bytes,
+                check,
+            },
+        }
+    }
+}
+
+/// A task's definition in the evidence.
+pub const TASK_FILE: &str = "task.json";
+/// A task's status in the evidence.
+pub const STATUS_FILE: &str = "status.json";
 
 /// How the target task is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,16 +283,20 @@ pub fn verify(
 ) -> Result<VerifiedChain, Box<Report>> {
     let chain = chain::build(target, &|id| evidence.task(id), limits);
     let mut chain_errors = chain.errors.clone();
-    for (path, detail) in evidence.malformed() {
-        chain_errors.push(VerifyError::EvidenceMalformed {
-            path: clip(&path),
-            detail: clip(&detail),
-        });
+    let unusable = evidence.unusable();
+    // A status belongs to its link's run check (see `check_document`).
+    for u in unusable.iter().filter(|u| u.file == TASK_FILE) {
+        chain_errors.push(u.finding(Check::Chain));
     }
+    // One finding per fact: a definition that is present but unusable is not also "missing".
+    let unusable_file =
+        |id: &TaskId, file: &str| unusable.iter().any(|u| &u.task_id == id && u.file == file);
     for missing in &chain.unresolved {
-        chain_errors.push(VerifyError::MissingTask {
-            task_id: missing.clone(),
-        });
+        if !unusable_file(missing, TASK_FILE) {
+            chain_errors.push(VerifyError::MissingTask {
+                task_id: missing.clone(),
+            });
+        }
     }
 
     let mut states: BTreeMap<TaskId, LinkState<'_>> = BTreeMap::new();
@@ -456,12 +508,23 @@ fn check_document(
     // 1. The latest run completed, and the status agrees with the definition.
     let status = evidence.status(id);
     let latest = match status {
-        None => {
-            st.errors.push(VerifyError::StatusMissing {
-                task_id: id.clone(),
-            });
-            None
-        }
+        None => match evidence
+            .unusable()
+            .into_iter()
+            .find(|u| &u.task_id == id && u.file == STATUS_FILE)
+        {
+            // An unusable status.json has its own finding (one per fact).
+            Some(u) => {
+                st.errors.push(u.finding(Check::Run));
+                None
+            }
+            None => {
+                st.errors.push(VerifyError::StatusMissing {
+                    task_id: id.clone(),
+                });
+                None
+            }
+        },
         Some(s) => {
             let (latest, errors) = check_status(id, node, s);
             st.errors.extend(errors);
