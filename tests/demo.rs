@@ -296,6 +296,28 @@ fn gpg_installed() -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("gpg").is_file()))
 }
 
+/// Live processes whose command line or working directory is below `dir` (zombies have
+/// neither, and are not running).
+fn processes_mentioning(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let cwd = std::fs::read_link(entry.path().join("cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if cmdline.contains(&needle) || cwd.starts_with(&needle) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
 #[test]
 fn demo_with_data_dir_signs_verifies_publishes_and_keeps_everything() {
     let tmp = tempfile::tempdir().unwrap();
@@ -353,6 +375,9 @@ fn demo_with_data_dir_signs_verifies_publishes_and_keeps_everything() {
             .ends_with(&format!("everything is kept in {}", dir.display()))
     );
     assert!(out.contains("DEMO OK"), "{out}");
+    // Nothing the demo started is left running (a gpg-agent for its gnupg home was).
+    let left = processes_mentioning(&dir);
+    assert!(left.is_empty(), "left running: {left:?}");
 
     // Kept: the trust store, private keys (0600), configs, queue state, published tree.
     let published = dir.join("published/pub/product/candidates/1.0/linux64");

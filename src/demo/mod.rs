@@ -591,8 +591,9 @@ enum GpgResult {
     Bad(String),
 }
 
-/// `gpg --import` the worker's exported cert into `<dir>/gnupg`, then `gpg --verify`. The demo
-/// is a development tool, not the script launcher: it runs gpg with a fixed argv, no shell.
+/// `gpg --import` the worker's exported cert into `<dir>/gnupg`, then `gpg --verify`, with
+/// `--no-autostart` so no gpg-agent outlives the demo. The demo is a development tool, not the
+/// script launcher: it runs gpg with a fixed argv, no shell.
 #[allow(clippy::disallowed_methods)]
 fn gpg_verify(dir: &Path, cert: &Path, doc: &Path, asc: &Path) -> GpgResult {
     use std::os::unix::fs::PermissionsExt as _;
@@ -607,6 +608,9 @@ fn gpg_verify(dir: &Path, cert: &Path, doc: &Path, asc: &Path) -> GpgResult {
             .env("GNUPGHOME", &home)
             .arg("--batch")
             .arg("--no-tty")
+            // Importing a public key and verifying need no agent: never start one, so the
+            // demo leaves nothing running.
+            .arg("--no-autostart")
             .args(args)
             .stdin(std::process::Stdio::null())
             .output()
