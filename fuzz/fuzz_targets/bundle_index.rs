@@ -6,6 +6,8 @@ use chainlock::verify::bundle::BundleIndex;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = serde_json::from_slice::<BundleIndex>(data);
-    let _ = serde_json::from_slice::<TaskStatus>(data);
+    // Through the verifier's one strict parser, as `Bundle::open` and the fetcher read them.
+    let _ = chainlock::strict_json::from_slice_to::<BundleIndex>(data);
+    let _ = chainlock::strict_json::from_slice_to::<TaskStatus>(data);
+    let _ = chainlock::strict_json::from_slice(data);
 });

@@ -215,6 +215,14 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
     let ticker = app.spawn_ticker();
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
+        // TCP_NODELAY on every connection: small answers written in pieces otherwise wait
+        // for the client's delayed ACK (about 40 ms each).
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = serve.await {

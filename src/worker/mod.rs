@@ -481,60 +481,62 @@ async fn process_claim_inner(
         None
     };
 
-    // Stage 7: upload. The script's artifacts, the audit report, the task log (and the live.log
-    // link), then our signed document last, so a verifier that finds it finds everything else.
-    let mut uploaded = Vec::new();
-    let fail = |resolution: &mut Resolution, e: task::TaskError| {
-        tracing::error!(error = %e, "upload failed");
-        *resolution = resolution.clone().combine(e.resolution());
-    };
-    for artifact in &artifacts {
-        if lost.is_cancelled() {
-            break;
-        }
-        match task::upload(&ctx, artifact).await {
-            Ok(()) => uploaded.push(artifact.name.clone()),
-            Err(e) => fail(&mut resolution, e),
-        }
-    }
+    // Stage 7: upload, in two concurrent waves. First everything our document lists (the
+    // script's artifacts, the audit report, the task log); then the live.log link and our
+    // signed document with its signature, so a verifier that finds the document finds
+    // everything it lists. Each upload checks the claim before it starts: after a lost claim
+    // nothing more goes to the run.
     let chain_log = task::chain_log_path(&ctx.dirs);
-    let mut chain_log_uploaded = false;
-    if !lost.is_cancelled() && chain_log.exists() {
-        match task::upload_worker_file(&ctx, task::CHAIN_OF_TRUST_LOG, &chain_log).await {
-            Ok(()) => {
-                chain_log_uploaded = true;
-                uploaded.push(task::CHAIN_OF_TRUST_LOG.to_owned());
-            }
-            Err(e) => fail(&mut resolution, e),
-        }
+    let mut wave = Vec::new();
+    for artifact in &artifacts {
+        let (ctx, lost) = (&ctx, &lost);
+        wave.push(upload_job(lost, artifact.name.clone(), async move {
+            task::upload(ctx, artifact).await
+        }));
     }
+    if chain_log.exists() {
+        let (ctx, lost, path) = (&ctx, &lost, &chain_log);
+        wave.push(upload_job(
+            lost,
+            task::CHAIN_OF_TRUST_LOG.to_owned(),
+            async move { task::upload_worker_file(ctx, task::CHAIN_OF_TRUST_LOG, path).await },
+        ));
+    }
+    if log_ok {
+        let (ctx, lost, path) = (&ctx, &lost, &log_path);
+        wave.push(upload_job(
+            lost,
+            task::LIVE_BACKING_LOG.to_owned(),
+            async move { task::upload_task_log(ctx, path).await },
+        ));
+    }
+    let mut uploaded = Vec::new();
+    let first = run_wave(wave, &mut uploaded, &mut resolution).await;
     // After a failed verification, live.log shows the verification report (scriptworker
-    // 63.2.0), the task log stays available as live_backing.log.
-    let live_target = if verification_failed && chain_log_uploaded {
-        task::LiveLogTarget::ChainOfTrustLog
+    // 63.2.0), the task log stays available as live_backing.log. The link never dangles.
+    let live_target = if verification_failed && first.contains(task::CHAIN_OF_TRUST_LOG) {
+        Some(task::LiveLogTarget::ChainOfTrustLog)
+    } else if first.contains(task::LIVE_BACKING_LOG) {
+        Some(task::LiveLogTarget::TaskLog)
     } else {
-        task::LiveLogTarget::TaskLog
+        None
     };
-    if log_ok && !lost.is_cancelled() {
-        match task::upload_log(&ctx, &log_path, live_target).await {
-            Ok(()) => {
-                uploaded.push(task::LIVE_BACKING_LOG.to_owned());
-                uploaded.push(task::LIVE_LOG.to_owned());
-            }
-            Err(e) => fail(&mut resolution, e),
-        }
+    let mut wave = Vec::new();
+    if let Some(target) = live_target {
+        let (ctx, lost) = (&ctx, &lost);
+        wave.push(upload_job(lost, task::LIVE_LOG.to_owned(), async move {
+            task::link_live_log(ctx, target).await
+        }));
     }
     if let Some(files) = &signed {
         for (name, path) in [(task::COT_JSON, &files.json), (task::COT_ASC, &files.asc)] {
-            if lost.is_cancelled() {
-                break;
-            }
-            match task::upload_worker_file(&ctx, name, path).await {
-                Ok(()) => uploaded.push(name.to_owned()),
-                Err(e) => fail(&mut resolution, e),
-            }
+            let (ctx, lost) = (&ctx, &lost);
+            wave.push(upload_job(lost, name.to_owned(), async move {
+                task::upload_worker_file(ctx, name, path).await
+            }));
         }
     }
+    run_wave(wave, &mut uploaded, &mut resolution).await;
 
     // Stage 8: report.
     if !lost.is_cancelled() {
@@ -548,6 +550,59 @@ async fn process_claim_inner(
         resolution,
         uploaded,
     }
+}
+
+/// Most uploads in flight at once in one wave.
+const UPLOAD_CONCURRENCY: usize = 8;
+
+type UploadJob<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (String, Option<Result<(), task::TaskError>>)> + Send + 'a,
+    >,
+>;
+
+/// One upload of a wave: skipped (`None`) when the claim is already lost as it would start.
+fn upload_job<'a>(
+    lost: &'a CancellationToken,
+    name: String,
+    upload: impl std::future::Future<Output = Result<(), task::TaskError>> + Send + 'a,
+) -> UploadJob<'a> {
+    Box::pin(async move {
+        if lost.is_cancelled() {
+            return (name, None);
+        }
+        (name, Some(upload.await))
+    })
+}
+
+/// Runs one wave of uploads concurrently (at most [`UPLOAD_CONCURRENCY`] in flight), recording
+/// what went up in `uploaded` (in the wave's order) and folding failures into `resolution`.
+/// Returns the names uploaded in this wave.
+async fn run_wave(
+    wave: Vec<UploadJob<'_>>,
+    uploaded: &mut Vec<String>,
+    resolution: &mut Resolution,
+) -> std::collections::BTreeSet<String> {
+    use futures_util::StreamExt as _;
+    let results: Vec<_> = futures_util::stream::iter(wave)
+        .buffered(UPLOAD_CONCURRENCY)
+        .collect()
+        .await;
+    let mut done = std::collections::BTreeSet::new();
+    for (name, result) in results {
+        match result {
+            Some(Ok(())) => {
+                done.insert(name.clone());
+                uploaded.push(name);
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "upload failed");
+                *resolution = resolution.clone().combine(e.resolution());
+            }
+            None => {}
+        }
+    }
+    done
 }
 
 fn cleanup(ctx: &RunCtx, _log_path: &std::path::Path, shared: &Shared) {

@@ -817,12 +817,10 @@ impl LiveLogTarget {
     }
 }
 
-/// Stage 7b: the task log (after everything else, so it is complete), then `live.log` as a
-/// link to `target` (the task log itself, unless verification failed).
-pub(super) async fn upload_log(
+/// Stage 7: the task log (closed before anything is uploaded, so it is complete).
+pub(super) async fn upload_task_log(
     ctx: &RunCtx,
     log_path: &std::path::Path,
-    target: LiveLogTarget,
 ) -> Result<(), TaskError> {
     let size = tokio::fs::metadata(log_path)
         .await
@@ -836,7 +834,12 @@ pub(super) async fn upload_log(
         true,
         size,
     )
-    .await?;
+    .await
+}
+
+/// Stage 7, second wave: `live.log` as a link to `target` (the task log itself, unless
+/// verification failed), once `target` is uploaded.
+pub(super) async fn link_live_log(ctx: &RunCtx, target: LiveLogTarget) -> Result<(), TaskError> {
     let link = CreateArtifactRequest::Link {
         expires: ctx.expires,
         artifact: target.artifact().to_owned(),
