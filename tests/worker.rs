@@ -6,6 +6,8 @@
 //! signed `task-graph.json` lists the tasks, and a build task whose signed document lists the
 //! artifact the task consumes. Failing cases mutate that evidence.
 
+mod common;
+
 use chainlock::demo::seed::{
     self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Link, Material,
     SEED_RUN, SIGNING_QUEUE,
@@ -831,6 +833,49 @@ async fn reclaim_keeps_a_short_claim_alive() {
     );
     assert!(
         log.matches("reclaimed; task credentials replaced").count() >= 2,
+        "{log}"
+    );
+    env.stop().await;
+}
+
+/// Issue 11: reclaim retried on the client's general backoff (delays growing to 30 s), so a
+/// queue that came back shortly before `takenUntil` was tried again only after the claim had
+/// expired. Reclaim attempts now follow the time the claim has left. The queue is unreachable
+/// from the first reclaim until 1.5 s before expiry; the task must still complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn reclaim_retries_follow_the_claim_not_the_backoff() {
+    let env = Env::new(Duration::from_secs(10)).await;
+    let proxy = common::FaultProxy::start(&env.root_url).await;
+    let text = env
+        .config_text("")
+        .replace(&env.root_url, &proxy.url)
+        .replace("reclaim_margin_secs = 1", "reclaim_margin_secs = 7");
+    std::fs::write(env.dir.join("worker.toml"), text).unwrap();
+    let marker = env.dir.join("started");
+    let id = env
+        .create(json!({"behaviour": "sleep", "secs": 12, "marker": marker}))
+        .await;
+    let child = env.spawn_worker(&["--max-tasks", "1"]);
+    wait_for_file(&marker).await;
+    proxy.set_down(true);
+    let taken_until = env.client.status(&id).await.unwrap().runs[0]
+        .taken_until
+        .unwrap();
+    let back = (taken_until - now() - chrono::Duration::milliseconds(1500))
+        .to_std()
+        .unwrap();
+    tokio::time::sleep(back).await;
+    proxy.set_down(false);
+    let out = wait_output(child).await;
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Completed, Some("completed".into())),
+        "{log}"
+    );
+    assert!(
+        log.contains("reclaim failing and the claim is at risk"),
         "{log}"
     );
     env.stop().await;

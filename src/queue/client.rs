@@ -326,6 +326,25 @@ impl QueueClient {
         self.api(Method::POST, &path, Payload::Empty).await
     }
 
+    /// `reclaimTask`, one attempt and no retries: the reclaim loop schedules its own attempts
+    /// against the claim's expiry (the general backoff could sleep past `takenUntil`).
+    pub async fn reclaim_task_once(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+    ) -> Result<ReclaimResponse, QueueError> {
+        let path = format!("/task/{task_id}/runs/{run_id}/reclaim");
+        let shown = format!("/api/queue/v1{path}");
+        let bytes = self
+            .api_once(&Method::POST, &path, &Payload::Empty, &shown, None)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|source| QueueError::InvalidResponse {
+            method: "POST".into(),
+            path: shown,
+            source,
+        })
+    }
+
     /// `reportCompleted`.
     pub async fn report_completed(
         &self,

@@ -3,7 +3,10 @@
 //!
 //! A 409 means the run is no longer ours (cancelled, deadline, claim expired): the pipeline
 //! then kills the script, uploads nothing and reports nothing. Other errors are retried until
-//! the claim has expired, after which the run is lost as well.
+//! the claim has expired, after which the run is lost as well. Retries follow the claim, not
+//! the client's general backoff: each attempt is one request bounded by half the time left,
+//! and the pause between attempts shrinks as expiry nears (at most a quarter of the time
+//! left), so a queue that comes back shortly before `takenUntil` still gets several attempts.
 
 use crate::ids::TaskId;
 use crate::queue::{Credentials, QueueClient};
@@ -41,6 +44,12 @@ impl TaskClient {
     }
 }
 
+/// Shortest and longest wait for one reclaim answer.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+const MAX_ATTEMPT: Duration = Duration::from_secs(30);
+/// Shortest pause between failed attempts.
+const MIN_PAUSE: Duration = Duration::from_millis(200);
+
 /// Parameters of the reclaim loop.
 #[derive(Debug, Clone)]
 pub struct Reclaimer {
@@ -63,22 +72,48 @@ impl Reclaimer {
         lost: CancellationToken,
         done: CancellationToken,
     ) {
+        let mut retrying = false;
         loop {
-            let now = crate::clock::now();
-            let left = (taken_until - now).to_std().unwrap_or(Duration::ZERO);
-            // Reclaim `margin` before expiry, but never more often than every third of the
-            // remaining time (a claim shorter than the margin would otherwise spin).
-            let wait = left.saturating_sub(self.margin).max(left / 3);
-            tokio::select! {
-                _ = done.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            if !retrying {
+                let now = crate::clock::now();
+                let left = (taken_until - now).to_std().unwrap_or(Duration::ZERO);
+                // Reclaim `margin` before expiry, but never more often than every third of the
+                // remaining time (a claim shorter than the margin would otherwise spin).
+                let wait = left.saturating_sub(self.margin).max(left / 3);
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
-            match client
-                .current()
-                .reclaim_task(&self.task_id, self.run_id)
-                .await
-            {
+            // One attempt at a time, each bounded by the time the claim has left, so the
+            // loop (not a general backoff) decides when to try again.
+            let left = (taken_until - crate::clock::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            let attempt_limit = (left / 2).clamp(MIN_ATTEMPT, MAX_ATTEMPT);
+            let current = client.current();
+            let attempt = tokio::time::timeout(
+                attempt_limit,
+                current.reclaim_task_once(&self.task_id, self.run_id),
+            );
+            let result = tokio::select! {
+                _ = done.cancelled() => return,
+                r = attempt => r,
+            };
+            let result = match result {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) if e.is_conflict() => {
+                    tracing::warn!(task_id = %self.task_id, run_id = self.run_id, error = %e,
+                        "reclaim refused (409): the run is no longer ours");
+                    lost.cancel();
+                    return;
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {} ms", attempt_limit.as_millis())),
+            };
+            match result {
                 Ok(r) => {
+                    retrying = false;
                     let fresh = client
                         .current()
                         .with_credentials(Credentials::from(&r.credentials));
@@ -88,25 +123,31 @@ impl Reclaimer {
                         taken_until = %crate::queue::types::format_time(taken_until),
                         "reclaimed; task credentials replaced");
                 }
-                Err(e) if e.is_conflict() => {
-                    tracing::warn!(task_id = %self.task_id, run_id = self.run_id, error = %e,
-                        "reclaim refused (409): the run is no longer ours");
-                    lost.cancel();
-                    return;
-                }
                 Err(e) => {
-                    if crate::clock::now() >= taken_until {
+                    let left = (taken_until - crate::clock::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO);
+                    if left.is_zero() {
                         tracing::error!(task_id = %self.task_id, run_id = self.run_id, error = %e,
                             "reclaim failed and the claim has expired: giving the run up");
                         lost.cancel();
                         return;
                     }
-                    tracing::warn!(task_id = %self.task_id, run_id = self.run_id, error = %e,
-                        "reclaim failed; retrying");
+                    // Retry sooner as expiry nears: several attempts fit in the last margin.
+                    let pause = self.retry_delay.min(left / 4).max(MIN_PAUSE);
+                    if left < self.margin / 2 {
+                        tracing::error!(task_id = %self.task_id, run_id = self.run_id, error = %e,
+                            left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                            "reclaim failing and the claim is at risk; retrying");
+                    } else {
+                        tracing::warn!(task_id = %self.task_id, run_id = self.run_id, error = %e,
+                            "reclaim failed; retrying");
+                    }
                     tokio::select! {
                         _ = done.cancelled() => return,
-                        _ = tokio::time::sleep(self.retry_delay) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
+                    retrying = true;
                 }
             }
         }
