@@ -231,7 +231,22 @@ async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
             staging.path().join("bundle")
         }
     };
-    match evidence::fetch_bundle(&queue, &task_id, None, &dir, &limits, args.check_task).await {
+    // An exported bundle is for any auditor's policy: it carries both signature formats.
+    let fetch_policy = match (&args.export_bundle, &judge) {
+        (None, Some((policy, _))) => Some(policy),
+        _ => None,
+    };
+    match evidence::fetch_bundle(
+        &queue,
+        &task_id,
+        None,
+        &dir,
+        &limits,
+        args.check_task,
+        fetch_policy,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(e @ EvidenceError::BundleDir { .. }) => return Err(usage(e.to_string())),
         Err(e) => return Err(Refusal::evidence(format!("cannot fetch the evidence: {e}"))),

@@ -30,7 +30,7 @@ use crate::verify::{
     self, ArtifactPath, Limits, Mode, Report, STATUS_FILE, TASK_FILE, VerifiedChain,
 };
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -164,7 +164,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvidenceError + '_ {
 /// Downloads the evidence of `target`'s chain into `dir` (which must be empty or absent) and
 /// returns the bundle's index. `target_def` is the definition the caller already holds (the
 /// worker's claim); `include_target` also fetches the target's own status, document and
-/// signature (auditing a finished task).
+/// signature (auditing a finished task). With `policy`, only the signature format each link's
+/// worker implementation uses is requested; without one (exporting a bundle for someone
+/// else's policy), both.
 pub async fn fetch_bundle(
     queue: &QueueClient,
     target: &TaskId,
@@ -172,6 +174,7 @@ pub async fn fetch_bundle(
     dir: &Path,
     limits: &Limits,
     include_target: bool,
+    policy: Option<&ChainPolicy>,
 ) -> Result<BundleIndex, EvidenceError> {
     prepare_empty_dir(dir)?;
     let mut tasks: BTreeMap<TaskId, Value> = BTreeMap::new();
@@ -186,74 +189,75 @@ pub async fn fetch_bundle(
     let mut too_large: BTreeMap<TaskId, u64> = BTreeMap::new();
     let concurrency = limits.max_concurrent_fetches.max(1);
 
-    // Discover the chain level by level. Each round resolves every link the previous round
-    // revealed; the depth limit bounds the number of rounds.
+    // One pipeline, no waves: as soon as a definition arrives, the chain is rebuilt (pure,
+    // cheap) and everything it newly reveals is requested at once: the definitions of the
+    // links it names, and for each known link its status, document and the one signature its
+    // worker implementation uses, and every artifact a consumer names (a decision task's graph
+    // as soon as a child names it as parent). The critical path is then one round trip per
+    // level of the chain plus the last level's signature.
+    let mut started: BTreeSet<(TaskId, JobKey)> = BTreeSet::new();
+    let mut pending: std::collections::VecDeque<(TaskId, Job)> = Default::default();
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
     let mut chain;
-    let mut rounds = 0usize;
     loop {
         chain = chain::build(target, &|id| tasks.get(id), limits);
-        let wanted: Vec<TaskId> = chain.unresolved.difference(&not_found).cloned().collect();
-        if wanted.is_empty() || rounds > limits.max_depth + 1 {
+        let mut want = |id: &TaskId, job: Job| {
+            if started.insert((id.clone(), job.key())) {
+                pending.push_back((id.clone(), job));
+            }
+        };
+        for id in chain.unresolved.difference(&not_found) {
+            want(id, Job::Definition);
+        }
+        for (id, node) in &chain.nodes {
+            if id != target || include_target {
+                want(id, Job::Status);
+                want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
+                for name in signature_artifacts(policy, &node.raw) {
+                    want(id, Job::Artifact(constant_path(name)));
+                }
+            }
+        }
+        for (id, paths) in chain::consumed_artifacts(&chain) {
+            for p in paths {
+                want(&id, Job::Artifact(p));
+            }
+        }
+        for id in chain.unresolved.iter().filter(|id| chain.is_parent(id)) {
+            want(id, Job::Artifact(constant_path(chain::TASK_GRAPH)));
+        }
+        while in_flight.len() < concurrency {
+            let Some((id, job)) = pending.pop_front() else {
+                break;
+            };
+            in_flight.push(fetch_job(queue, dir, id, job, limits));
+        }
+        let Some(done) = in_flight.next().await else {
             break;
-        }
-        rounds += 1;
-        let fetched: Vec<(TaskId, Fetched)> = stream::iter(wanted)
-            .map(|id| async move {
-                match queue.task_bytes(&id, limits.max_task_bytes).await {
-                    Ok(bytes) => Ok((id, Fetched::Bytes(bytes))),
-                    Err(e) if is_absent(&e) => Ok((id, Fetched::Absent)),
-                    Err(QueueError::ResponseTooLarge { limit, .. }) => {
-                        Ok((id, Fetched::TooLarge(limit)))
+        };
+        let Some((id, fetched)) = done? else {
+            continue;
+        };
+        match fetched {
+            Fetched::Bytes(bytes) => {
+                // Not strict JSON: kept for the verifier, which reports it; never followed.
+                match crate::strict_json::from_slice(&bytes) {
+                    Ok(v) => {
+                        tasks.insert(id.clone(), v);
                     }
-                    Err(e) => Err(queue_err(&id, "task definition", e)),
-                }
-            })
-            .buffer_unordered(concurrency)
-            .try_collect()
-            .await?;
-        for (id, f) in fetched {
-            match f {
-                Fetched::Bytes(bytes) => {
-                    // Not strict JSON: kept for the verifier, which reports it; never followed.
-                    match crate::strict_json::from_slice(&bytes) {
-                        Ok(v) => {
-                            tasks.insert(id.clone(), v);
-                        }
-                        Err(_) => {
-                            not_found.insert(id.clone());
-                        }
+                    Err(_) => {
+                        not_found.insert(id.clone());
                     }
-                    raw.insert(id, bytes);
                 }
-                Fetched::Absent => {
-                    not_found.insert(id);
-                }
-                Fetched::TooLarge(limit) => {
-                    not_found.insert(id.clone());
-                    too_large.insert(id, limit);
-                }
+                raw.insert(id, bytes);
             }
-        }
-    }
-
-    // What to download, per task.
-    let consumed = chain::consumed_artifacts(&chain);
-    let mut jobs: Vec<(TaskId, Job)> = Vec::new();
-    for id in chain.nodes.keys() {
-        let with_document = id != target || include_target;
-        if with_document {
-            jobs.push((id.clone(), Job::Status));
-            for name in [
-                COT_DOCUMENT,
-                "public/chain-of-trust.json.asc",
-                "public/chain-of-trust.json.sig",
-            ] {
-                let p = ArtifactPath::parse(name).expect("constant, valid artifact names");
-                jobs.push((id.clone(), Job::Artifact(p)));
+            Fetched::Absent => {
+                not_found.insert(id);
             }
-        }
-        for p in consumed.get(id).into_iter().flatten() {
-            jobs.push((id.clone(), Job::Artifact(p.clone())));
+            Fetched::TooLarge(limit) => {
+                not_found.insert(id.clone());
+                too_large.insert(id, limit);
+            }
         }
     }
 
@@ -286,12 +290,6 @@ pub async fn fetch_bundle(
         std::fs::write(&path, bytes).map_err(io_err(&path))?;
     }
 
-    stream::iter(jobs)
-        .map(|(id, job)| fetch_job(queue, dir, id, job, limits))
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-
     let index = BundleIndex {
         bundle_version: BUNDLE_VERSION,
         target: target.clone(),
@@ -314,18 +312,103 @@ enum Fetched {
 }
 
 enum Job {
+    Definition,
     Status,
     Artifact(ArtifactPath),
 }
 
-async fn fetch_job(
+/// What identifies a job, so each is requested once.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum JobKey {
+    Definition,
+    Status,
+    Artifact(String),
+}
+
+impl Job {
+    fn key(&self) -> JobKey {
+        match self {
+            Job::Definition => JobKey::Definition,
+            Job::Status => JobKey::Status,
+            Job::Artifact(p) => JobKey::Artifact(p.as_str().to_owned()),
+        }
+    }
+}
+
+fn constant_path(name: &'static str) -> ArtifactPath {
+    ArtifactPath::parse(name).expect("constant, valid artifact names")
+}
+
+/// The signature artifacts worth requesting for a task: the one its worker implementation
+/// uses, by the policy's entry for its queue. Without a policy, or when the definition names a
+/// queue the policy does not know (or two queues), both: the verifier decides.
+fn signature_artifacts(policy: Option<&ChainPolicy>, raw: &Value) -> Vec<&'static str> {
+    const BOTH: [&str; 2] = [
+        "public/chain-of-trust.json.asc",
+        "public/chain-of-trust.json.sig",
+    ];
+    let Some(policy) = policy else {
+        return BOTH.to_vec();
+    };
+    let str_field = |k: &str| raw.get(k).and_then(Value::as_str);
+    let mut identities = Vec::new();
+    if let Some(q) = str_field("taskQueueId") {
+        identities.push(q.to_owned());
+    }
+    if let (Some(p), Some(w)) = (str_field("provisionerId"), str_field("workerType")) {
+        identities.push(format!("{p}/{w}"));
+    }
+    let mut names: Vec<&'static str> = Vec::new();
+    for q in &identities {
+        match policy.queue(q) {
+            Some(role) => names.push(role.signature.artifact_name()),
+            None => return BOTH.to_vec(),
+        }
+    }
+    if names.is_empty() {
+        return BOTH.to_vec();
+    }
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+type JobResult = Result<Option<(TaskId, Fetched)>, EvidenceError>;
+
+/// Runs one job; a definition comes back to the scheduler, everything else lands in `dir`.
+fn fetch_job<'a>(
+    queue: &'a QueueClient,
+    dir: &'a Path,
+    id: TaskId,
+    job: Job,
+    limits: &'a Limits,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = JobResult> + Send + 'a>> {
+    Box::pin(async move {
+        if let Job::Definition = job {
+            return match queue.task_bytes(&id, limits.max_task_bytes).await {
+                Ok(bytes) => Ok(Some((id, Fetched::Bytes(bytes)))),
+                Err(e) if is_absent(&e) => Ok(Some((id, Fetched::Absent))),
+                Err(QueueError::ResponseTooLarge { limit, .. }) => {
+                    Ok(Some((id, Fetched::TooLarge(limit))))
+                }
+                Err(e) => Err(queue_err(&id, "task definition", e)),
+            };
+        }
+        fetch_file(queue, dir, id, job, limits).await.map(|()| None)
+    })
+}
+
+async fn fetch_file(
     queue: &QueueClient,
     dir: &Path,
     id: TaskId,
     job: Job,
     limits: &Limits,
 ) -> Result<(), EvidenceError> {
+    let task_dir = dir.join(id.as_str());
+    std::fs::create_dir_all(&task_dir).map_err(io_err(&task_dir))?;
     match job {
+        Job::Definition => Ok(()),
         Job::Status => match queue.status_bytes(&id, limits.max_task_bytes).await {
             Ok(bytes) => {
                 // The answer is `{"status": {...}}`; the bundle holds the inner object. Strict
@@ -563,7 +646,15 @@ pub async fn fetch_and_verify(
         .tempdir_in(staging_parent)
         .map_err(|e| ChainFailure::Local(io_err(staging_parent)(e)))?;
     let bundle_dir = staging.path().join("bundle");
-    fetch_bundle(queue, task_id, Some(task_def), &bundle_dir, limits, false)
+    fetch_bundle(
+        queue,
+        task_id,
+        Some(task_def),
+        &bundle_dir,
+        limits,
+        false,
+        Some(policy),
+    )
         .await
         .map_err(|e| match e {
             EvidenceError::Queue { .. } => ChainFailure::Infrastructure(e),

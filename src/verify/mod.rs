@@ -73,7 +73,8 @@ pub struct Limits {
     pub max_task_graph_bytes: u64,
     /// Largest consumed artifact (default 16 GiB; streamed, never held in memory).
     pub max_artifact_bytes: u64,
-    /// Most downloads in flight while fetching evidence (default 8).
+    /// Most requests in flight while fetching evidence (default 32: a whole level of a
+    /// realistic chain at once, bounded so a huge chain cannot open hundreds of connections).
     pub max_concurrent_fetches: usize,
     /// How far an OpenPGP signature may be dated after the run's resolution (default 5 min).
     pub max_signature_skew: Duration,
@@ -90,7 +91,7 @@ impl Default for Limits {
             max_signature_bytes: 64 * 1024,
             max_task_graph_bytes: 256 * 1024 * 1024,
             max_artifact_bytes: 16 * 1024 * 1024 * 1024,
-            max_concurrent_fetches: 8,
+            max_concurrent_fetches: 32,
             max_signature_skew: Duration::minutes(5),
         }
     }
