@@ -163,6 +163,9 @@ pub struct DevQueueArgs {
     /// Seconds claimWork waits for a task before answering with no tasks.
     #[arg(long, default_value_t = 20)]
     pub claim_work_timeout: u64,
+    /// Milliseconds added before every answer, to try a worker at internet-like latency.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
 }
 
 /// Arguments of `chainlock demo`.
@@ -315,6 +318,7 @@ async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {
     let mut cfg = devqueue::DevQueueConfig::new(args.listen, args.data_dir, clients);
     cfg.claim_timeout = std::time::Duration::from_secs(args.claim_timeout);
     cfg.claim_work_timeout = std::time::Duration::from_secs(args.claim_work_timeout);
+    cfg.injected_latency = std::time::Duration::from_millis(args.latency_ms);
     let handle = devqueue::start(cfg).await?;
     eprintln!(
         "chainlock dev-queue (development only, NOT a production queue) at {}",

@@ -2453,6 +2453,66 @@ mod online {
         assert_eq!(code, 2, "{out}\n{err}");
     }
 
+    /// Issue 11: evidence is fetched in as few sequential round trips as the chain allows,
+    /// and no signature format a link's worker implementation does not use is requested. The
+    /// queue answers every request 20 ms late so the order of requests is what the fetcher
+    /// chose, not scheduling noise. The fixture's deepest path is target -> build -> image:
+    /// the build's definition (1), then the image's definition (2), then the image's
+    /// signature through the artifact redirect (3, 4).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evidence_is_fetched_in_as_few_round_trips_as_the_chain_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = chainlock::devqueue::DevQueueConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().join("queue"),
+            vec![crate::common::admin_client(TOKEN)],
+        );
+        cfg.claim_work_timeout = std::time::Duration::from_millis(200);
+        cfg.injected_latency = std::time::Duration::from_millis(20);
+        cfg.record_requests = true;
+        let h = chainlock::devqueue::start(cfg).await.unwrap();
+        let keys = Keys::new();
+        let mut fx = Fixture::new();
+        publish(&h, &mut fx, &keys, &[]).await;
+        h.clear_requests();
+        let trust = trust_store(&keys, &GwKeyWindow::default());
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        evidence::fetch_and_verify(
+            &admin(&h).anonymous(),
+            &fx.s.id,
+            &fx.s.def,
+            &dir.path().join("work/cot"),
+            &policy(),
+            &trust,
+            chainlock::clock::now(),
+            &Limits::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.log_text()));
+        let log = h.requests();
+        let shown: Vec<String> = log
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        // Every upstream link is generic-worker (ed25519): no OpenPGP signature is asked for.
+        assert!(
+            !shown.iter().any(|p| p.contains("chain-of-trust.json.asc")),
+            "{shown:#?}"
+        );
+        // Each link's definition exactly once.
+        for l in [&fx.d, &fx.i, &fx.b] {
+            let path = format!("GET /api/queue/v1/task/{}", l.id);
+            assert_eq!(
+                shown.iter().filter(|p| **p == path).count(),
+                1,
+                "{shown:#?}"
+            );
+        }
+        let rounds = chainlock::devqueue::sequential_round_trips(&log);
+        assert!(rounds <= 4, "{rounds} sequential round trips:\n{shown:#?}");
+        h.shutdown().await;
+    }
+
     /// Why a corpus row cannot be replayed on a queue, or `None` when it can: the queue
     /// computes statuses and stores definitions itself, so rows that forge those (or files only
     /// a bundle can hold, or the audited target's own run) are offline-only.

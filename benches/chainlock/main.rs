@@ -17,6 +17,7 @@
 //! (`scripts/bench` wraps it). It must not be run as a test: nothing here asserts timing.
 
 mod crypto;
+mod fetch;
 mod io;
 mod verify;
 
@@ -117,7 +118,8 @@ pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     best.expect("reps.max(1) >= 1 iteration ran")
 }
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
+    "fetch",
     "hash",
     "upload",
     "download",
@@ -162,6 +164,7 @@ fn main() {
     let print_all = |rows: Vec<Row>| rows.iter().for_each(Row::print);
     for section in &wanted {
         match section.as_str() {
+            "fetch" => print_all(fetch::evidence(&settings)),
             "hash" => print_all(io::hash(&settings)),
             "upload" | "download" => {
                 // Both run on the same dev queue; do them once when both are asked for.

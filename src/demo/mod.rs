@@ -493,7 +493,8 @@ async fn audit(
     let limits = Limits::default();
     let dir = data_dir.join("audit").join(task_id.as_str());
     let anon = client.anonymous();
-    if let Err(e) = crate::evidence::fetch_bundle(&anon, task_id, None, &dir, &limits, true, None).await
+    if let Err(e) =
+        crate::evidence::fetch_bundle(&anon, task_id, None, &dir, &limits, true, None).await
     {
         info(&format!(
             "FAILED: cannot fetch the evidence of {task_id}: {e}"

@@ -39,6 +39,81 @@ pub struct DevQueueConfig {
     pub claim_timeout: Duration,
     /// How long `claimWork` waits for a task before answering `{"tasks": []}`. Default 20 s.
     pub claim_work_timeout: Duration,
+    /// Added before every answer, artifact bodies included: a loopback dev queue that behaves
+    /// like a queue across the internet, for benchmarks and round-trip tests. Default none.
+    pub injected_latency: Duration,
+    /// Keep a log of every request (method, path without query, start and end), read with
+    /// [`DevQueueHandle::requests`]. Default off (it grows with every request).
+    pub record_requests: bool,
+}
+
+/// One request the dev queue answered (see [`DevQueueConfig::record_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Path, without the query (which may hold a signed URL's credential).
+    pub path: String,
+    /// When it arrived, since the queue started.
+    pub started: Duration,
+    /// When its answer (status and headers) was ready, since the queue started.
+    pub finished: Duration,
+}
+
+/// The longest chain of requests in `log` each of which started only after the previous one
+/// had been answered: the sequential round trips a client paid, whatever ran in parallel.
+pub fn sequential_round_trips(log: &[RequestRecord]) -> usize {
+    let mut by_end: Vec<&RequestRecord> = log.iter().collect();
+    by_end.sort_by_key(|r| r.finished);
+    // depth[i]: the longest such chain ending with by_end[i].
+    let mut depth: Vec<usize> = Vec::with_capacity(by_end.len());
+    for (i, r) in by_end.iter().enumerate() {
+        let before = by_end
+            .iter()
+            .take(i)
+            .zip(&depth)
+            .filter(|(p, _)| p.finished <= r.started)
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or(0);
+        depth.push(before.saturating_add(1));
+    }
+    depth.into_iter().max().unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct RequestLog {
+    origin: std::time::Instant,
+    latency: Duration,
+    record: bool,
+    records: std::sync::Mutex<Vec<RequestRecord>>,
+}
+
+impl RequestLog {
+    async fn around(
+        self: std::sync::Arc<Self>,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let started = self.origin.elapsed();
+        let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let resp = next.run(req).await;
+        if self.record {
+            let finished = self.origin.elapsed();
+            if let Ok(mut records) = self.records.lock() {
+                records.push(RequestRecord {
+                    method,
+                    path,
+                    started,
+                    finished,
+                });
+            }
+        }
+        resp
+    }
 }
 
 impl DevQueueConfig {
@@ -50,6 +125,8 @@ impl DevQueueConfig {
             clients,
             claim_timeout: Duration::from_secs(1200),
             claim_work_timeout: Duration::from_secs(20),
+            injected_latency: Duration::ZERO,
+            record_requests: false,
         }
     }
 }
@@ -148,6 +225,7 @@ pub fn client_from_env(env: &impl EnvSource) -> Result<Client, DevQueueError> {
 pub struct DevQueueHandle {
     root_url: String,
     addr: SocketAddr,
+    log: std::sync::Arc<RequestLog>,
     cancel: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<()>,
 }
@@ -161,6 +239,22 @@ impl DevQueueHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The requests answered so far (empty unless [`DevQueueConfig::record_requests`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.log
+            .records
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn clear_requests(&self) {
+        if let Ok(mut r) = self.log.records.lock() {
+            r.clear();
+        }
     }
 
     /// Stops accepting requests, ends pending long polls and waits for the server to finish.
@@ -203,6 +297,12 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         "chainlock dev-queue: a development server, NOT a production Taskcluster queue"
     );
     let cancel = tokio_util::sync::CancellationToken::new();
+    let log = std::sync::Arc::new(RequestLog {
+        origin: std::time::Instant::now(),
+        latency: cfg.injected_latency,
+        record: cfg.record_requests,
+        records: std::sync::Mutex::new(Vec::new()),
+    });
     let app = api::App::new(
         cfg,
         root_url.clone(),
@@ -211,7 +311,12 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         tasks,
         cancel.clone(),
     );
-    let router = api::router(app.clone());
+    let layer_log = log.clone();
+    let router = api::router(app.clone()).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            layer_log.clone().around(req, next)
+        },
+    ));
     let ticker = app.spawn_ticker();
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
@@ -233,7 +338,36 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
     Ok(DevQueueHandle {
         root_url,
         addr,
+        log,
         cancel,
         server,
     })
+}
+
+#[cfg(test)]
+mod round_trip_tests {
+    use super::{RequestRecord, sequential_round_trips};
+    use std::time::Duration;
+
+    fn r(start: u64, end: u64) -> RequestRecord {
+        RequestRecord {
+            method: "GET".into(),
+            path: "/".into(),
+            started: Duration::from_millis(start),
+            finished: Duration::from_millis(end),
+        }
+    }
+
+    #[test]
+    fn counts_the_longest_chain_of_requests_that_waited_for_each_other() {
+        assert_eq!(sequential_round_trips(&[]), 0);
+        // Three in parallel: one round trip.
+        assert_eq!(sequential_round_trips(&[r(0, 10), r(1, 11), r(2, 12)]), 1);
+        // One after another: three.
+        assert_eq!(sequential_round_trips(&[r(0, 10), r(10, 20), r(20, 30)]), 3);
+        // A pipeline: a long request in parallel with two short sequential ones.
+        assert_eq!(sequential_round_trips(&[r(0, 30), r(0, 10), r(11, 20)]), 2);
+        // Overlapping but not waiting (started before the other ended): parallel.
+        assert_eq!(sequential_round_trips(&[r(0, 10), r(9, 20)]), 1);
+    }
 }

@@ -206,8 +206,14 @@ pub async fn fetch_bundle(
                 pending.push_back((id.clone(), job));
             }
         };
+        // A link named but not yet fetched: its status and document do not depend on its
+        // definition, so they go with it.
         for id in chain.unresolved.difference(&not_found) {
             want(id, Job::Definition);
+            if id != target || include_target {
+                want(id, Job::Status);
+                want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
+            }
         }
         for (id, node) in &chain.nodes {
             if id != target || include_target {
@@ -655,11 +661,11 @@ pub async fn fetch_and_verify(
         false,
         Some(policy),
     )
-        .await
-        .map_err(|e| match e {
-            EvidenceError::Queue { .. } => ChainFailure::Infrastructure(e),
-            other => ChainFailure::Local(other),
-        })?;
+    .await
+    .map_err(|e| match e {
+        EvidenceError::Queue { .. } => ChainFailure::Infrastructure(e),
+        other => ChainFailure::Local(other),
+    })?;
     let bundle = Bundle::open(&bundle_dir, limits)
         .map_err(|e| ChainFailure::Local(EvidenceError::Bundle(e)))?;
     let verified = verify::verify(

@@ -1,0 +1,137 @@
+//! The evidence stage as production pays for it: fetching and verifying the demo chain
+//! (decision -> docker image -> build -> signing task) from a dev queue that answers every
+//! request `L` ms late, as a queue across the internet would. What matters is the number of
+//! sequential round trips, so the table shows the wall time at each latency, the slope (ms of
+//! wall per ms of latency: the round trips on the critical path as the client experiences them),
+//! the requests made and the sequential round trips counted from the queue's own request log.
+
+use super::{Row, Settings};
+use chainlock::demo::seed::{self, ChainOptions, Material};
+use chainlock::devqueue::{self, Client, DevQueueConfig};
+use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+use chainlock::secret::Secret;
+use chainlock::verify::Limits;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "bench-fetch-token";
+
+pub fn evidence(settings: &Settings) -> Vec<Row> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(settings))
+}
+
+async fn run(settings: &Settings) -> Vec<Row> {
+    let latencies: &[u64] = if settings.quick {
+        &[0, 25]
+    } else {
+        &[0, 10, 25, 50]
+    };
+    let reps = if settings.quick { 2 } else { 5 };
+    let mut rows = Vec::new();
+    let mut walls: Vec<(u64, Duration)> = Vec::new();
+    for &ms in latencies {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut cfg = DevQueueConfig::new(
+            "127.0.0.1:0".parse().expect("loopback address"),
+            tmp.path().join("queue"),
+            vec![Client {
+                client_id: "bench".into(),
+                access_token: Secret::new(TOKEN),
+                scopes: vec!["*".into()],
+            }],
+        );
+        cfg.claim_work_timeout = Duration::from_millis(200);
+        cfg.record_requests = true;
+        let h = devqueue::start(cfg).await.expect("dev queue");
+        let client = QueueClient::new(
+            h.root_url(),
+            Some(Credentials::permanent("bench", Secret::new(TOKEN))),
+            RetryPolicy::fast_for_tests(),
+        )
+        .expect("client");
+        let now = chainlock::clock::now();
+        let material = Material::generate(&tmp.path().join("material"), now).expect("material");
+        let chain = seed::seed_chain(
+            &client,
+            &material,
+            now,
+            ChainOptions {
+                docker_image: true,
+                push: false,
+            },
+            &tmp.path().join("scratch"),
+        )
+        .await
+        .expect("seed chain");
+        let policy = material.chain_policy().expect("chain policy");
+        let trust = material.trust_store(now).expect("trust store");
+        // The latency applies from here on: seeding is not measured.
+        h.shutdown().await;
+        let mut cfg = DevQueueConfig::new(
+            "127.0.0.1:0".parse().expect("loopback address"),
+            tmp.path().join("queue"),
+            vec![Client {
+                client_id: "bench".into(),
+                access_token: Secret::new(TOKEN),
+                scopes: vec!["*".into()],
+            }],
+        );
+        cfg.injected_latency = Duration::from_millis(ms);
+        cfg.record_requests = true;
+        let h = devqueue::start(cfg).await.expect("dev queue");
+        let anon =
+            QueueClient::new(h.root_url(), None, RetryPolicy::fast_for_tests()).expect("client");
+        let mut best = Duration::MAX;
+        let mut log = Vec::new();
+        for i in 0..reps {
+            h.clear_requests();
+            let work = tmp.path().join(format!("work-{i}"));
+            std::fs::create_dir_all(&work).expect("work dir");
+            let start = Instant::now();
+            chainlock::evidence::fetch_and_verify(
+                &anon,
+                &chain.signing.id,
+                &chain.signing.def,
+                &work.join("cot"),
+                &policy,
+                &trust,
+                chainlock::clock::now(),
+                &Limits::default(),
+            )
+            .await
+            .expect("the demo chain verifies");
+            let took = start.elapsed();
+            if took < best {
+                best = took;
+                log = h.requests();
+            }
+        }
+        h.shutdown().await;
+        let rounds = devqueue::sequential_round_trips(&log);
+        walls.push((ms, best));
+        rows.push(Row {
+            name: format!("fetch+verify demo chain +{ms} ms"),
+            time: best,
+            rate: format!("{} requests", log.len()),
+            rss: None,
+            note: format!("{rounds} sequential round trips"),
+        });
+    }
+    if let (Some((l0, w0)), Some((l1, w1))) = (walls.first(), walls.last())
+        && l1 > l0
+    {
+        let slope = (w1.as_secs_f64() - w0.as_secs_f64()) * 1e3 / (l1 - l0) as f64;
+        rows.push(Row {
+            name: "fetch+verify slope".into(),
+            time: *w1,
+            rate: format!("{slope:.1} ms/ms"),
+            rss: None,
+            note: format!("wall per ms of added latency, +{l0} to +{l1} ms"),
+        });
+    }
+    rows
+}
