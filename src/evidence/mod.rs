@@ -198,39 +198,45 @@ pub async fn fetch_bundle(
     let mut started: BTreeSet<(TaskId, JobKey)> = BTreeSet::new();
     let mut pending: std::collections::VecDeque<(TaskId, Job)> = Default::default();
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
-    let mut chain;
+    let mut chain = chain::build(target, &|id| tasks.get(id), limits);
+    // Rebuilt only when definitions arrived, once per batch of them: the chain depends on
+    // nothing else, and rebuilding per download would make a long chain quadratic.
+    let mut new_definitions = true;
     loop {
-        chain = chain::build(target, &|id| tasks.get(id), limits);
-        let mut want = |id: &TaskId, job: Job| {
-            if started.insert((id.clone(), job.key())) {
-                pending.push_back((id.clone(), job));
-            }
-        };
-        // A link named but not yet fetched: its status and document do not depend on its
-        // definition, so they go with it.
-        for id in chain.unresolved.difference(&not_found) {
-            want(id, Job::Definition);
-            if id != target || include_target {
-                want(id, Job::Status);
-                want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
-            }
-        }
-        for (id, node) in &chain.nodes {
-            if id != target || include_target {
-                want(id, Job::Status);
-                want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
-                for name in signature_artifacts(policy, &node.raw) {
-                    want(id, Job::Artifact(constant_path(name)));
+        if new_definitions {
+            new_definitions = false;
+            chain = chain::build(target, &|id| tasks.get(id), limits);
+            let mut want = |id: &TaskId, job: Job| {
+                if started.insert((id.clone(), job.key())) {
+                    pending.push_back((id.clone(), job));
+                }
+            };
+            // A link named but not yet fetched: its status and document do not depend on its
+            // definition, so they go with it.
+            for id in chain.unresolved.difference(&not_found) {
+                want(id, Job::Definition);
+                if id != target || include_target {
+                    want(id, Job::Status);
+                    want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
                 }
             }
-        }
-        for (id, paths) in chain::consumed_artifacts(&chain) {
-            for p in paths {
-                want(&id, Job::Artifact(p));
+            for (id, node) in &chain.nodes {
+                if id != target || include_target {
+                    want(id, Job::Status);
+                    want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
+                    for name in signature_artifacts(policy, &node.raw) {
+                        want(id, Job::Artifact(constant_path(name)));
+                    }
+                }
             }
-        }
-        for id in chain.unresolved.iter().filter(|id| chain.is_parent(id)) {
-            want(id, Job::Artifact(constant_path(chain::TASK_GRAPH)));
+            for (id, paths) in chain::consumed_artifacts(&chain) {
+                for p in paths {
+                    want(&id, Job::Artifact(p));
+                }
+            }
+            for id in chain.unresolved.iter().filter(|id| chain.is_parent(id)) {
+                want(id, Job::Artifact(constant_path(chain::TASK_GRAPH)));
+            }
         }
         while in_flight.len() < concurrency {
             let Some((id, job)) = pending.pop_front() else {
@@ -238,32 +244,27 @@ pub async fn fetch_bundle(
             };
             in_flight.push(fetch_job(queue, dir, id, job, limits));
         }
-        let Some(done) = in_flight.next().await else {
+        let Some(first) = in_flight.next().await else {
             break;
         };
-        let Some((id, fetched)) = done? else {
-            continue;
-        };
-        match fetched {
-            Fetched::Bytes(bytes) => {
-                // Not strict JSON: kept for the verifier, which reports it; never followed.
-                match crate::strict_json::from_slice(&bytes) {
-                    Ok(v) => {
-                        tasks.insert(id.clone(), v);
-                    }
-                    Err(_) => {
-                        not_found.insert(id.clone());
-                    }
-                }
-                raw.insert(id, bytes);
-            }
-            Fetched::Absent => {
-                not_found.insert(id);
-            }
-            Fetched::TooLarge(limit) => {
-                not_found.insert(id.clone());
-                too_large.insert(id, limit);
-            }
+        // Everything else already finished joins this batch.
+        let mut batch = vec![first];
+        while let Some(Some(more)) = futures_util::FutureExt::now_or_never(in_flight.next()) {
+            batch.push(more);
+        }
+        for done in batch {
+            let Some((id, fetched)) = done? else {
+                continue;
+            };
+            new_definitions = true;
+            record_definition(
+                &mut tasks,
+                &mut raw,
+                &mut not_found,
+                &mut too_large,
+                id,
+                fetched,
+            );
         }
     }
 
@@ -307,6 +308,38 @@ pub async fn fetch_bundle(
     let bytes = serde_json::to_vec_pretty(&index).expect("the index always serialises");
     std::fs::write(&path, bytes).map_err(io_err(&path))?;
     Ok(index)
+}
+
+/// Takes one fetched definition into the scheduler's state.
+fn record_definition(
+    tasks: &mut BTreeMap<TaskId, Value>,
+    raw: &mut BTreeMap<TaskId, Vec<u8>>,
+    not_found: &mut BTreeSet<TaskId>,
+    too_large: &mut BTreeMap<TaskId, u64>,
+    id: TaskId,
+    fetched: Fetched,
+) {
+    match fetched {
+        Fetched::Bytes(bytes) => {
+            // Not strict JSON: kept for the verifier, which reports it; never followed.
+            match crate::strict_json::from_slice(&bytes) {
+                Ok(v) => {
+                    tasks.insert(id.clone(), v);
+                }
+                Err(_) => {
+                    not_found.insert(id.clone());
+                }
+            }
+            raw.insert(id, bytes);
+        }
+        Fetched::Absent => {
+            not_found.insert(id);
+        }
+        Fetched::TooLarge(limit) => {
+            not_found.insert(id.clone());
+            too_large.insert(id, limit);
+        }
+    }
 }
 
 /// One definition fetch.
