@@ -135,3 +135,136 @@ async fn run(settings: &Settings) -> Vec<Row> {
     }
     rows
 }
+
+/// Whole tasks through the worker (in-process, `chainlock script sign`, isolation none) against
+/// a dev queue answering every request `L` ms late: claim, validate, the evidence of the demo
+/// chain, the script, collect, sign, upload, report. Per-task wall, requests and sequential
+/// round trips per task, and the slope.
+pub fn tasks(settings: &Settings) -> Vec<Row> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run_tasks(settings))
+}
+
+async fn run_tasks(settings: &Settings) -> Vec<Row> {
+    let latencies: &[u64] = if settings.quick {
+        &[0, 25]
+    } else {
+        &[0, 10, 25, 50]
+    };
+    let n: u32 = if settings.quick { 2 } else { 5 };
+    let mut rows = Vec::new();
+    let mut walls: Vec<(u64, Duration)> = Vec::new();
+    for &ms in latencies {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut cfg = DevQueueConfig::new(
+            "127.0.0.1:0".parse().expect("loopback address"),
+            tmp.path().join("queue"),
+            vec![Client {
+                client_id: "bench".into(),
+                access_token: Secret::new(TOKEN),
+                scopes: vec!["*".into()],
+            }],
+        );
+        cfg.claim_work_timeout = Duration::from_millis(500);
+        cfg.injected_latency = Duration::from_millis(ms);
+        cfg.record_requests = true;
+        let h = devqueue::start(cfg).await.expect("dev queue");
+        let creds = Credentials::permanent("bench", Secret::new(TOKEN));
+        let client = QueueClient::new(h.root_url(), Some(creds.clone()), RetryPolicy::standard())
+            .expect("client");
+        let now = chainlock::clock::now();
+        let material = Material::generate(&tmp.path().join("material"), now).expect("material");
+        for i in 0..n {
+            seed::seed_chain(
+                &client,
+                &material,
+                now,
+                ChainOptions {
+                    docker_image: true,
+                    push: false,
+                },
+                &tmp.path().join(format!("scratch-{i}")),
+            )
+            .await
+            .expect("seed chain");
+        }
+        let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_chainlock"));
+        let files = material
+            .write_worker_config(&seed::WorkerSpec {
+                name: "signing",
+                root_url: h.root_url(),
+                task_queue_id: seed::SIGNING_QUEUE,
+                credentials: &creds,
+                chainlock_exe: &exe,
+                script: seed::Script::Sign,
+                isolation: seed::SeedIsolation::None,
+            })
+            .expect("worker config");
+        let env = chainlock::queue::ProcessEnv;
+        let config = chainlock::config::Config::load(&files.config, &env).expect("config");
+        let credentials = config
+            .load_credentials(&files.config, &env)
+            .expect("credentials");
+        let options = chainlock::worker::RunOptions {
+            max_tasks: Some(u64::from(n)),
+            ..Default::default()
+        };
+        let path = std::collections::HashMap::from([(
+            "PATH".to_owned(),
+            "/usr/local/bin:/usr/bin:/bin".to_owned(),
+        )]);
+        h.clear_requests();
+        let start = Instant::now();
+        let summary = chainlock::worker::run(
+            config,
+            credentials,
+            &path,
+            options,
+            chainlock::worker::Shutdown::new(),
+        )
+        .await
+        .expect("worker run");
+        let took = start.elapsed();
+        let log = h.requests();
+        h.shutdown().await;
+        let completed = summary
+            .tasks
+            .iter()
+            .filter(|t| {
+                matches!(t, chainlock::worker::task::TaskReport::Resolved { resolution, .. }
+                    if resolution.label() == "completed")
+            })
+            .count();
+        assert_eq!(completed, n as usize, "every benchmark task completes");
+        let per_task = took / n;
+        walls.push((ms, per_task));
+        let rounds = devqueue::sequential_round_trips(&log);
+        rows.push(Row {
+            name: format!("worker task (sign) +{ms} ms"),
+            time: per_task,
+            rate: format!("{} req/task", log.len() / n as usize),
+            rss: None,
+            note: format!(
+                "{:.1} sequential round trips per task ({n} tasks)",
+                rounds as f64 / f64::from(n)
+            ),
+        });
+    }
+    if let (Some((l0, w0)), Some((l1, w1))) = (walls.first(), walls.last())
+        && l1 > l0
+    {
+        let slope = (w1.as_secs_f64() - w0.as_secs_f64()) * 1e3 / (l1 - l0) as f64;
+        rows.push(Row {
+            name: "worker task slope".into(),
+            time: *w1,
+            rate: format!("{slope:.1} ms/ms"),
+            rss: None,
+            note: format!("per-task wall per ms of added latency, +{l0} to +{l1} ms"),
+        });
+    }
+    rows
+}

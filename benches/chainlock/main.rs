@@ -118,7 +118,8 @@ pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     best.expect("reps.max(1) >= 1 iteration ran")
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
+    "task",
     "fetch",
     "hash",
     "upload",
@@ -164,6 +165,7 @@ fn main() {
     let print_all = |rows: Vec<Row>| rows.iter().for_each(Row::print);
     for section in &wanted {
         match section.as_str() {
+            "task" => print_all(fetch::tasks(&settings)),
             "fetch" => print_all(fetch::evidence(&settings)),
             "hash" => print_all(io::hash(&settings)),
             "upload" | "download" => {
