@@ -163,6 +163,12 @@ pub struct DevQueueArgs {
     /// Seconds claimWork waits for a task before answering with no tasks.
     #[arg(long, default_value_t = 20)]
     pub claim_work_timeout: u64,
+    /// Legacy Azure-queue protocol (for workers with `[queue] protocol = "azure-poll"`): a
+    /// path-style Azure Storage queue endpoint of the public development account, e.g.
+    /// Azurite's `http://127.0.0.1:10001/devstoreaccount1`. Each pending run gets a message
+    /// there, and pollTaskUrls hands out SAS URLs for it.
+    #[arg(long, value_name = "URL")]
+    pub azure_queue_endpoint: Option<String>,
 }
 
 /// Arguments of `chainlock demo`.
@@ -315,6 +321,7 @@ async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {
     let mut cfg = devqueue::DevQueueConfig::new(args.listen, args.data_dir, clients);
     cfg.claim_timeout = std::time::Duration::from_secs(args.claim_timeout);
     cfg.claim_work_timeout = std::time::Duration::from_secs(args.claim_work_timeout);
+    cfg.azure_queue_endpoint = args.azure_queue_endpoint;
     let handle = devqueue::start(cfg).await?;
     eprintln!(
         "chainlock dev-queue (development only, NOT a production queue) at {}",

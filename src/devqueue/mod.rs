@@ -15,6 +15,7 @@
 
 mod api;
 pub mod auth;
+pub mod azure;
 pub mod state;
 mod store;
 
@@ -39,6 +40,12 @@ pub struct DevQueueConfig {
     pub claim_timeout: Duration,
     /// How long `claimWork` waits for a task before answering `{"tasks": []}`. Default 20 s.
     pub claim_work_timeout: Duration,
+    /// Legacy Azure-queue side ([`azure`]): a path-style Azure Storage queue endpoint of the
+    /// development account (`http://127.0.0.1:10001/devstoreaccount1`, Azurite). `None` (the
+    /// default): no messages are put and `pollTaskUrls` is refused.
+    pub azure_queue_endpoint: Option<String>,
+    /// How long the SAS URLs of `pollTaskUrls` are valid. Default 30 min, as the real queue.
+    pub poll_url_validity: Duration,
 }
 
 impl DevQueueConfig {
@@ -50,6 +57,8 @@ impl DevQueueConfig {
             clients,
             claim_timeout: Duration::from_secs(1200),
             claim_work_timeout: Duration::from_secs(20),
+            azure_queue_endpoint: None,
+            poll_url_validity: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -95,6 +104,9 @@ pub enum DevQueueError {
         /// Parser message (never contains the tokens: it names positions, not values).
         message: String,
     },
+    /// The Azure queue endpoint is unusable.
+    #[error(transparent)]
+    Azure(#[from] azure::AzureEndpointError),
     /// No clients configured.
     #[error(
         "no clients: give --clients FILE or set TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN"
@@ -181,6 +193,11 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
     if cfg.clients.is_empty() {
         return Err(DevQueueError::NoClients);
     }
+    let azure = cfg
+        .azure_queue_endpoint
+        .as_deref()
+        .map(azure::AzureEndpoint::parse)
+        .transpose()?;
     let store = store::Store::open(&cfg.data_dir).await?;
     let issuer_token = store.issuer_token().await?;
     let tasks = store.load_tasks().await?;
@@ -203,6 +220,12 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         "chainlock dev-queue: a development server, NOT a production Taskcluster queue"
     );
     let cancel = tokio_util::sync::CancellationToken::new();
+    if let Some(a) = &azure {
+        tracing::warn!(
+            endpoint = a.queue_url(""),
+            "dev-queue: legacy Azure-queue side on, with the public development account"
+        );
+    }
     let app = api::App::new(
         cfg,
         root_url.clone(),
@@ -210,9 +233,11 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         issuer_token,
         tasks,
         cancel.clone(),
+        azure.clone(),
     );
     let router = api::router(app.clone());
     let ticker = app.spawn_ticker();
+    let feeder = azure.map(|a| app.spawn_azure_feeder(azure::Feeder::new(a)));
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, router)
@@ -221,6 +246,9 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
             tracing::error!(error = %e, "dev-queue server stopped");
         }
         ticker.abort();
+        if let Some(f) = feeder {
+            f.abort();
+        }
     });
     Ok(DevQueueHandle {
         root_url,
