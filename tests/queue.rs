@@ -907,12 +907,16 @@ async fn uploads_have_a_total_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big");
     std::fs::write(&file, vec![1u8; 64 << 20]).unwrap();
-    let q = QueueClient::new(&format!("http://{addr}"), None, RetryPolicy::fast_for_tests())
-        .unwrap()
-        .with_limits(ClientLimits {
-            upload_deadline: Duration::from_millis(800),
-            ..Default::default()
-        });
+    let q = QueueClient::new(
+        &format!("http://{addr}"),
+        None,
+        RetryPolicy::fast_for_tests(),
+    )
+    .unwrap()
+    .with_limits(ClientLimits {
+        upload_deadline: Duration::from_millis(800),
+        ..Default::default()
+    });
     let url = Secret::new(format!("http://{addr}/bucket/big?X-Amz-Signature=sekrit"));
     let t0 = std::time::Instant::now();
     let e = q

@@ -131,7 +131,9 @@ impl std::fmt::Display for ChainFailure {
             ChainFailure::Infrastructure(e) => {
                 write!(f, "chain-of-trust evidence unavailable: {e}")
             }
-            ChainFailure::Local(e) => write!(f, "chain of trust: local failure on this worker: {e}"),
+            ChainFailure::Local(e) => {
+                write!(f, "chain of trust: local failure on this worker: {e}")
+            }
         }
     }
 }
