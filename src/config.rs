@@ -876,18 +876,12 @@ policy = "chain-policy.toml"
 
     #[test]
     fn protocol_is_claim_work_or_azure_poll() {
-        let c = load(&GOOD.replace(
-            "worker_id = ",
-            "protocol = \"azure-poll\"\nworker_id = ",
-        ))
-        .unwrap();
+        let c =
+            load(&GOOD.replace("worker_id = ", "protocol = \"azure-poll\"\nworker_id = ")).unwrap();
         assert_eq!(c.queue.protocol, Protocol::AzurePoll);
         assert!(c.to_toml().contains("protocol = \"azure-poll\""));
         assert_eq!(
-            schema_pointers(&GOOD.replace(
-                "worker_id = ",
-                "protocol = \"azure\"\nworker_id = "
-            )),
+            schema_pointers(&GOOD.replace("worker_id = ", "protocol = \"azure\"\nworker_id = ")),
             vec!["/queue/protocol"]
         );
     }

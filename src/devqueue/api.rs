@@ -11,7 +11,8 @@ use crate::ids::TaskId;
 use crate::queue::auth::{constant_time_eq, issue_temporary_credentials, random_token};
 use crate::queue::encode_component;
 use crate::queue::types::{
-    ClaimTaskRequest, ClaimWorkRequest, CreateArtifactRequest, ExceptionRequest, TaskState, format_time,
+    ClaimTaskRequest, ClaimWorkRequest, CreateArtifactRequest, ExceptionRequest, TaskState,
+    format_time,
 };
 use crate::secret::Secret;
 use axum::Router;
@@ -68,6 +69,7 @@ struct Shared {
     notify: Notify,
     cancel: CancellationToken,
     azure: Option<crate::devqueue::azure::AzureEndpoint>,
+    azure_http: reqwest::Client,
 }
 
 /// Shared server state.
@@ -95,6 +97,7 @@ impl App {
             notify: Notify::new(),
             cancel,
             azure,
+            azure_http: crate::devqueue::azure::http_client(),
         }))
     }
 
@@ -515,10 +518,13 @@ async fn poll_task_urls(
     };
     let validity = Duration::from_std(app.0.cfg.poll_url_validity).unwrap_or(Duration::minutes(30));
     let expires = crate::clock::now() + validity;
-    let (poll, delete) = azure.poll_urls(
-        &crate::devqueue::azure::queue_name(&task_queue_id),
-        expires,
-    );
+    let name = crate::devqueue::azure::queue_name(&task_queue_id);
+    // The real queue created the Azure queue here. Best effort: when the Azure endpoint is
+    // down the worker's polls fail, as they would anyway.
+    if let Err(e) = crate::devqueue::azure::create_queue(&app.0.azure_http, azure, &name).await {
+        tracing::warn!(error = %e, "dev-queue: cannot create the Azure queue");
+    }
+    let (poll, delete) = azure.poll_urls(&name, expires);
     Ok(json_response(json!({
         "expires": format_time(expires),
         "queues": [{"signedPollUrl": poll.expose(), "signedDeleteUrl": delete.expose()}],

@@ -67,7 +67,10 @@ impl AzureEndpoint {
             return Err(bad());
         }
         let mut segments = url.path_segments().ok_or_else(bad)?;
-        let account = segments.next().filter(|a| *a == DEV_ACCOUNT).ok_or_else(bad)?;
+        let account = segments
+            .next()
+            .filter(|a| *a == DEV_ACCOUNT)
+            .ok_or_else(bad)?;
         if segments.next().is_some() {
             return Err(bad());
         }
@@ -169,10 +172,53 @@ pub fn queue_name(task_queue_id: &str) -> String {
     format!("tq-{}", &hex::encode(digest)[..32])
 }
 
-/// The base64 message text for one pending run.
-pub fn message_text(task_id: &TaskId, run_id: u32, hint_id: &TaskId) -> String {
-    let json = serde_json::json!({"taskId": task_id, "runId": run_id, "hintId": hint_id});
-    base64::engine::general_purpose::STANDARD.encode(json.to_string())
+/// The base64 message text for one pending run: `{"taskId", "runId", "hintId"}` plus `extra`
+/// (which cannot replace those three).
+pub fn message_text(
+    task_id: &TaskId,
+    run_id: u32,
+    hint_id: &TaskId,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let mut json = extra.clone();
+    json.insert("taskId".into(), task_id.as_str().into());
+    json.insert("runId".into(), run_id.into());
+    json.insert("hintId".into(), hint_id.as_str().into());
+    base64::engine::general_purpose::STANDARD.encode(serde_json::Value::Object(json).to_string())
+}
+
+/// Creates Azure queue `name` (an account SAS with create permission). Idempotent: Azure
+/// answers 201 when it created the queue, 204 when it was there.
+pub(crate) async fn create_queue(
+    http: &reqwest::Client,
+    endpoint: &AzureEndpoint,
+    name: &str,
+) -> Result<(), String> {
+    let expiry = crate::clock::now() + chrono::Duration::minutes(10);
+    let url = format!(
+        "{}?{}",
+        endpoint.queue_url(name),
+        endpoint.account_sas("c", expiry).expose()
+    );
+    let resp = http
+        .put(url)
+        .header("x-ms-version", SAS_VERSION)
+        .header(reqwest::header::CONTENT_LENGTH, 0)
+        .send()
+        .await
+        .map_err(|e| format!("create queue {name}: {}", e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!("create queue {name}: HTTP {}", resp.status()));
+    }
+    Ok(())
+}
+
+/// A client for the Azure endpoint (bounded request time).
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
 }
 
 /// Puts messages on Azure queues for pending runs, remembering what it already enqueued.
@@ -181,18 +227,20 @@ pub(crate) struct Feeder {
     http: reqwest::Client,
     created: HashSet<String>,
     enqueued: HashSet<(TaskId, u32)>,
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Feeder {
-    pub(crate) fn new(endpoint: AzureEndpoint) -> Feeder {
+    pub(crate) fn new(
+        endpoint: AzureEndpoint,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Feeder {
         Feeder {
             endpoint,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: http_client(),
             created: HashSet::new(),
             enqueued: HashSet::new(),
+            extra,
         }
     }
 
@@ -202,24 +250,7 @@ impl Feeder {
         if self.created.contains(&name) {
             return Ok(name);
         }
-        let expiry = crate::clock::now() + chrono::Duration::minutes(10);
-        let url = format!(
-            "{}?{}",
-            self.endpoint.queue_url(&name),
-            self.endpoint.account_sas("c", expiry).expose()
-        );
-        let resp = self
-            .http
-            .put(url)
-            .header("x-ms-version", SAS_VERSION)
-            .header(reqwest::header::CONTENT_LENGTH, 0)
-            .send()
-            .await
-            .map_err(|e| format!("create queue {name}: {}", e.without_url()))?;
-        // 201 created, 204 already there.
-        if !resp.status().is_success() {
-            return Err(format!("create queue {name}: HTTP {}", resp.status()));
-        }
+        create_queue(&self.http, &self.endpoint, &name).await?;
         self.created.insert(name.clone());
         Ok(name)
     }
@@ -266,7 +297,7 @@ impl Feeder {
         );
         let body = format!(
             "<QueueMessage><MessageText>{}</MessageText></QueueMessage>",
-            message_text(task_id, run_id, &TaskId::generate())
+            message_text(task_id, run_id, &TaskId::generate(), &self.extra)
         );
         let resp = self
             .http
@@ -340,12 +371,17 @@ mod tests {
     #[test]
     fn messages_carry_task_run_and_hint() {
         let id = TaskId::generate();
-        let text = message_text(&id, 3, &TaskId::generate());
+        let extra = serde_json::json!({"runId": 9, "future": [1]});
+        let text = message_text(&id, 3, &TaskId::generate(), extra.as_object().unwrap());
         let r = crate::queue::azure::decode_message_text(&text).unwrap();
         assert_eq!((r.task_id, r.run_id), (id, 3));
         let json = base64::engine::general_purpose::STANDARD
             .decode(text)
             .unwrap();
-        assert!(String::from_utf8(json).unwrap().contains("\"hintId\""));
+        let json = String::from_utf8(json).unwrap();
+        assert!(
+            json.contains("\"hintId\"") && json.contains("\"future\""),
+            "{json}"
+        );
     }
 }

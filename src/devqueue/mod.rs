@@ -46,6 +46,9 @@ pub struct DevQueueConfig {
     pub azure_queue_endpoint: Option<String>,
     /// How long the SAS URLs of `pollTaskUrls` are valid. Default 30 min, as the real queue.
     pub poll_url_validity: Duration,
+    /// Fields added to every Azure message besides `taskId`, `runId` and `hintId` (a newer
+    /// queue's additions, for tests of workers that must tolerate them). Default none.
+    pub azure_message_extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl DevQueueConfig {
@@ -59,6 +62,7 @@ impl DevQueueConfig {
             claim_work_timeout: Duration::from_secs(20),
             azure_queue_endpoint: None,
             poll_url_validity: Duration::from_secs(30 * 60),
+            azure_message_extra: serde_json::Map::new(),
         }
     }
 }
@@ -226,6 +230,7 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
             "dev-queue: legacy Azure-queue side on, with the public development account"
         );
     }
+    let extra = cfg.azure_message_extra.clone();
     let app = api::App::new(
         cfg,
         root_url.clone(),
@@ -237,7 +242,7 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
     );
     let router = api::router(app.clone());
     let ticker = app.spawn_ticker();
-    let feeder = azure.map(|a| app.spawn_azure_feeder(azure::Feeder::new(a)));
+    let feeder = azure.map(|a| app.spawn_azure_feeder(azure::Feeder::new(a, extra)));
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, router)

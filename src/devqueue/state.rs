@@ -838,7 +838,14 @@ mod tests {
         assert_eq!(unscheduled.unwrap_err().status, 404);
         let no_run = q.claim_task(&dep, 1, "wg", "w", now, Duration::seconds(60));
         assert_eq!(no_run.unwrap_err().status, 404);
-        let unknown = q.claim_task(&TaskId::generate(), 0, "wg", "w", now, Duration::seconds(60));
+        let unknown = q.claim_task(
+            &TaskId::generate(),
+            0,
+            "wg",
+            "w",
+            now,
+            Duration::seconds(60),
+        );
         assert_eq!(unknown.unwrap_err().status, 404);
     }
 

@@ -366,7 +366,9 @@ fn close(
         }
         3 => {
             if let (Some(m), Some(text)) = (current.as_mut(), field.take()) {
-                let value = text.trim_matches(|c: char| c.is_ascii_whitespace()).to_owned();
+                let value = text
+                    .trim_matches(|c: char| c.is_ascii_whitespace())
+                    .to_owned();
                 let (slot, label) = match name.as_slice() {
                     b"MessageId" => (&mut m.message_id, "MessageId"),
                     b"PopReceipt" => (&mut m.pop_receipt, "PopReceipt"),
@@ -393,7 +395,10 @@ pub fn decode_message(message: &RawMessage) -> Result<TaskRef, MessageError> {
     if let Some(field) = message.duplicate {
         return Err(MessageError::Duplicate(field));
     }
-    let text = message.message_text.as_deref().ok_or(MessageError::NoText)?;
+    let text = message
+        .message_text
+        .as_deref()
+        .ok_or(MessageError::NoText)?;
     decode_message_text(text)
 }
 
@@ -552,13 +557,21 @@ mod tests {
     #[test]
     fn empty_lists_any_order_unknown_elements_and_entities() {
         let l = Limits::default();
-        assert!(parse_messages(b"<QueueMessagesList/>", &l).unwrap().is_empty());
         assert!(
-            parse_messages(b"<?xml version=\"1.0\"?>\n<QueueMessagesList>\n</QueueMessagesList>\n", &l)
+            parse_messages(b"<QueueMessagesList/>", &l)
                 .unwrap()
                 .is_empty()
         );
-        let text = b64(r#"{"runId":2,"hintId":"h","new":{"x":[1]},"taskId":"GVi2vTw8RYqdga6pE08Aiw"}"#);
+        assert!(
+            parse_messages(
+                b"<?xml version=\"1.0\"?>\n<QueueMessagesList>\n</QueueMessagesList>\n",
+                &l
+            )
+            .unwrap()
+            .is_empty()
+        );
+        let text =
+            b64(r#"{"runId":2,"hintId":"h","new":{"x":[1]},"taskId":"GVi2vTw8RYqdga6pE08Aiw"}"#);
         let xml = format!(
             "<QueueMessagesList><Extra><QueueMessage>ignored</QueueMessage></Extra><QueueMessage>\
              <MessageText><![CDATA[{text}]]></MessageText><Unknown a=\"1\"><x/></Unknown>\
@@ -579,10 +592,19 @@ mod tests {
                     <MessageText>&lol2;</MessageText></QueueMessage></QueueMessagesList>";
         assert_eq!(parse_messages(bomb.as_bytes(), &l), Err(XmlError::DocType));
         let undefined = one("&lol;");
-        assert_eq!(parse_messages(undefined.as_bytes(), &l), Err(XmlError::Entity));
+        assert_eq!(
+            parse_messages(undefined.as_bytes(), &l),
+            Err(XmlError::Entity)
+        );
         let external = "<!DOCTYPE x SYSTEM \"file:///etc/passwd\"><QueueMessagesList/>";
-        assert_eq!(parse_messages(external.as_bytes(), &l), Err(XmlError::DocType));
-        assert_eq!(parse_messages(one("&#0;").as_bytes(), &l), Err(XmlError::Entity));
+        assert_eq!(
+            parse_messages(external.as_bytes(), &l),
+            Err(XmlError::DocType)
+        );
+        assert_eq!(
+            parse_messages(one("&#0;").as_bytes(), &l),
+            Err(XmlError::Entity)
+        );
         let huge = one(&"A".repeat(300 * 1024));
         assert!(matches!(
             parse_messages(huge.as_bytes(), &l),
@@ -622,7 +644,8 @@ mod tests {
     #[test]
     fn malformed_messages_are_each_refused() {
         let id = "GVi2vTw8RYqdga6pE08Aiw";
-        let cases: Vec<(String, fn(&MessageError) -> bool)> = vec![
+        type Check = fn(&MessageError) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             ("!!!not base64!!!".into(), |e| *e == MessageError::Base64),
             (b64("not json"), |e| matches!(e, MessageError::Json(_))),
             (b64("[1,2]"), |e| *e == MessageError::NotAnObject),
@@ -642,9 +665,10 @@ mod tests {
             (b64(&format!(r#"{{"taskId":"{id}","runId":"0"}}"#)), |e| {
                 matches!(e, MessageError::RunId(_))
             }),
-            (b64(&format!(r#"{{"taskId":"{id}","runId":4294967296}}"#)), |e| {
-                matches!(e, MessageError::RunId(_))
-            }),
+            (
+                b64(&format!(r#"{{"taskId":"{id}","runId":4294967296}}"#)),
+                |e| matches!(e, MessageError::RunId(_)),
+            ),
             (
                 b64(&format!(r#"{{"taskId":"{id}","runId":0,"taskId":"{id}"}}"#)),
                 |e| matches!(e, MessageError::Json(_)),
@@ -667,10 +691,8 @@ mod tests {
             decode_message(&RawMessage::default()),
             Err(MessageError::NoText)
         );
-        let xml = format!(
-            "<QueueMessagesList><QueueMessage><MessageText>a</MessageText>\
-             <MessageText>b</MessageText></QueueMessage></QueueMessagesList>"
-        );
+        let xml = "<QueueMessagesList><QueueMessage><MessageText>a</MessageText>\
+                   <MessageText>b</MessageText></QueueMessage></QueueMessagesList>";
         let msgs = parse_messages(xml.as_bytes(), &Limits::default()).unwrap();
         assert_eq!(msgs[0].duplicate, Some("MessageText"));
         assert_eq!(msgs[0].delete_handle(), None);
