@@ -76,6 +76,33 @@ impl AzurePoller {
         {
             return Ok(());
         }
+        let fresh = match self.fetch(queue).await {
+            Ok(f) => f,
+            // Refreshing early leaves time to fail: the URLs in force still work until they
+            // expire.
+            Err(e) => match &self.urls {
+                Some(u) if u.expires > now => {
+                    tracing::warn!(error = %e,
+                        expires = %crate::queue::types::format_time(u.expires),
+                        "azure-poll: cannot refresh the poll URLs; using the current ones");
+                    return Ok(());
+                }
+                _ => {
+                    self.urls = None;
+                    return Err(e);
+                }
+            },
+        };
+        tracing::info!(
+            queues = fresh.queues.len(),
+            expires = %crate::queue::types::format_time(fresh.expires),
+            "azure-poll: poll URLs refreshed"
+        );
+        self.urls = Some(fresh);
+        Ok(())
+    }
+
+    async fn fetch(&self, queue: &QueueClient) -> Result<PollTaskUrlsResponse, PollError> {
         let fresh = queue
             .poll_task_urls(&self.provisioner_id, &self.worker_type)
             .await
@@ -87,13 +114,7 @@ impl AzurePoller {
             azure::check_signed_url(&q.signed_poll_url).map_err(PollError::SignedUrl)?;
             azure::check_signed_url(&q.signed_delete_url).map_err(PollError::SignedUrl)?;
         }
-        tracing::info!(
-            queues = fresh.queues.len(),
-            expires = %crate::queue::types::format_time(fresh.expires),
-            "azure-poll: poll URLs refreshed"
-        );
-        self.urls = Some(fresh);
-        Ok(())
+        Ok(fresh)
     }
 
     /// One pass. `Ok(None)`: nothing to run (empty queues, or only bad or taken messages).
@@ -108,6 +129,7 @@ impl AzurePoller {
         let mut handled = 0usize;
         let mut failed = 0usize;
         let mut last = String::new();
+        let mut refused = false;
         for (priority, q) in urls.queues.iter().enumerate() {
             let poll_url =
                 azure::check_signed_url(&q.signed_poll_url).map_err(PollError::SignedUrl)?;
@@ -118,6 +140,9 @@ impl AzurePoller {
                 {
                     Ok(b) => b,
                     Err(e) => {
+                        // A refused signature (expired early, or revoked): fetch new URLs on
+                        // the next pass.
+                        refused |= e.status() == Some(403);
                         tracing::warn!(priority, error = %e, "azure-poll: poll failed");
                         failed = failed.saturating_add(1);
                         last = e.to_string();
@@ -145,6 +170,9 @@ impl AzurePoller {
                     }
                 }
             }
+        }
+        if refused {
+            self.urls = None;
         }
         if failed > 0 && failed == urls.queues.len() {
             return Err(PollError::Unreachable { failed, last });
