@@ -499,7 +499,7 @@ pub fn delete_url(
 mod tests {
     use super::*;
 
-    const FIXTURE: &str = include_str!("../../tests/data/azure/azure.xml");
+    const FIXTURE: &str = include_str!("../../tests/data/seeds/azure/azure.xml");
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
