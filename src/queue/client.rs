@@ -324,7 +324,20 @@ impl QueueClient {
             encode_component(provisioner_id),
             encode_component(worker_type)
         );
-        self.api(Method::GET, &path, Payload::None).await
+        let bytes = self
+            .api_raw(&path, self.inner.limits.max_response_bytes)
+            .await?;
+        // serde's messages can quote a value, and values here are signed URLs: say only
+        // what field is wrong.
+        serde_json::from_slice(&bytes).map_err(|e| QueueError::InvalidResponse {
+            method: "GET".into(),
+            path: format!("/api/queue/v1{path}"),
+            source: <serde_json::Error as serde::de::Error>::custom(format!(
+                "pollTaskUrls answer has the wrong shape (line {}, column {})",
+                e.line(),
+                e.column()
+            )),
+        })
     }
 
     /// Legacy `claimTask`: claims run `run_id` of `task_id`. The answer has the shape of one
