@@ -40,8 +40,11 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AzureEndpointError {
-    /// Not `http(s)://host[:port]/<account>`.
-    #[error("azure queue endpoint {0:?} must be http(s)://host[:port]/<account>")]
+    /// Not `http(s)://host[:port]/devstoreaccount1`.
+    #[error(
+        "azure queue endpoint {0:?} must be http(s)://host[:port]/devstoreaccount1 (the public \
+         development account)"
+    )]
     Shape(String),
 }
 
