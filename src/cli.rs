@@ -166,6 +166,12 @@ pub struct DevQueueArgs {
     /// Milliseconds added before every answer, to try a worker at internet-like latency.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Legacy Azure-queue protocol (for workers with `[queue] protocol = "azure-poll"`): a
+    /// path-style Azure Storage queue endpoint of the public development account, e.g.
+    /// Azurite's `http://127.0.0.1:10001/devstoreaccount1`. Each pending run gets a message
+    /// there, and pollTaskUrls hands out SAS URLs for it.
+    #[arg(long, value_name = "URL")]
+    pub azure_queue_endpoint: Option<String>,
 }
 
 /// Arguments of `chainlock demo`.
@@ -319,6 +325,7 @@ async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {
     cfg.claim_timeout = std::time::Duration::from_secs(args.claim_timeout);
     cfg.claim_work_timeout = std::time::Duration::from_secs(args.claim_work_timeout);
     cfg.injected_latency = std::time::Duration::from_millis(args.latency_ms);
+    cfg.azure_queue_endpoint = args.azure_queue_endpoint;
     let handle = devqueue::start(cfg).await?;
     eprintln!(
         "chainlock dev-queue (development only, NOT a production queue) at {}",

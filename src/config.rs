@@ -146,6 +146,32 @@ pub struct QueueConfig {
     pub worker_group: String,
     /// Worker id reported to the queue.
     pub worker_id: String,
+    /// How work is found: `claim-work` (default) or, for queues of before Taskcluster v24
+    /// only, `azure-poll`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// `[queue] protocol`: how the worker finds and claims work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// `claimWork` long polls: every Taskcluster queue since v24.
+    #[default]
+    ClaimWork,
+    /// Legacy: `pollTaskUrls`, Azure Storage queue messages, `claimTask` (scriptworker ≤ 3.x).
+    /// Only for deployments that still run a queue of that era.
+    AzurePoll,
+}
+
+impl Protocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::ClaimWork => "claim-work",
+            Protocol::AzurePoll => "azure-poll",
+        }
+    }
 }
 
 /// `[credentials]`: a JSON file `{clientId, accessToken, certificate?}`, or, when `file` is
@@ -845,6 +871,19 @@ policy = "chain-policy.toml"
         assert_eq!(c.paths.keep_task_logs, 200);
         assert!(c.to_toml().contains("task_queue_id"));
         assert_eq!(c.source, Path::new("/etc/chainlock/test.toml"));
+        assert_eq!(c.queue.protocol, Protocol::ClaimWork);
+    }
+
+    #[test]
+    fn protocol_is_claim_work_or_azure_poll() {
+        let c =
+            load(&GOOD.replace("worker_id = ", "protocol = \"azure-poll\"\nworker_id = ")).unwrap();
+        assert_eq!(c.queue.protocol, Protocol::AzurePoll);
+        assert!(c.to_toml().contains("protocol = \"azure-poll\""));
+        assert_eq!(
+            schema_pointers(&GOOD.replace("worker_id = ", "protocol = \"azure\"\nworker_id = ")),
+            vec!["/queue/protocol"]
+        );
     }
 
     #[test]

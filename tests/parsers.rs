@@ -1110,3 +1110,113 @@ fn graph_comparison_survives_seeds_and_mutations() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Legacy Azure-queue poll answers (`[queue] protocol = "azure-poll"`)
+
+/// Everything the poll loop does with an answer, on one input: parse, decode each message,
+/// build its delete URL. `Err` when the answer as a whole is refused.
+fn azure_answer(bytes: &[u8]) -> Result<usize, chainlock::queue::azure::XmlError> {
+    use chainlock::queue::azure;
+    let messages = azure::parse_messages(bytes, &azure::Limits::default())?;
+    let template = chainlock::secret::Secret::new(
+        "https://a.example/q/messages/{{messageId}}?popreceipt={{popReceipt}}&sig=s",
+    );
+    let mut good = 0;
+    for m in &messages {
+        good += usize::from(azure::decode_message(m).is_ok());
+        if let Some((id, pop)) = m.delete_handle() {
+            let url = azure::delete_url(&template, id, pop).unwrap();
+            assert!(!url.expose().contains("{{"), "placeholder left");
+        }
+    }
+    Ok(good)
+}
+
+#[test]
+fn azure_poll_answers_survive_mutations() {
+    use chainlock::queue::azure;
+    for (name, bytes) in seeds("azure") {
+        assert_eq!(
+            guard("azure answer", &name, &bytes, || azure_answer(&bytes)),
+            Ok(1),
+            "{name}"
+        );
+        let trimmed_len = bytes.trim_ascii_end().len();
+        let mut mutants: Vec<(Mutant, bool)> = byte_mutants(&bytes)
+            .into_iter()
+            .map(|m| {
+                // Any proper prefix leaves the root element unclosed.
+                let must_fail = m.cut.is_some_and(|c| c < trimmed_len);
+                (m, must_fail)
+            })
+            .collect();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let body_at = text.find("<QueueMessagesList>").unwrap();
+        let (decl, body) = text.split_at(body_at);
+        for (label, doc, must_fail) in [
+            (
+                "a DTD with a billion-laughs entity",
+                format!(
+                    "{decl}<!DOCTYPE l [<!ENTITY a \"aaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;\">]>{}",
+                    body.replace("<MessageText>", "<MessageText>&b;")
+                ),
+                true,
+            ),
+            (
+                "an external entity",
+                format!("<!DOCTYPE l SYSTEM \"file:///etc/passwd\">{body}"),
+                true,
+            ),
+            (
+                "an undefined entity",
+                body.replace("<MessageText>", "<MessageText>&undefined;"),
+                true,
+            ),
+            (
+                "a 4 MiB MessageText",
+                body.replace(
+                    "<MessageText>",
+                    &format!("<MessageText>{}", "A".repeat(4 << 20)),
+                ),
+                true,
+            ),
+            (
+                "10 000 levels of nesting",
+                body.replace(
+                    "<QueueMessage>",
+                    &format!("<QueueMessage>{}", "<x>".repeat(10_000)),
+                ),
+                true,
+            ),
+            (
+                "duplicated MessageText",
+                body.replace(
+                    "<MessageText>",
+                    "<MessageText>AAAA</MessageText><MessageText>",
+                ),
+                false,
+            ),
+        ] {
+            mutants.push((
+                Mutant {
+                    label: label.into(),
+                    bytes: doc.into_bytes(),
+                    cut: None,
+                },
+                must_fail,
+            ));
+        }
+        check_all("azure answer", &name, mutants, azure_answer);
+        // A duplicated field makes the message unusable, never the other copy's claim.
+        let dup = body.replace(
+            "<MessageText>",
+            "<MessageText>AAAA</MessageText><MessageText>",
+        );
+        let msgs = azure::parse_messages(dup.as_bytes(), &azure::Limits::default()).unwrap();
+        assert!(
+            msgs.iter().all(|m| azure::decode_message(m).is_err()),
+            "{name}"
+        );
+    }
+}

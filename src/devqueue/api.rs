@@ -11,7 +11,8 @@ use crate::ids::TaskId;
 use crate::queue::auth::{constant_time_eq, issue_temporary_credentials, random_token};
 use crate::queue::encode_component;
 use crate::queue::types::{
-    ClaimWorkRequest, CreateArtifactRequest, ExceptionRequest, TaskState, format_time,
+    ClaimTaskRequest, ClaimWorkRequest, CreateArtifactRequest, ExceptionRequest, TaskState,
+    format_time,
 };
 use crate::secret::Secret;
 use axum::Router;
@@ -67,6 +68,8 @@ struct Shared {
     state: Mutex<QueueState>,
     notify: Notify,
     cancel: CancellationToken,
+    azure: Option<crate::devqueue::azure::AzureEndpoint>,
+    azure_http: reqwest::Client,
 }
 
 /// Shared server state.
@@ -83,6 +86,7 @@ impl App {
         issuer_token: Secret,
         tasks: HashMap<TaskId, TaskRecord>,
         cancel: CancellationToken,
+        azure: Option<crate::devqueue::azure::AzureEndpoint>,
     ) -> App {
         App(Arc::new(Shared {
             cfg,
@@ -92,7 +96,34 @@ impl App {
             state: Mutex::new(QueueState { tasks }),
             notify: Notify::new(),
             cancel,
+            azure,
+            azure_http: crate::devqueue::azure::http_client(),
         }))
+    }
+
+    /// Puts an Azure message for every newly pending run, five times a second.
+    pub(crate) fn spawn_azure_feeder(
+        &self,
+        mut feeder: crate::devqueue::azure::Feeder,
+    ) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = app.0.cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let pending = match app.lock_swept().await {
+                    Ok(q) => q.pending_runs(),
+                    Err(e) => {
+                        tracing::error!(error = %e.message, "dev-queue sweep failed");
+                        continue;
+                    }
+                };
+                feeder.feed(pending).await;
+            }
+        })
     }
 
     /// Expires claims and deadlines twice a second, so retries become claimable promptly.
@@ -272,6 +303,14 @@ pub(crate) fn router(app: App) -> Router {
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/reclaim"),
             post(reclaim),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/claim"),
+            post(claim_task),
+        )
+        .route(
+            &format!("{api}/poll-task-url/{{provisioner_id}}/{{worker_type}}"),
+            get(poll_task_urls),
         )
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/completed"),
@@ -458,6 +497,78 @@ async fn claim_work(
         }
     }
     Ok(json_response(json!({"tasks": []})))
+}
+
+/// Legacy `pollTaskUrls`: SAS URLs of the task queue's Azure queue (one queue: the dev queue
+/// has no per-priority queues).
+async fn poll_task_urls(
+    State(app): State<App>,
+    Path((provisioner_id, worker_type)): Path<(String, String)>,
+    req: SignedRequest,
+) -> ApiResult {
+    let caller = app.authenticate(&req)?;
+    check_identifier("provisionerId", &provisioner_id)?;
+    check_identifier("workerType", &worker_type)?;
+    let task_queue_id = format!("{provisioner_id}/{worker_type}");
+    caller.require(&[format!("queue:poll-task-urls:{task_queue_id}")])?;
+    let Some(azure) = &app.0.azure else {
+        return Err(ApiError::input(
+            "pollTaskUrls needs a dev queue started with --azure-queue-endpoint",
+        ));
+    };
+    let validity = Duration::from_std(app.0.cfg.poll_url_validity).unwrap_or(Duration::minutes(30));
+    let expires = crate::clock::now() + validity;
+    let name = crate::devqueue::azure::queue_name(&task_queue_id);
+    // The real queue created the Azure queue here. Best effort: when the Azure endpoint is
+    // down the worker's polls fail, as they would anyway.
+    if let Err(e) = crate::devqueue::azure::create_queue(&app.0.azure_http, azure, &name).await {
+        tracing::warn!(error = %e, "dev-queue: cannot create the Azure queue");
+    }
+    let (poll, delete) = azure.poll_urls(&name, expires);
+    Ok(json_response(json!({
+        "expires": format_time(expires),
+        "queues": [{"signedPollUrl": poll.expose(), "signedDeleteUrl": delete.expose()}],
+    })))
+}
+
+/// Legacy `claimTask`: the answer has the shape of one claimWork claim.
+async fn claim_task(
+    State(app): State<App>,
+    Path((id, run)): Path<(String, String)>,
+    req: SignedRequest,
+) -> ApiResult {
+    let caller = app.authenticate(&req)?;
+    let (id, run) = (task_id(&id)?, run_id(&run)?);
+    let body: ClaimTaskRequest = parse_body(&req.body)?;
+    check_identifier("workerGroup", &body.worker_group)?;
+    check_identifier("workerId", &body.worker_id)?;
+    let mut q = app.lock_swept().await?;
+    let task_queue_id = q.task(&id)?.meta.task_queue_id.clone();
+    caller.require(&[
+        format!("queue:claim-task:{task_queue_id}"),
+        format!("queue:worker-id:{}/{}", body.worker_group, body.worker_id),
+    ])?;
+    let claim_timeout =
+        Duration::from_std(app.0.cfg.claim_timeout).unwrap_or(Duration::seconds(1200));
+    let c = q.claim_task(
+        &id,
+        run,
+        &body.worker_group,
+        &body.worker_id,
+        crate::clock::now(),
+        claim_timeout,
+    )?;
+    app.persist(&q, std::slice::from_ref(&id)).await?;
+    let rec = q.task(&id)?;
+    Ok(json_response(json!({
+        "status": rec.status(),
+        "runId": run,
+        "workerGroup": body.worker_group,
+        "workerId": body.worker_id,
+        "takenUntil": format_time(c.taken_until),
+        "task": rec.definition,
+        "credentials": app.task_credentials(rec, run, &body.worker_group, &body.worker_id, c.taken_until),
+    })))
 }
 
 async fn reclaim(

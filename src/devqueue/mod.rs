@@ -15,6 +15,7 @@
 
 mod api;
 pub mod auth;
+pub mod azure;
 pub mod state;
 mod store;
 
@@ -45,6 +46,15 @@ pub struct DevQueueConfig {
     /// Keep a log of every request (method, path without query, start and end), read with
     /// [`DevQueueHandle::requests`]. Default off (it grows with every request).
     pub record_requests: bool,
+    /// Legacy Azure-queue side ([`azure`]): a path-style Azure Storage queue endpoint of the
+    /// development account (`http://127.0.0.1:10001/devstoreaccount1`, Azurite). `None` (the
+    /// default): no messages are put and `pollTaskUrls` is refused.
+    pub azure_queue_endpoint: Option<String>,
+    /// How long the SAS URLs of `pollTaskUrls` are valid. Default 30 min, as the real queue.
+    pub poll_url_validity: Duration,
+    /// Fields added to every Azure message besides `taskId`, `runId` and `hintId` (a newer
+    /// queue's additions, for tests of workers that must tolerate them). Default none.
+    pub azure_message_extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One request the dev queue answered (see [`DevQueueConfig::record_requests`]).
@@ -127,6 +137,9 @@ impl DevQueueConfig {
             claim_work_timeout: Duration::from_secs(20),
             injected_latency: Duration::ZERO,
             record_requests: false,
+            azure_queue_endpoint: None,
+            poll_url_validity: Duration::from_secs(30 * 60),
+            azure_message_extra: serde_json::Map::new(),
         }
     }
 }
@@ -172,6 +185,9 @@ pub enum DevQueueError {
         /// Parser message (never contains the tokens: it names positions, not values).
         message: String,
     },
+    /// The Azure queue endpoint is unusable.
+    #[error(transparent)]
+    Azure(#[from] azure::AzureEndpointError),
     /// No clients configured.
     #[error(
         "no clients: give --clients FILE or set TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN"
@@ -275,6 +291,11 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
     if cfg.clients.is_empty() {
         return Err(DevQueueError::NoClients);
     }
+    let azure = cfg
+        .azure_queue_endpoint
+        .as_deref()
+        .map(azure::AzureEndpoint::parse)
+        .transpose()?;
     let store = store::Store::open(&cfg.data_dir).await?;
     let issuer_token = store.issuer_token().await?;
     let tasks = store.load_tasks().await?;
@@ -303,6 +324,13 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         record: cfg.record_requests,
         records: std::sync::Mutex::new(Vec::new()),
     });
+    if let Some(a) = &azure {
+        tracing::warn!(
+            endpoint = a.queue_url(""),
+            "dev-queue: legacy Azure-queue side on, with the public development account"
+        );
+    }
+    let extra = cfg.azure_message_extra.clone();
     let app = api::App::new(
         cfg,
         root_url.clone(),
@@ -310,6 +338,7 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         issuer_token,
         tasks,
         cancel.clone(),
+        azure.clone(),
     );
     let layer_log = log.clone();
     let router = api::router(app.clone()).layer(axum::middleware::from_fn(
@@ -318,6 +347,7 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
         },
     ));
     let ticker = app.spawn_ticker();
+    let feeder = azure.map(|a| app.spawn_azure_feeder(azure::Feeder::new(a, extra)));
     let shutdown = cancel.clone();
     let server = tokio::spawn(async move {
         // TCP_NODELAY on every connection: small answers written in pieces otherwise wait
@@ -334,6 +364,9 @@ pub async fn start(cfg: DevQueueConfig) -> Result<DevQueueHandle, DevQueueError>
             tracing::error!(error = %e, "dev-queue server stopped");
         }
         ticker.abort();
+        if let Some(f) = feeder {
+            f.abort();
+        }
     });
     Ok(DevQueueHandle {
         root_url,

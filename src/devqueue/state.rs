@@ -646,6 +646,63 @@ impl QueueState {
         out
     }
 
+    /// Legacy `claimTask`: claims run `run_id` of `task_id` for the worker. 404 for an unknown
+    /// task or run; 409 unless that run is the task's last and still pending (already claimed,
+    /// resolved, or superseded by a rerun).
+    pub fn claim_task(
+        &mut self,
+        task_id: &TaskId,
+        run_id: u32,
+        worker_group: &str,
+        worker_id: &str,
+        now: DateTime<Utc>,
+        claim_timeout: Duration,
+    ) -> Result<Claimed, ApiError> {
+        let rec = self.task_mut(task_id)?;
+        let deadline = rec.meta.deadline;
+        let last = rec.runs.len().checked_sub(1);
+        rec.run(run_id)?;
+        if last != Some(run_id as usize) {
+            return Err(ApiError::conflict(format!(
+                "run {run_id} of task {task_id} is not its latest run"
+            )));
+        }
+        let run = rec.run_mut(run_id)?;
+        if run.state != TaskState::Pending {
+            return Err(ApiError::conflict(format!(
+                "run {run_id} of task {task_id} is not pending"
+            )));
+        }
+        let taken_until = (now + claim_timeout).min(deadline);
+        run.state = TaskState::Running;
+        run.worker_group = Some(worker_group.to_owned());
+        run.worker_id = Some(worker_id.to_owned());
+        run.taken_until = Some(taken_until);
+        run.started = Some(now);
+        Ok(Claimed {
+            task_id: task_id.clone(),
+            run_id,
+            taken_until,
+        })
+    }
+
+    /// `(taskId, runId, taskQueueId)` of every run waiting for a worker: what the legacy
+    /// queue put an Azure message on the task queue's queue for.
+    pub fn pending_runs(&self) -> Vec<(TaskId, u32, String)> {
+        let mut out: Vec<(TaskId, u32, String)> = self
+            .tasks
+            .values()
+            .filter(|r| r.state() == TaskState::Pending)
+            .filter_map(|r| {
+                r.runs
+                    .last()
+                    .map(|run| (r.task_id.clone(), run.run_id, r.meta.task_queue_id.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The task, or 404.
     pub fn task(&self, task_id: &TaskId) -> Result<&TaskRecord, ApiError> {
         self.tasks
@@ -756,6 +813,40 @@ mod tests {
         let (d, m) = fill_defaults(&id, def(deps)).unwrap();
         q.create_task(&id, d, m, now).unwrap();
         id
+    }
+
+    #[test]
+    fn claim_task_claims_a_pending_run_once() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut q = QueueState::default();
+        let dep = create(&mut q, &[], now);
+        let waiting = create(&mut q, &[&dep], now);
+        assert_eq!(
+            q.pending_runs(),
+            vec![(dep.clone(), 0, "prov/wt".to_owned())]
+        );
+        let c = q
+            .claim_task(&dep, 0, "wg", "w", now, Duration::seconds(60))
+            .unwrap();
+        assert_eq!(c.taken_until, t("2026-01-01T00:01:00Z"));
+        assert_eq!(q.task(&dep).unwrap().state(), TaskState::Running);
+        assert!(q.pending_runs().is_empty());
+        let again = q.claim_task(&dep, 0, "wg", "w", now, Duration::seconds(60));
+        assert_eq!(again.unwrap_err().status, 409);
+        // An unscheduled task has no run yet.
+        let unscheduled = q.claim_task(&waiting, 0, "wg", "w", now, Duration::seconds(60));
+        assert_eq!(unscheduled.unwrap_err().status, 404);
+        let no_run = q.claim_task(&dep, 1, "wg", "w", now, Duration::seconds(60));
+        assert_eq!(no_run.unwrap_err().status, 404);
+        let unknown = q.claim_task(
+            &TaskId::generate(),
+            0,
+            "wg",
+            "w",
+            now,
+            Duration::seconds(60),
+        );
+        assert_eq!(unknown.unwrap_err().status, 404);
     }
 
     #[test]

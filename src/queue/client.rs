@@ -5,9 +5,9 @@ use crate::queue::auth::{self, HawkRequest};
 use crate::queue::credentials::Credentials;
 use crate::queue::error::QueueError;
 use crate::queue::types::{
-    ArtifactInfo, ClaimWorkRequest, ClaimWorkResponse, CreateArtifactRequest,
+    ArtifactInfo, ClaimTaskRequest, ClaimWorkRequest, ClaimWorkResponse, CreateArtifactRequest,
     CreateArtifactResponse, ExceptionReason, ExceptionRequest, ListArtifactsResponse,
-    ReclaimResponse, TaskStatus, TaskStatusResponse,
+    PollTaskUrlsResponse, ReclaimResponse, TaskClaim, TaskStatus, TaskStatusResponse,
 };
 use crate::secret::Secret;
 use backon::BackoffBuilder as _;
@@ -313,6 +313,92 @@ impl QueueClient {
         let body = to_json(request);
         let path = format!("/claim-work/{}", encode_component(task_queue_id));
         self.api(Method::POST, &path, Payload::Json(&body)).await
+    }
+
+    /// Legacy `pollTaskUrls` (queues before Taskcluster v24): signed Azure queue URLs for
+    /// `provisioner_id/worker_type`, highest priority first.
+    pub async fn poll_task_urls(
+        &self,
+        provisioner_id: &str,
+        worker_type: &str,
+    ) -> Result<PollTaskUrlsResponse, QueueError> {
+        let path = format!(
+            "/poll-task-url/{}/{}",
+            encode_component(provisioner_id),
+            encode_component(worker_type)
+        );
+        let bytes = self
+            .api_raw(&path, self.inner.limits.max_response_bytes)
+            .await?;
+        // serde's messages can quote a value, and values here are signed URLs: say only
+        // what field is wrong.
+        serde_json::from_slice(&bytes).map_err(|e| QueueError::InvalidResponse {
+            method: "GET".into(),
+            path: format!("/api/queue/v1{path}"),
+            source: <serde_json::Error as serde::de::Error>::custom(format!(
+                "pollTaskUrls answer has the wrong shape (line {}, column {})",
+                e.line(),
+                e.column()
+            )),
+        })
+    }
+
+    /// Legacy `claimTask`: claims run `run_id` of `task_id`. The answer has the shape of one
+    /// claimWork claim; 409 means the run is already claimed, resolved or cancelled.
+    pub async fn claim_task(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+        request: &ClaimTaskRequest,
+    ) -> Result<TaskClaim, QueueError> {
+        let body = to_json(request);
+        let path = format!("/task/{task_id}/runs/{run_id}/claim");
+        self.api(Method::POST, &path, Payload::Json(&body)).await
+    }
+
+    /// `GET` a signed Azure poll URL (no Hawk: the SAS is the credential), asking for one
+    /// message; the body is read up to `max_bytes`. Not retried: the poll loop backs off.
+    /// Errors show the URL without its query and never the Azure error body.
+    pub async fn azure_get(&self, url: &Url, max_bytes: u64) -> Result<Vec<u8>, QueueError> {
+        let mut url = url.clone();
+        url.query_pairs_mut().append_pair("numofmessages", "1");
+        let shown = display_url(&url);
+        let resp = self
+            .inner
+            .http
+            .get(url)
+            .timeout(self.inner.retry.request_timeout)
+            .send()
+            .await
+            .map_err(|e| transport("GET", &shown, e))?;
+        if !resp.status().is_success() {
+            return Err(azure_error(&resp, "GET", &shown));
+        }
+        self.read_limited(resp, "GET", &shown, Some(max_bytes))
+            .await
+    }
+
+    /// `DELETE` a signed Azure message URL. 2xx and 404 (already gone) are success.
+    pub async fn azure_delete(&self, url: &Secret) -> Result<(), QueueError> {
+        let url = Url::parse(url.expose()).map_err(|_| QueueError::BadRedirect {
+            method: "DELETE".into(),
+            path: "<signedDeleteUrl>".into(),
+            reason: "the signed delete URL is not a URL",
+        })?;
+        let shown = display_url(&url);
+        let resp = self
+            .inner
+            .http
+            .delete(url)
+            .timeout(self.inner.retry.request_timeout)
+            .send()
+            .await
+            .map_err(|e| transport("DELETE", &shown, e))?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(azure_error(&resp, "DELETE", &shown))
+        }
     }
 
     /// `reclaimTask`: extends the claim; answer carries new credentials. 409 means the run is
@@ -1042,6 +1128,21 @@ fn header_str(resp: &reqwest::Response, name: &str) -> Option<String> {
 /// `scheme://host[:port]/path` without query or fragment (presigned queries are credentials).
 fn display_url(url: &Url) -> String {
     url[..Position::AfterPath].to_owned()
+}
+
+/// An Azure Storage refusal: status and `x-ms-error-code` only. The body is not read: an
+/// authentication error describes the signed request.
+fn azure_error(resp: &reqwest::Response, method: &str, shown: &str) -> QueueError {
+    let status = resp.status().as_u16();
+    QueueError::Http {
+        method: method.to_owned(),
+        path: shown.to_owned(),
+        status,
+        code: header_str(resp, "x-ms-error-code")
+            .map(|c| c.chars().take(64).collect())
+            .unwrap_or_else(|| format!("HTTP{status}")),
+        message: String::new(),
+    }
 }
 
 fn truncate(mut s: String, max: usize) -> String {

@@ -7,6 +7,7 @@
 //! presigned URL.
 
 pub mod auth;
+pub mod azure;
 mod client;
 pub mod credentials;
 mod error;

@@ -264,6 +264,38 @@ pub struct TaskClaim {
     pub credentials: TaskCredentials,
 }
 
+/// Body of the legacy `claimTask` (`POST /task/<taskId>/runs/<runId>/claim`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimTaskRequest {
+    /// Worker group of this worker.
+    pub worker_group: String,
+    /// Id of this worker.
+    pub worker_id: String,
+}
+
+/// One signed Azure queue of a legacy `pollTaskUrls` answer. Both URLs carry a SAS query (a
+/// credential).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PollQueue {
+    /// `GET` it for messages.
+    pub signed_poll_url: Secret,
+    /// `DELETE` it, with `{{messageId}}` and `{{popReceipt}}` substituted, to delete one.
+    pub signed_delete_url: Secret,
+}
+
+/// Answer of the legacy `pollTaskUrls`: queues in priority order (highest first).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PollTaskUrlsResponse {
+    /// Queues, highest priority first.
+    pub queues: Vec<PollQueue>,
+    /// When the signatures stop working.
+    #[serde(with = "tc_time")]
+    pub expires: DateTime<Utc>,
+}
+
 /// Answer of `claimWork`: possibly empty.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClaimWorkResponse {

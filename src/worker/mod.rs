@@ -18,13 +18,14 @@
 //! what it produced plus the log and reports `worker-shutdown` (the queue reruns the task);
 //! SIGUSR1 stops claiming after the current task. Either way the process then exits 0.
 
+pub mod azure_poll;
 pub mod outcome;
 pub mod reclaim;
 pub mod startup;
 pub mod task;
 pub mod workdir;
 
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::queue::types::{ClaimWorkRequest, ExceptionReason, TaskClaim};
 use crate::queue::{Credentials, EnvSource, QueueClient, QueueError, RetryPolicy};
 use outcome::Resolution;
@@ -208,7 +209,22 @@ pub async fn run(
         worker_id: shared.config.queue.worker_id.clone(),
         tasks: 1,
     };
+    let mut poller = match shared.config.queue.protocol {
+        Protocol::ClaimWork => None,
+        Protocol::AzurePoll => {
+            tracing::warn!(
+                "[queue] protocol = \"azure-poll\": the legacy Azure-queue protocol, for queues \
+                 of before Taskcluster v24 only"
+            );
+            Some(azure_poll::AzurePoller::new(
+                &shared.config.queue.task_queue_id,
+                &request.worker_group,
+                &request.worker_id,
+            ))
+        }
+    };
     tracing::info!(
+        protocol = shared.config.queue.protocol.as_str(),
         task_queue_id = %shared.config.queue.task_queue_id,
         worker_group = %request.worker_group,
         worker_id = %request.worker_id,
@@ -253,18 +269,27 @@ pub async fn run(
             }
         };
         // Never cancelled once sent: a claimed task must not be orphaned.
-        let pause = match shared
-            .queue
-            .claim_work(&shared.config.queue.task_queue_id, &request)
-            .await
-        {
-            Ok(resp) if resp.tasks.is_empty() => {
+        let claimed = match poller.as_mut() {
+            None => shared
+                .queue
+                .claim_work(&shared.config.queue.task_queue_id, &request)
+                .await
+                .map(|r| r.tasks)
+                .map_err(|e| e.to_string()),
+            Some(p) => p
+                .poll(&shared.queue)
+                .await
+                .map(|c| c.into_iter().collect())
+                .map_err(|e| e.to_string()),
+        };
+        let pause = match claimed {
+            Ok(tasks) if tasks.is_empty() => {
                 backoff = backoff_min;
                 poll
             }
-            Ok(resp) => {
+            Ok(tasks) => {
                 backoff = backoff_min;
-                for claim in resp.tasks {
+                for claim in tasks {
                     let report =
                         process_claim(&shared, &area, claim, store.clone(), &shutdown).await;
                     summary.tasks.push(report);
@@ -272,7 +297,12 @@ pub async fn run(
                 Duration::ZERO
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_secs = backoff.as_secs_f64(), "claimWork failed");
+                if poller.is_some() {
+                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs_f64(),
+                        "azure-poll: no work found because polling failed; backing off");
+                } else {
+                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs_f64(), "claimWork failed");
+                }
                 let pause = backoff;
                 backoff = (backoff * 2).min(backoff_max).max(backoff_min);
                 pause
