@@ -66,6 +66,9 @@ pub struct Config {
     pub chain_of_trust: ChainOfTrustConfig,
     /// `[verify]`: the chain-of-trust policy upstream chains are verified against.
     pub verify: VerifyConfig,
+    /// `[metrics]`: the Prometheus and health endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
     /// The file this configuration was loaded from (absolute when given so); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -283,6 +286,25 @@ impl ScriptConfig {
     /// [`Self::kill_grace_secs`] as a duration.
     pub fn kill_grace(&self) -> Duration {
         Duration::from_secs(self.kill_grace_secs)
+    }
+}
+
+/// `[metrics]`: where `/metrics`, `/healthz` and `/readyz` are served (see README,
+/// "Observability"). Off by default. The answers carry no secret and no task-controlled label,
+/// but they are unauthenticated: bind to loopback, or to an address only the scraper and the
+/// kubelet reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to listen on, e.g. `127.0.0.1:9464`; unset means no listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl MetricsConfig {
+    /// No listener configured.
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none()
     }
 }
 
