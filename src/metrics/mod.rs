@@ -162,9 +162,9 @@ pub struct Metrics {
     retries: Family<EndpointLabels, Counter>,
     policy_version: Gauge,
     policy_usable: Gauge,
-    policy_expiry_days: FloatGauge,
-    worker_key_expiry_days: FloatGauge,
-    trusted_key_expiry_days: Family<KeyLabels, FloatGauge>,
+    policy_expiry_left: FloatGauge,
+    worker_key_expiry_left: FloatGauge,
+    trusted_key_expiry_left: Family<KeyLabels, FloatGauge>,
     draining: Gauge,
 }
 
@@ -196,9 +196,9 @@ impl Metrics {
             retries: Family::default(),
             policy_version: Gauge::default(),
             policy_usable: Gauge::default(),
-            policy_expiry_days: FloatGauge::default(),
-            worker_key_expiry_days: FloatGauge::default(),
-            trusted_key_expiry_days: Family::default(),
+            policy_expiry_left: FloatGauge::default(),
+            worker_key_expiry_left: FloatGauge::default(),
+            trusted_key_expiry_left: Family::default(),
             draining: Gauge::default(),
         };
         let build: Family<BuildLabels, Gauge> = Family::default();
@@ -267,21 +267,26 @@ impl Metrics {
             "1 while the trust policy is valid, unexpired and trusts our key; 0 stops claims",
             m.policy_usable.clone(),
         );
-        registry.register(
-            "chainlock_trust_policy_expiry_days",
-            "Days until the trust policy in force expires",
-            m.policy_expiry_days.clone(),
+        // Time left in seconds, Prometheus's base unit (divide by 86400 for days; negative
+        // once past).
+        registry.register_with_unit(
+            "chainlock_trust_policy_expiry_remaining",
+            "Time until the trust policy in force expires",
+            Unit::Seconds,
+            m.policy_expiry_left.clone(),
         );
-        registry.register(
-            "chainlock_worker_key_expiry_days",
-            "Days until the policy window of this worker's signing key ends",
-            m.worker_key_expiry_days.clone(),
+        registry.register_with_unit(
+            "chainlock_worker_key_expiry_remaining",
+            "Time until the policy window of this worker's signing key ends",
+            Unit::Seconds,
+            m.worker_key_expiry_left.clone(),
         );
-        registry.register(
-            "chainlock_trusted_key_expiry_days",
-            "Days until each unrevoked key of the trust policy leaves its window, by worker \
+        registry.register_with_unit(
+            "chainlock_trusted_key_expiry_remaining",
+            "Time until each unrevoked key of the trust policy leaves its window, by worker \
              implementation and key name",
-            m.trusted_key_expiry_days.clone(),
+            Unit::Seconds,
+            m.trusted_key_expiry_left.clone(),
         );
         registry.register(
             "chainlock_draining",
@@ -369,39 +374,39 @@ impl Metrics {
         worker_fingerprint: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) {
-        let days = |t: chrono::DateTime<chrono::Utc>| {
+        let left = |t: chrono::DateTime<chrono::Utc>| {
             // i64 seconds to f64 is exact for any window a policy can hold (< 2^53 s).
-            (t - now).num_seconds() as f64 / 86_400.0
+            (t - now).num_seconds() as f64
         };
         let file = &store.policy().file;
         self.policy_version
             .set(i64::try_from(store.version()).unwrap_or(i64::MAX));
         self.policy_usable.set(1);
-        self.policy_expiry_days.set(days(file.expires));
+        self.policy_expiry_left.set(left(file.expires));
         // Keys removed from the policy disappear from the scrape.
-        self.trusted_key_expiry_days.clear();
+        self.trusted_key_expiry_left.clear();
         let mut own = None;
         for (implementation, keys) in &file.workers {
             for key in keys.iter().filter(|k| k.revocation.is_none()) {
-                let left = days(key.valid_until);
-                self.trusted_key_expiry_days
+                let remaining = left(key.valid_until);
+                self.trusted_key_expiry_left
                     .get_or_create(&KeyLabels {
                         worker_impl: implementation.clone(),
                         key: key.name.clone(),
                     })
-                    .set(left);
+                    .set(remaining);
                 let ours = implementation == worker_impl
                     && key
                         .fingerprint
                         .as_deref()
                         .is_some_and(|f| f.eq_ignore_ascii_case(worker_fingerprint));
                 if ours {
-                    own = Some(own.map_or(left, |o: f64| o.max(left)));
+                    own = Some(own.map_or(remaining, |o: f64| o.max(remaining)));
                 }
             }
         }
         // The policy in force always trusts our key (TrustGuard checks it first).
-        self.worker_key_expiry_days.set(own.unwrap_or(0.0));
+        self.worker_key_expiry_left.set(own.unwrap_or(0.0));
     }
 
     /// No usable trust policy: nothing is claimed.
@@ -434,8 +439,8 @@ fn openmetrics_to_text(open: &str) -> String {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let counter = rest.strip_suffix(" counter");
-            if let (Some(h), Some(name)) = (help.take(), counter) {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                let h = help.take().unwrap_or("");
                 let text = h
                     .strip_prefix("# HELP ")
                     .and_then(|r| r.strip_prefix(name))
