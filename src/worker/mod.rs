@@ -192,7 +192,7 @@ pub async fn run(
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
     // Listening before the start-up checks: /healthz and /readyz answer while they run.
-    if let Some(listen) = config.metrics.listen {
+    if let Some(listen) = config.metrics.addr {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| WorkerError::Metrics { listen, source })?;
