@@ -693,3 +693,53 @@ async fn sd_notify_ready_after_start_up_status_per_stage_watchdog_and_stopping()
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_retries_are_counted_by_api_method() {
+    let env = Env::new().await;
+    // The worker reaches the queue through a proxy that is down when it starts.
+    let proxy = common::FaultProxy::start(&env.root_url).await;
+    proxy.set_down(true);
+    let config = env.config_text().replace(&env.root_url, &proxy.url);
+    std::fs::write(env.dir.join("proxied.toml"), config).unwrap();
+    let child = env.spawn("proxied.toml", &[]);
+    let series = "chainlock_queue_retries_total{endpoint=\"claimWork\"}";
+    let mut retried = false;
+    for _ in 0..1200 {
+        if let Some((200, _, scrape)) = get(&env.url("/metrics"), None).await
+            && sample(&scrape, series).is_some_and(|n| n >= 1.0)
+        {
+            retried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        retried,
+        "no claimWork retry counted while the queue was down"
+    );
+    proxy.set_down(false);
+    let ok = env.seed(vec![json!({"behaviour": "ok"})], |_, _| {}).await;
+    env.wait_resolved(&ok[0]).await;
+    assert_eq!(env.last_run(&ok[0]).await.0, TaskState::Completed);
+
+    let (_, _, scrape) = get(&env.url("/metrics"), None).await.unwrap();
+    promtool_check(&scrape);
+    assert!(must(&scrape, series) >= 1.0);
+    // Every endpoint label is an API method name, never a path or a task id.
+    for line in scrape
+        .lines()
+        .filter(|l| l.starts_with("chainlock_queue_retries_total{"))
+    {
+        let endpoint = line.split('"').nth(1).unwrap_or_else(|| panic!("{line}"));
+        assert!(endpoint.chars().all(|c| c.is_ascii_alphabetic()), "{line}");
+    }
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = wait_output(child).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.stop().await;
+}

@@ -379,12 +379,14 @@ impl Metrics {
             (t - now).num_seconds() as f64
         };
         let file = &store.policy().file;
-        self.policy_version
-            .set(i64::try_from(store.version()).unwrap_or(i64::MAX));
-        self.policy_usable.set(1);
+
         self.policy_expiry_left.set(left(file.expires));
-        // Keys removed from the policy disappear from the scrape.
-        self.trusted_key_expiry_left.clear();
+        // A new policy version may drop keys: they disappear from the scrape. (Cleared only on
+        // a change, so a scrape never catches the family empty between two claims.)
+        let version = i64::try_from(store.version()).unwrap_or(i64::MAX);
+        if self.policy_version.get() != version {
+            self.trusted_key_expiry_left.clear();
+        }
         let mut own = None;
         for (implementation, keys) in &file.workers {
             for key in keys.iter().filter(|k| k.revocation.is_none()) {
@@ -405,6 +407,8 @@ impl Metrics {
                 }
             }
         }
+        self.policy_version.set(version);
+        self.policy_usable.set(1);
         // The policy in force always trusts our key (TrustGuard checks it first).
         self.worker_key_expiry_left.set(own.unwrap_or(0.0));
     }
