@@ -743,3 +743,39 @@ async fn queue_retries_are_counted_by_api_method() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_fails_while_the_trust_policy_on_disk_is_unusable() {
+    let env = Env::new().await;
+    let trust_toml = env.material.keys_dir.join("trust.toml");
+    let good = std::fs::read(&trust_toml).unwrap();
+    let child = env.spawn("worker.toml", &[]);
+    assert_eq!(wait_status(&env.url("/readyz"), 200).await, "ready\n");
+    // Tampered bytes: the root signatures no longer match, so nothing is claimed.
+    let mut bad = good.clone();
+    bad.extend_from_slice(b"\n# tampered\n");
+    std::fs::write(&trust_toml, &bad).unwrap();
+    let why = wait_status(&env.url("/readyz"), 503).await;
+    assert!(why.contains("no usable trust policy"), "{why}");
+    assert_eq!(wait_status(&env.url("/healthz"), 200).await, "ok\n");
+    let (_, _, scrape) = get(&env.url("/metrics"), None).await.unwrap();
+    assert_eq!(must(&scrape, "chainlock_trust_policy_usable"), 0.0);
+    assert_eq!(must(&scrape, "chainlock_trust_policy_version"), 0.0);
+    // The valid policy back: ready again, its version in force.
+    std::fs::write(&trust_toml, &good).unwrap();
+    assert_eq!(wait_status(&env.url("/readyz"), 200).await, "ready\n");
+    let (_, _, scrape) = get(&env.url("/metrics"), None).await.unwrap();
+    assert_eq!(must(&scrape, "chainlock_trust_policy_usable"), 1.0);
+    assert_eq!(
+        must(&scrape, "chainlock_trust_policy_version"),
+        env.material.pin.version as f64
+    );
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = wait_output(child).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.stop().await;
+}
