@@ -66,6 +66,9 @@ pub struct Config {
     pub chain_of_trust: ChainOfTrustConfig,
     /// `[verify]`: the chain-of-trust policy upstream chains are verified against.
     pub verify: VerifyConfig,
+    /// `[metrics]`: the Prometheus and health endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_off")]
+    pub metrics: MetricsConfig,
     /// The file this configuration was loaded from (absolute when given so); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -309,6 +312,30 @@ impl ScriptConfig {
     /// [`Self::kill_grace_secs`] as a duration.
     pub fn kill_grace(&self) -> Duration {
         Duration::from_secs(self.kill_grace_secs)
+    }
+}
+
+/// `[metrics]`: where `/metrics`, `/healthz` and `/readyz` are served (see README,
+/// "Observability"). Off by default. The answers carry no secret and no task-controlled label,
+/// but they are unauthenticated: bind to loopback, or to an address only the scraper and the
+/// kubelet reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` to listen on, e.g. `127.0.0.1:9464` or `[::1]:9464`; unset means no
+    /// listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `listen`, parsed by [`Config::load`] (which names `/metrics/listen` when it is not an
+    /// address).
+    #[serde(skip)]
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+impl MetricsConfig {
+    /// No listener configured.
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none()
     }
 }
 
@@ -573,6 +600,19 @@ impl Config {
             reason,
         };
         let base = path.parent().unwrap_or(Path::new("."));
+
+        if let Some(listen) = &self.metrics.listen {
+            let addr = listen.parse().map_err(|_| {
+                invalid(
+                    "/metrics/listen",
+                    format!(
+                        "{listen:?} is not an ip:port address (e.g. \"127.0.0.1:9464\"; no host \
+                         names)"
+                    ),
+                )
+            })?;
+            self.metrics.addr = Some(addr);
+        }
 
         let url = url::Url::parse(&self.queue.root_url)
             .map_err(|e| invalid("/queue/root_url", format!("not a URL: {e}")))?;
@@ -859,6 +899,28 @@ policy = "chain-policy.toml"
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, Path::new("/etc/chainlock/test.toml"), &env())
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_an_ip_port() {
+        assert_eq!(load(GOOD).unwrap().metrics, MetricsConfig::default());
+        let on = load(&format!("{GOOD}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n")).unwrap();
+        assert_eq!(on.metrics.addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(
+            on.to_toml()
+                .contains("[metrics]\nlisten = \"127.0.0.1:9464\"")
+        );
+        for (bad, pointer) in [
+            ("listen = \"localhost:9464\"", "/metrics/listen"),
+            ("listen = \"127.0.0.1\"", "/metrics/listen"),
+            ("listen = 9464", "/metrics/listen"),
+            ("port = 9464", "/metrics"),
+        ] {
+            match load(&format!("{GOOD}\n[metrics]\n{bad}\n")) {
+                Err(e) => assert!(e.to_string().contains(pointer), "{bad}: {e}"),
+                Ok(_) => panic!("{bad} accepted"),
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod keys_cli;
 pub mod launch;
 pub mod manifest;
+pub mod metrics;
 pub mod openpgp;
 pub mod queue;
 pub mod sandbox;

@@ -90,6 +90,19 @@ impl RetryPolicy {
         }
     }
 
+    /// The longest one call can take with every retry: each attempt's time limit plus each
+    /// pause at its largest (the jitter can double a delay).
+    pub fn worst_case(&self) -> Duration {
+        let attempts = self.max_attempts.max(1);
+        self.request_timeout
+            .saturating_mul(attempts)
+            .saturating_add(
+                self.max_delay
+                    .saturating_mul(2)
+                    .saturating_mul(attempts - 1),
+            )
+    }
+
     fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
         backon::ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
@@ -184,6 +197,8 @@ struct Inner {
     port: u16,
     retry: RetryPolicy,
     limits: ClientLimits,
+    /// Where retries and transferred bytes are counted (the worker's; none elsewhere).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A Taskcluster queue client. Cheap to clone; clones share the connection pool.
@@ -253,6 +268,7 @@ impl QueueClient {
                 port,
                 retry,
                 limits: ClientLimits::default(),
+                metrics: None,
             }),
             credentials: credentials.map(Arc::new),
         })
@@ -270,6 +286,26 @@ impl QueueClient {
                 port: inner.port,
                 retry: inner.retry.clone(),
                 limits,
+                metrics: inner.metrics.clone(),
+            }),
+            credentials: self.credentials,
+        }
+    }
+
+    /// The same client counting its retries and transferred bytes in `metrics` (clients made
+    /// from it with [`QueueClient::with_credentials`] count there too).
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> QueueClient {
+        let inner = &self.inner;
+        QueueClient {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                base: inner.base.clone(),
+                root_url: inner.root_url.clone(),
+                host: inner.host.clone(),
+                port: inner.port,
+                retry: inner.retry.clone(),
+                limits: inner.limits.clone(),
+                metrics: Some(metrics),
             }),
             credentials: self.credentials,
         }
@@ -522,6 +558,9 @@ impl QueueClient {
                 limit,
             }
         })??;
+        if let Some(m) = &self.inner.metrics {
+            m.uploaded(sent_bytes);
+        }
         Ok(UploadInfo {
             source_bytes,
             sent_bytes,
@@ -926,6 +965,9 @@ impl QueueClient {
             let delay = if transient { delays.next() } else { None };
             match delay {
                 Some(d) => {
+                    if let Some(m) = &self.inner.metrics {
+                        m.retry(endpoint_name(method, shown));
+                    }
                     tracing::warn!(
                         method,
                         path = shown,
@@ -970,7 +1012,12 @@ impl QueueClient {
             self.download_once(task_id, name, path, &shown, dest, max_bytes, pace)
         });
         match tokio::time::timeout_at(pace.deadline, attempts).await {
-            Ok(r) => r,
+            Ok(r) => {
+                if let (Ok(info), Some(m)) = (&r, &self.inner.metrics) {
+                    m.downloaded(info.bytes);
+                }
+                r
+            }
             Err(_) => {
                 let _ = tokio::fs::remove_file(part_path(dest)).await;
                 Err(late())
@@ -1110,6 +1157,36 @@ impl QueueClient {
             content_encoding,
             storage_type,
         })
+    }
+}
+
+/// The Taskcluster API method a request went to, from its method and the path shown in errors
+/// (`/api/queue/v1/...`, or the store's URL for an upload's PUT). A bounded set of names
+/// written here, never a path: the `endpoint` label of the retry counter.
+fn endpoint_name(method: &str, shown: &str) -> &'static str {
+    let Some(path) = shown.strip_prefix("/api/queue/v1/") else {
+        return if method == "PUT" {
+            "artifactUpload"
+        } else {
+            "artifactDownload"
+        };
+    };
+    let segs: Vec<&str> = path.split('/').collect();
+    match (method, segs.as_slice()) {
+        ("POST", ["claim-work", ..]) => "claimWork",
+        ("GET", ["task", _]) => "task",
+        ("PUT", ["task", _]) => "createTask",
+        ("GET", ["task", _, "status"]) => "status",
+        ("GET", ["task", _, "artifacts"]) => "listLatestArtifacts",
+        ("GET", ["task", _, "artifacts", ..]) => "getLatestArtifact",
+        ("POST", ["task", _, "runs", _, "reclaim"]) => "reclaimTask",
+        ("POST", ["task", _, "runs", _, "completed"]) => "reportCompleted",
+        ("POST", ["task", _, "runs", _, "failed"]) => "reportFailed",
+        ("POST", ["task", _, "runs", _, "exception"]) => "reportException",
+        ("GET", ["task", _, "runs", _, "artifacts"]) => "listArtifacts",
+        ("GET", ["task", _, "runs", _, "artifacts", ..]) => "getArtifact",
+        ("POST", ["task", _, "runs", _, "artifacts", ..]) => "createArtifact",
+        _ => "other",
     }
 }
 
@@ -1388,6 +1465,56 @@ async fn stream_to_file(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_are_api_method_names_never_paths() {
+        use super::endpoint_name;
+        let t = "/api/queue/v1/task/fN1SbArXTPSVFNUvaOlinQ";
+        for (method, shown, want) in [
+            (
+                "POST",
+                "/api/queue/v1/claim-work/prov%2Fwt".to_owned(),
+                "claimWork",
+            ),
+            ("GET", t.to_owned(), "task"),
+            ("PUT", t.to_owned(), "createTask"),
+            ("GET", format!("{t}/status"), "status"),
+            ("GET", format!("{t}/artifacts"), "listLatestArtifacts"),
+            (
+                "GET",
+                format!("{t}/artifacts/public%2Fx"),
+                "getLatestArtifact",
+            ),
+            ("POST", format!("{t}/runs/0/reclaim"), "reclaimTask"),
+            ("POST", format!("{t}/runs/0/completed"), "reportCompleted"),
+            ("POST", format!("{t}/runs/0/failed"), "reportFailed"),
+            ("POST", format!("{t}/runs/0/exception"), "reportException"),
+            ("GET", format!("{t}/runs/0/artifacts"), "listArtifacts"),
+            (
+                "GET",
+                format!("{t}/runs/0/artifacts/public/a/b"),
+                "getArtifact",
+            ),
+            (
+                "POST",
+                format!("{t}/runs/0/artifacts/public%2Fa"),
+                "createArtifact",
+            ),
+            ("DELETE", format!("{t}/runs/0"), "other"),
+            (
+                "PUT",
+                "https://s3.example/bucket/key".to_owned(),
+                "artifactUpload",
+            ),
+            (
+                "GET",
+                "https://s3.example/bucket/key".to_owned(),
+                "artifactDownload",
+            ),
+        ] {
+            assert_eq!(endpoint_name(method, &shown), want, "{method} {shown}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -26,6 +26,7 @@ pub mod task;
 pub mod workdir;
 
 use crate::config::{Config, Protocol};
+use crate::metrics::{Stage, Telemetry};
 use crate::queue::types::{ClaimWorkRequest, ExceptionReason, TaskClaim};
 use crate::queue::{Credentials, EnvSource, QueueClient, QueueError, RetryPolicy};
 use outcome::Resolution;
@@ -131,6 +132,14 @@ pub enum WorkerError {
     /// Something a script started survived its run: nothing more is claimed (non-zero exit).
     #[error("script containment failed, refusing to claim more tasks: {0}")]
     Containment(String),
+    /// `[metrics] listen` cannot be bound (in use, not an address of this host).
+    #[error("cannot listen on {listen} ([metrics] listen): {source}")]
+    Metrics {
+        /// The configured address.
+        listen: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 impl From<startup::StartupError> for WorkerError {
@@ -153,6 +162,8 @@ pub(crate) struct Shared {
     pub sandbox: Arc<crate::sandbox::Sandbox>,
     /// Set when something of a run survived the kill: the worker claims nothing more.
     pub containment_broken: std::sync::Mutex<Option<String>>,
+    /// Metrics, health and systemd notifications.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Summary of a worker run.
@@ -173,6 +184,29 @@ pub async fn run(
     let skew = config.chain_of_trust.max_clock_skew();
     options.verify_limits.max_signature_skew = skew;
     options.trust_limits.max_root_signature_skew = skew;
+    let telemetry = Arc::new(Telemetry::new(crate::metrics::Budgets::from_config(
+        &config,
+        &options.retry,
+        &crate::queue::ClientLimits::default(),
+    )));
+    // Background jobs of this run (the listener, the watchdog, the drain notice) end with it.
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    // Listening before the start-up checks: /healthz and /readyz answer while they run.
+    if let Some(listen) = config.metrics.addr {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| WorkerError::Metrics { listen, source })?;
+        tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
+        let (t, stop) = (telemetry.clone(), background.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::server::serve(listener, t, stop).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
+    spawn_watchdog(&telemetry, &background);
+    spawn_drain_notice(&telemetry, &shutdown, &background);
     let prepared = startup::Startup::prepare(&config, crate::clock::now(), &options.trust_limits)?;
     let mut trust = prepared.trust;
     let area = WorkArea::open(&config.paths.work_dir)?;
@@ -187,7 +221,8 @@ pub async fn run(
         &config.queue.root_url,
         Some(credentials),
         options.retry.clone(),
-    )?;
+    )?
+    .with_metrics(telemetry.metrics.clone());
     let script_env_base = crate::launch::script_env(&config.script.env_allowlist, env, &[]);
     let shared = Arc::new(Shared {
         config,
@@ -199,6 +234,7 @@ pub async fn run(
         signing_key: prepared.signing_key,
         sandbox,
         containment_broken: std::sync::Mutex::new(None),
+        telemetry: telemetry.clone(),
     });
     let timing = &shared.config.timing;
     let backoff_min = Duration::from_secs(timing.backoff_min_secs);
@@ -231,6 +267,8 @@ pub async fn run(
         root_url = %shared.config.queue.root_url,
         "worker started"
     );
+    // Everything above is the start-up checks: only now READY=1.
+    telemetry.started();
 
     let mut summary = RunSummary::default();
     let mut backoff = backoff_min;
@@ -254,9 +292,21 @@ pub async fn run(
             break;
         }
         // Between tasks only: the trust policy every claimed task will be judged by.
-        let store = match trust.refresh(&shared.signing_key, crate::clock::now()) {
-            Ok(store) => store,
+        let checked_at = crate::clock::now();
+        let store = match trust.refresh(&shared.signing_key, checked_at) {
+            Ok(store) => {
+                telemetry.metrics.trust_in_force(
+                    &store,
+                    &shared.config.chain_of_trust.worker_impl,
+                    &shared.signing_key.fingerprint(),
+                    checked_at,
+                );
+                telemetry.trust(true);
+                store
+            }
             Err(problem) => {
+                telemetry.trust(false);
+                telemetry.idle("not claiming: the trust policy is not usable");
                 tracing::error!(error = %problem,
                     retry_in_secs = poll.as_secs_f64().max(1.0),
                     "NOT CLAIMING: the trust policy is not usable; fix keys_dir (or restore a \
@@ -269,18 +319,21 @@ pub async fn run(
             }
         };
         // Never cancelled once sent: a claimed task must not be orphaned.
-        let claimed = match poller.as_mut() {
-            None => shared
-                .queue
-                .claim_work(&shared.config.queue.task_queue_id, &request)
-                .await
-                .map(|r| r.tasks)
-                .map_err(|e| e.to_string()),
-            Some(p) => p
-                .poll(&shared.queue)
-                .await
-                .map(|c| c.into_iter().collect())
-                .map_err(|e| e.to_string()),
+        let claimed = {
+            let _timer = telemetry.stage(Stage::Claim, None);
+            match poller.as_mut() {
+                None => shared
+                    .queue
+                    .claim_work(&shared.config.queue.task_queue_id, &request)
+                    .await
+                    .map(|r| r.tasks)
+                    .map_err(|e| e.to_string()),
+                Some(p) => p
+                    .poll(&shared.queue)
+                    .await
+                    .map(|c| c.into_iter().collect())
+                    .map_err(|e| e.to_string()),
+            }
         };
         let pause = match claimed {
             Ok(tasks) if tasks.is_empty() => {
@@ -290,6 +343,7 @@ pub async fn run(
             Ok(tasks) => {
                 backoff = backoff_min;
                 for claim in tasks {
+                    telemetry.metrics.claimed();
                     let report =
                         process_claim(&shared, &area, claim, store.clone(), &shutdown).await;
                     summary.tasks.push(report);
@@ -308,10 +362,14 @@ pub async fn run(
                 pause
             }
         };
+        telemetry.idle("claim: between claims");
         tokio::select! {
             _ = shutdown.stop_claiming.cancelled() => {}
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+    if !telemetry.health.is_draining() {
+        crate::metrics::notify::stopping("stopping: task limit reached");
     }
     tracing::info!(tasks = summary.tasks.len(), "worker stopped");
     Ok(summary)
@@ -460,11 +518,14 @@ async fn process_claim_inner(
     };
 
     if lost.is_cancelled() {
+        shared.telemetry.metrics.resolved("lost", "claim-lost");
         tracing::warn!("run lost (reclaim refused): nothing more uploaded or reported");
         cleanup(&ctx, &log_path, shared);
         return TaskReport::Lost { task_id, run_id };
     }
 
+    let telemetry = &shared.telemetry;
+    let sign_timer = telemetry.stage(Stage::Sign, Some((&task_id, run_id)));
     // Close the task log: after this nothing is written to it (its hash goes into our
     // chain-of-trust document). What happens later is in the worker's own log.
     let mut log = match log {
@@ -510,12 +571,14 @@ async fn process_claim_inner(
     } else {
         None
     };
+    drop(sign_timer);
 
     // Stage 7: upload, in two concurrent waves. First everything our document lists (the
     // script's artifacts, the audit report, the task log); then the live.log link and our
     // signed document with its signature, so a verifier that finds the document finds
     // everything it lists. Each upload checks the claim before it starts: after a lost claim
     // nothing more goes to the run.
+    let upload_timer = telemetry.stage(Stage::Upload, Some((&task_id, run_id)));
     let chain_log = task::chain_log_path(&ctx.dirs);
     let mut wave = Vec::new();
     for artifact in &artifacts {
@@ -567,10 +630,16 @@ async fn process_claim_inner(
         }
     }
     run_wave(wave, &mut uploaded, &mut resolution).await;
+    drop(upload_timer);
 
     // Stage 8: report.
     if !lost.is_cancelled() {
+        let _timer = telemetry.stage(Stage::Report, Some((&task_id, run_id)));
         task::report(&ctx, &resolution).await;
+        let (outcome, reason) = resolution.metric_labels();
+        telemetry.metrics.resolved(outcome, reason);
+    } else {
+        telemetry.metrics.resolved("lost", "claim-lost");
     }
     tracing::info!(resolution = %resolution.label(), ?uploaded, "task done");
     cleanup(&ctx, &log_path, shared);
@@ -580,6 +649,47 @@ async fn process_claim_inner(
         resolution,
         uploaded,
     }
+}
+
+/// `WATCHDOG=1` every half interval systemd asks for (`WatchdogSec=`), but only while the
+/// worker is alive by [`crate::metrics::Health::alive`]: a claim loop or a stage that stops
+/// making progress runs out of its budget, the pings stop, and systemd restarts the worker.
+fn spawn_watchdog(telemetry: &Arc<Telemetry>, stop: &CancellationToken) {
+    let Some(interval) = crate::metrics::notify::watchdog_interval() else {
+        return;
+    };
+    let every = (interval / 2).max(Duration::from_millis(100));
+    let (t, stop) = (telemetry.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            if t.health.alive().is_ok() {
+                crate::metrics::notify::watchdog();
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
+/// Once SIGUSR1 or SIGTERM says stop claiming: `/readyz` fails, `chainlock_draining` is 1 and
+/// systemd gets `STOPPING=1`.
+fn spawn_drain_notice(telemetry: &Arc<Telemetry>, shutdown: &Shutdown, stop: &CancellationToken) {
+    let (t, shutdown, stop) = (telemetry.clone(), shutdown.clone(), stop.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = shutdown.stop_claiming.cancelled() => {
+                let status = if shutdown.abort.is_cancelled() {
+                    "stopping: SIGTERM, stopping the current task"
+                } else {
+                    "draining: no new tasks, exiting after the current one"
+                };
+                t.draining(status);
+            }
+        }
+    });
 }
 
 /// Most uploads in flight at once in one wave.

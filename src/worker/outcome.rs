@@ -103,6 +103,25 @@ impl Resolution {
         }
     }
 
+    /// The `outcome` and `reason` labels of `chainlock_tasks_resolved_total`: fixed names,
+    /// never the exit code or signal number (bounded cardinality).
+    pub fn metric_labels(&self) -> (&'static str, &'static str) {
+        match self {
+            Resolution::Completed => ("completed", "none"),
+            Resolution::Failed(reason) => (
+                "failed",
+                match reason {
+                    FailReason::ExitCode(_) => "exit-code",
+                    FailReason::Superseded => "superseded",
+                    FailReason::Signal(_) => "signal",
+                    FailReason::TimedOut(_) => "timed-out",
+                    FailReason::ArtifactsRefused(_) => "artifacts-refused",
+                },
+            ),
+            Resolution::Exception(r) => ("exception", r.as_str()),
+        }
+    }
+
     /// Short label for logs: `completed`, `failed`, `exception/<reason>`.
     pub fn label(&self) -> String {
         match self {

@@ -39,6 +39,7 @@ use crate::config::Isolation;
 use crate::evidence::{self, ChainFailure};
 use crate::ids::TaskId;
 use crate::launch::{self, LaunchError, LaunchSpec, ScriptEnd, TaskLog};
+use crate::metrics::Stage;
 use crate::queue::QueueError;
 use crate::queue::types::{
     CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskDefinition,
@@ -281,6 +282,9 @@ pub(super) fn chain_log_path(dirs: &TaskDirs) -> PathBuf {
 /// Stages 1-5. Returns the resolution so far and the artifacts to upload; the caller closes the
 /// log, signs, uploads and reports.
 pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, TaskError> {
+    let telemetry = &ctx.shared.telemetry;
+    let run = Some((&ctx.task_id, ctx.run_id));
+    let validate_timer = telemetry.stage(Stage::Validate, run);
     // Stage 1: parse the claim. The definition stays raw JSON for task.json; the typed view
     // only checks the fields we rely on.
     let def = parse_definition(ctx)?;
@@ -315,9 +319,13 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
     };
     log.notice("task input valid (payload schema, scopes, upstream artifacts)")
         .await?;
+    drop(validate_timer);
 
     // Stage 3: verify the chain of trust. The verified upstream files land in <work>/cot/.
-    let Some(verified) = verify_chain(ctx, log).await? else {
+    let verify_timer = telemetry.stage(Stage::Verify, run);
+    let verified = verify_chain(ctx, log).await;
+    drop(verify_timer);
+    let Some(verified) = verified? else {
         // Cancelled by a shutdown or a lost claim: nothing ran, nothing to collect.
         return Ok(Staged {
             resolution: Resolution::Exception(ExceptionReason::WorkerShutdown),
@@ -327,6 +335,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
     };
 
     // Stage 4: launch the script (unless we are already shutting down or lost the run).
+    let script_timer = telemetry.stage(Stage::Script, run);
     let end = if ctx.abort.is_cancelled() || ctx.lost.is_cancelled() {
         log.notice("not starting the script: the worker is shutting down")
             .await?;
@@ -367,6 +376,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
         drop(guard);
         end
     };
+    drop(script_timer);
     if ctx.lost.is_cancelled() {
         return Ok(Staged {
             resolution: Resolution::Exception(ExceptionReason::WorkerShutdown),
@@ -380,6 +390,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
         log.notice(&reason.to_string()).await?;
     }
 
+    let _collect_timer = telemetry.stage(Stage::Collect, run);
     // Stage 5: collect the artifacts (even after a failure or shutdown: they help debugging).
     // Every process of the run is dead by now (launch::run contained it); each file is copied
     // into worker-owned staging while it is hashed, and only the copy is uploaded.
@@ -462,6 +473,16 @@ async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<Option<Verified
         Ok(verified) => verified.report().to_text(),
         Err(failure) => failure.log_text(),
     };
+    let metrics = &ctx.shared.telemetry.metrics;
+    match &result {
+        Ok(_) => metrics.verification("pass", &[]),
+        Err(ChainFailure::Verification(report)) => {
+            let checks: Vec<&'static str> =
+                report.errors.iter().map(|e| e.check().as_str()).collect();
+            metrics.verification("fail", &checks);
+        }
+        Err(_) => metrics.verification("error", &[]),
+    }
     let path = chain_log_path(&ctx.dirs);
     let header = format!(
         "chainlock: task {} run {}, trust policy version {}\n",
