@@ -188,6 +188,7 @@ pub struct UploadInfo {
     pub sent_bytes: u64,
 }
 
+#[derive(Clone)]
 struct Inner {
     http: reqwest::Client,
     /// `<rootUrl>/api/queue/v1`, no trailing slash.
@@ -276,18 +277,10 @@ impl QueueClient {
 
     /// The same client with different response limits.
     pub fn with_limits(self, limits: ClientLimits) -> QueueClient {
-        let inner = &self.inner;
+        let mut inner = (*self.inner).clone();
+        inner.limits = limits;
         QueueClient {
-            inner: Arc::new(Inner {
-                http: inner.http.clone(),
-                base: inner.base.clone(),
-                root_url: inner.root_url.clone(),
-                host: inner.host.clone(),
-                port: inner.port,
-                retry: inner.retry.clone(),
-                limits,
-                metrics: inner.metrics.clone(),
-            }),
+            inner: Arc::new(inner),
             credentials: self.credentials,
         }
     }
@@ -295,18 +288,10 @@ impl QueueClient {
     /// The same client counting its retries and transferred bytes in `metrics` (clients made
     /// from it with [`QueueClient::with_credentials`] count there too).
     pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> QueueClient {
-        let inner = &self.inner;
+        let mut inner = (*self.inner).clone();
+        inner.metrics = Some(metrics);
         QueueClient {
-            inner: Arc::new(Inner {
-                http: inner.http.clone(),
-                base: inner.base.clone(),
-                root_url: inner.root_url.clone(),
-                host: inner.host.clone(),
-                port: inner.port,
-                retry: inner.retry.clone(),
-                limits: inner.limits.clone(),
-                metrics: Some(metrics),
-            }),
+            inner: Arc::new(inner),
             credentials: self.credentials,
         }
     }
