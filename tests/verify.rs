@@ -2258,6 +2258,25 @@ mod online {
         }
     }
 
+    /// `chainlock verify TASK --root-url .. --policy <example> --keys DIR --format json`.
+    fn online_json_args(h: &DevQueueHandle, task: &TaskId, keys_dir: &Path) -> Vec<String> {
+        vec![
+            "verify".to_owned(),
+            task.to_string(),
+            "--root-url".into(),
+            h.root_url().to_owned(),
+            "--policy".into(),
+            s(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/etc/chain-policy.example.toml"
+            )),
+            "--keys".into(),
+            s(keys_dir),
+            "--format".into(),
+            "json".into(),
+        ]
+    }
+
     async fn cli(args: Vec<String>) -> (i32, String, String) {
         tokio::task::spawn_blocking(move || super::common::run_cli(&args))
             .await
@@ -2799,22 +2818,7 @@ mod online {
         assert!(!text.contains("evidence unavailable"), "{text}");
 
         // The CLI: exit 1 (verification failed), not 2 (infrastructure).
-        let args = vec![
-            "verify".to_owned(),
-            fx.s.id.to_string(),
-            "--root-url".into(),
-            h.root_url().to_owned(),
-            "--policy".into(),
-            s(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/etc/chain-policy.example.toml"
-            )),
-            "--keys".into(),
-            s(&keys_dir),
-            "--format".into(),
-            "json".into(),
-        ];
-        let (code, out, err) = cli(args).await;
+        let (code, out, err) = cli(online_json_args(&h, &fx.s.id, &keys_dir)).await;
         assert_eq!(code, 1, "{out}\n{err}");
         assert!(out.contains("evidence-too-large"), "{out}");
         h.shutdown().await;
@@ -2921,22 +2925,7 @@ mod online {
         );
 
         // The CLI: exit 1, the finding in the JSON report.
-        let args = vec![
-            "verify".to_owned(),
-            fx.s.id.to_string(),
-            "--root-url".into(),
-            h.root_url().to_owned(),
-            "--policy".into(),
-            s(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/etc/chain-policy.example.toml"
-            )),
-            "--keys".into(),
-            s(&keys_dir),
-            "--format".into(),
-            "json".into(),
-        ];
-        let (code, out, err) = cli(args).await;
+        let (code, out, err) = cli(online_json_args(&h, &fx.s.id, &keys_dir)).await;
         assert_eq!(code, 1, "{out}\n{err}");
         assert!(out.contains("invalid gzip"), "{out}");
         h.shutdown().await;

@@ -7,7 +7,7 @@
 
 use super::{Row, Settings};
 use chainlock::demo::seed::{self, ChainOptions, Material};
-use chainlock::devqueue::{self, Client, DevQueueConfig};
+use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
 use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
 use chainlock::secret::Secret;
 use chainlock::verify::Limits;
@@ -15,74 +15,99 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "bench-fetch-token";
 
-pub fn evidence(settings: &Settings) -> Vec<Row> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("tokio runtime");
-    rt.block_on(run(settings))
+        .expect("tokio runtime")
 }
 
-async fn run(settings: &Settings) -> Vec<Row> {
-    let latencies: &[u64] = if settings.quick {
+fn latencies(settings: &Settings) -> &'static [u64] {
+    if settings.quick {
         &[0, 25]
     } else {
         &[0, 10, 25, 50]
-    };
+    }
+}
+
+/// A dev queue in `dir` answering every request `ms` late and logging requests, with a
+/// permanent client for seeding, and demo material (keys, trust policy, chain policy).
+async fn latency_queue(dir: &std::path::Path, ms: u64) -> (DevQueueHandle, Credentials, Material) {
+    let mut cfg = DevQueueConfig::new(
+        "127.0.0.1:0".parse().expect("loopback address"),
+        dir.join("queue"),
+        vec![Client {
+            client_id: "bench".into(),
+            access_token: Secret::new(TOKEN),
+            scopes: vec!["*".into()],
+        }],
+    );
+    cfg.claim_work_timeout = Duration::from_millis(500);
+    cfg.injected_latency = Duration::from_millis(ms);
+    cfg.record_requests = true;
+    let h = devqueue::start(cfg).await.expect("dev queue");
+    let creds = Credentials::permanent("bench", Secret::new(TOKEN));
+    let material =
+        Material::generate(&dir.join("material"), chainlock::clock::now()).expect("material");
+    (h, creds, material)
+}
+
+/// Seeds one demo chain (decision -> docker image -> build -> pending signing task).
+async fn seed_one(
+    h: &DevQueueHandle,
+    creds: &Credentials,
+    material: &Material,
+    scratch: &std::path::Path,
+) -> seed::Chain {
+    let client = QueueClient::new(h.root_url(), Some(creds.clone()), RetryPolicy::standard())
+        .expect("client");
+    seed::seed_chain(
+        &client,
+        material,
+        chainlock::clock::now(),
+        ChainOptions {
+            docker_image: true,
+            push: false,
+        },
+        scratch,
+    )
+    .await
+    .expect("seed chain")
+}
+
+/// The slope row: ms of wall per ms of added latency between the first and last latency.
+fn slope_row(name: &str, walls: &[(u64, Duration)], what: &str) -> Option<Row> {
+    let ((l0, w0), (l1, w1)) = (walls.first()?, walls.last()?);
+    if l1 <= l0 {
+        return None;
+    }
+    let slope = (w1.as_secs_f64() - w0.as_secs_f64()) * 1e3 / (l1 - l0) as f64;
+    Some(Row {
+        name: name.into(),
+        time: *w1,
+        rate: format!("{slope:.1} ms/ms"),
+        rss: None,
+        note: format!("{what} per ms of added latency, +{l0} to +{l1} ms"),
+    })
+}
+
+pub fn evidence(settings: &Settings) -> Vec<Row> {
+    runtime().block_on(run(settings))
+}
+
+async fn run(settings: &Settings) -> Vec<Row> {
     let reps = if settings.quick { 2 } else { 5 };
     let mut rows = Vec::new();
     let mut walls: Vec<(u64, Duration)> = Vec::new();
-    for &ms in latencies {
+    for &ms in latencies(settings) {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let mut cfg = DevQueueConfig::new(
-            "127.0.0.1:0".parse().expect("loopback address"),
-            tmp.path().join("queue"),
-            vec![Client {
-                client_id: "bench".into(),
-                access_token: Secret::new(TOKEN),
-                scopes: vec!["*".into()],
-            }],
-        );
-        cfg.claim_work_timeout = Duration::from_millis(200);
-        cfg.record_requests = true;
-        let h = devqueue::start(cfg).await.expect("dev queue");
-        let client = QueueClient::new(
-            h.root_url(),
-            Some(Credentials::permanent("bench", Secret::new(TOKEN))),
-            RetryPolicy::fast_for_tests(),
-        )
-        .expect("client");
-        let now = chainlock::clock::now();
-        let material = Material::generate(&tmp.path().join("material"), now).expect("material");
-        let chain = seed::seed_chain(
-            &client,
-            &material,
-            now,
-            ChainOptions {
-                docker_image: true,
-                push: false,
-            },
-            &tmp.path().join("scratch"),
-        )
-        .await
-        .expect("seed chain");
+        let (h, creds, material) = latency_queue(tmp.path(), ms).await;
+        let chain = seed_one(&h, &creds, &material, &tmp.path().join("scratch")).await;
         let policy = material.chain_policy().expect("chain policy");
-        let trust = material.trust_store(now).expect("trust store");
-        // The latency applies from here on: seeding is not measured.
-        h.shutdown().await;
-        let mut cfg = DevQueueConfig::new(
-            "127.0.0.1:0".parse().expect("loopback address"),
-            tmp.path().join("queue"),
-            vec![Client {
-                client_id: "bench".into(),
-                access_token: Secret::new(TOKEN),
-                scopes: vec!["*".into()],
-            }],
-        );
-        cfg.injected_latency = Duration::from_millis(ms);
-        cfg.record_requests = true;
-        let h = devqueue::start(cfg).await.expect("dev queue");
+        let trust = material
+            .trust_store(chainlock::clock::now())
+            .expect("trust store");
         let anon =
             QueueClient::new(h.root_url(), None, RetryPolicy::fast_for_tests()).expect("client");
         let mut best = Duration::MAX;
@@ -121,18 +146,7 @@ async fn run(settings: &Settings) -> Vec<Row> {
             note: format!("{rounds} sequential round trips"),
         });
     }
-    if let (Some((l0, w0)), Some((l1, w1))) = (walls.first(), walls.last())
-        && l1 > l0
-    {
-        let slope = (w1.as_secs_f64() - w0.as_secs_f64()) * 1e3 / (l1 - l0) as f64;
-        rows.push(Row {
-            name: "fetch+verify slope".into(),
-            time: *w1,
-            rate: format!("{slope:.1} ms/ms"),
-            rss: None,
-            note: format!("wall per ms of added latency, +{l0} to +{l1} ms"),
-        });
-    }
+    rows.extend(slope_row("fetch+verify slope", &walls, "wall"));
     rows
 }
 
@@ -141,56 +155,24 @@ async fn run(settings: &Settings) -> Vec<Row> {
 /// chain, the script, collect, sign, upload, report. Per-task wall, requests and sequential
 /// round trips per task, and the slope.
 pub fn tasks(settings: &Settings) -> Vec<Row> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(run_tasks(settings))
+    runtime().block_on(run_tasks(settings))
 }
 
 async fn run_tasks(settings: &Settings) -> Vec<Row> {
-    let latencies: &[u64] = if settings.quick {
-        &[0, 25]
-    } else {
-        &[0, 10, 25, 50]
-    };
     let n: u32 = if settings.quick { 2 } else { 5 };
     let mut rows = Vec::new();
     let mut walls: Vec<(u64, Duration)> = Vec::new();
-    for &ms in latencies {
+    for &ms in latencies(settings) {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let mut cfg = DevQueueConfig::new(
-            "127.0.0.1:0".parse().expect("loopback address"),
-            tmp.path().join("queue"),
-            vec![Client {
-                client_id: "bench".into(),
-                access_token: Secret::new(TOKEN),
-                scopes: vec!["*".into()],
-            }],
-        );
-        cfg.claim_work_timeout = Duration::from_millis(500);
-        cfg.injected_latency = Duration::from_millis(ms);
-        cfg.record_requests = true;
-        let h = devqueue::start(cfg).await.expect("dev queue");
-        let creds = Credentials::permanent("bench", Secret::new(TOKEN));
-        let client = QueueClient::new(h.root_url(), Some(creds.clone()), RetryPolicy::standard())
-            .expect("client");
-        let now = chainlock::clock::now();
-        let material = Material::generate(&tmp.path().join("material"), now).expect("material");
+        let (h, creds, material) = latency_queue(tmp.path(), ms).await;
         for i in 0..n {
-            seed::seed_chain(
-                &client,
+            seed_one(
+                &h,
+                &creds,
                 &material,
-                now,
-                ChainOptions {
-                    docker_image: true,
-                    push: false,
-                },
                 &tmp.path().join(format!("scratch-{i}")),
             )
-            .await
-            .expect("seed chain");
+            .await;
         }
         let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_chainlock"));
         let files = material
@@ -254,17 +236,6 @@ async fn run_tasks(settings: &Settings) -> Vec<Row> {
             ),
         });
     }
-    if let (Some((l0, w0)), Some((l1, w1))) = (walls.first(), walls.last())
-        && l1 > l0
-    {
-        let slope = (w1.as_secs_f64() - w0.as_secs_f64()) * 1e3 / (l1 - l0) as f64;
-        rows.push(Row {
-            name: "worker task slope".into(),
-            time: *w1,
-            rate: format!("{slope:.1} ms/ms"),
-            rss: None,
-            note: format!("per-task wall per ms of added latency, +{l0} to +{l1} ms"),
-        });
-    }
+    rows.extend(slope_row("worker task slope", &walls, "per-task wall"));
     rows
 }
