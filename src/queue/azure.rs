@@ -212,7 +212,7 @@ pub fn parse_messages(xml: &[u8], limits: &Limits) -> Result<Vec<RawMessage>, Xm
             .map_err(|e| malformed(&reader, e))?;
         match event {
             Event::DocType(_) => return Err(XmlError::DocType),
-            Event::Start(start) => {
+            Event::Start(ref start) | Event::Empty(ref start) => {
                 let name = start.local_name().as_ref().to_vec();
                 open(
                     &name,
@@ -223,19 +223,10 @@ pub fn parse_messages(xml: &[u8], limits: &Limits) -> Result<Vec<RawMessage>, Xm
                     limits,
                 )?;
                 stack.push(name);
-            }
-            Event::Empty(start) => {
-                let name = start.local_name().as_ref().to_vec();
-                open(
-                    &name,
-                    &mut stack,
-                    &mut seen_root,
-                    &mut current,
-                    &mut field,
-                    limits,
-                )?;
-                stack.push(name);
-                close(&mut stack, &mut current, &mut field, &mut messages, limits)?;
+                // `<X/>` opens and closes at once.
+                if matches!(event, Event::Empty(_)) {
+                    close(&mut stack, &mut current, &mut field, &mut messages, limits)?;
+                }
             }
             Event::End(_) => close(&mut stack, &mut current, &mut field, &mut messages, limits)?,
             Event::Text(text) => {
