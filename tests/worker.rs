@@ -2340,3 +2340,74 @@ async fn sigterm_and_a_lost_claim_stop_a_hanging_evidence_download() {
     }
     env.stop().await;
 }
+
+/// Unmounts a test mount when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    #[allow(clippy::disallowed_methods)] // the test mounts a real tmpfs
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Issue 11: a full disk became `resource-unavailable` in one place and `internal-error` with a
+/// misleading message in another. It is one outcome: the run is `exception/worker-shutdown`
+/// (the queue reruns the task elsewhere), the task log still goes up, the worker says DISK FULL
+/// and claims nothing more. The work area is a real 3 MiB tmpfs; the script writes a 2 MB
+/// artifact, which fits, and the worker's staging copy of it does not.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::disallowed_methods)] // the test mounts a real tmpfs
+async fn a_full_disk_gives_the_task_back_and_stops_claiming() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the disk-full test: it needs root to mount a tmpfs"
+        );
+        eprintln!("SKIPPED: needs root to mount a tmpfs");
+        return;
+    }
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"])
+        .arg(&work)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let _mounted = Mounted(work.clone());
+    let big = env
+        .create(json!({
+            "behaviour": "shell",
+            "sh": "head -c 2000000 /dev/zero > \"$CHAINLOCK_ARTIFACT_DIR/public/big.bin\"",
+        }))
+        .await;
+    let next = env.create(json!({"behaviour": "ok"})).await;
+    let out = env.run_worker(2).await;
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("DISK FULL"), "{log}");
+    let s = env.client.status(&big).await.unwrap();
+    assert_eq!(
+        (s.runs[0].state, s.runs[0].reason_resolved.as_deref()),
+        (TaskState::Exception, Some("worker-shutdown")),
+        "{log}"
+    );
+    let names = env.artifact_names(&big).await;
+    assert!(
+        names.iter().any(|n| n == "public/logs/live_backing.log"),
+        "{names:?}\n{log}"
+    );
+    assert!(!names.iter().any(|n| n == "public/big.bin"), "{names:?}");
+    // Nothing more was claimed.
+    assert!(
+        env.client.status(&next).await.unwrap().runs[0]
+            .started
+            .is_none()
+    );
+    env.stop().await;
+}

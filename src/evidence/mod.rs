@@ -138,7 +138,14 @@ impl std::fmt::Display for ChainFailure {
     }
 }
 
-impl std::error::Error for ChainFailure {}
+impl std::error::Error for ChainFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ChainFailure::Verification(_) => None,
+            ChainFailure::Infrastructure(e) | ChainFailure::Local(e) => Some(e),
+        }
+    }
+}
 
 /// Whether a queue error means "this evidence does not exist" (a verification matter) rather
 /// than "the queue cannot be asked" (infrastructure).

@@ -132,6 +132,10 @@ pub enum WorkerError {
     /// Something a script started survived its run: nothing more is claimed (non-zero exit).
     #[error("script containment failed, refusing to claim more tasks: {0}")]
     Containment(String),
+    /// A run hit a full disk (or quota) on this worker: the task went back to the queue
+    /// (`worker-shutdown`) and nothing more is claimed (non-zero exit).
+    #[error("this worker's disk is full, refusing to claim more tasks: {0}")]
+    DiskFull(String),
     /// `[metrics] listen` cannot be bound (in use, not an address of this host).
     #[error("cannot listen on {listen} ([metrics] listen): {source}")]
     Metrics {
@@ -162,6 +166,8 @@ pub(crate) struct Shared {
     pub sandbox: Arc<crate::sandbox::Sandbox>,
     /// Set when something of a run survived the kill: the worker claims nothing more.
     pub containment_broken: std::sync::Mutex<Option<String>>,
+    /// Set when a run failed because this worker's disk is full: nothing more is claimed.
+    pub disk_full: std::sync::Mutex<Option<String>>,
     /// Metrics, health and systemd notifications.
     pub telemetry: Arc<Telemetry>,
 }
@@ -234,6 +240,7 @@ pub async fn run(
         signing_key: prepared.signing_key,
         sandbox,
         containment_broken: std::sync::Mutex::new(None),
+        disk_full: std::sync::Mutex::new(None),
         telemetry: telemetry.clone(),
     });
     let timing = &shared.config.timing;
@@ -286,6 +293,10 @@ pub async fn run(
         {
             tracing::error!(%reason, "stopping: a script run was not contained");
             return Err(WorkerError::Containment(reason));
+        }
+        if let Some(reason) = shared.disk_full.lock().ok().and_then(|g| g.clone()) {
+            tracing::error!(%reason, "stopping: this worker's disk is full");
+            return Err(WorkerError::DiskFull(reason));
         }
         if shared.options.max_tasks.is_some_and(|max| handled >= max) {
             tracing::info!(handled, "stopping: task limit reached");
@@ -500,6 +511,11 @@ async fn process_claim_inner(
     {
         *broken = Some(e.to_string());
     }
+    if let Err(e) = &result
+        && e.is_disk_full()
+    {
+        note_disk_full(&shared, e);
+    }
     let verification_failed = matches!(
         &result,
         Err(task::TaskError::Chain {
@@ -563,6 +579,9 @@ async fn process_claim_inner(
         match task::sign_cot(&ctx, &artifacts, &log_path).await {
             Ok(files) => Some(files),
             Err(e) => {
+                if e.is_disk_full() {
+                    note_disk_full(&shared, &e);
+                }
                 tracing::error!(error = %e, "chain-of-trust.json not produced");
                 resolution = resolution.combine(e.resolution());
                 None
@@ -604,7 +623,7 @@ async fn process_claim_inner(
         ));
     }
     let mut uploaded = Vec::new();
-    let first = run_wave(wave, &mut uploaded, &mut resolution).await;
+    let first = run_wave(&shared, wave, &mut uploaded, &mut resolution).await;
     // After a failed verification, live.log shows the verification report (scriptworker
     // 63.2.0), the task log stays available as live_backing.log. The link never dangles.
     let live_target = if verification_failed && first.contains(task::CHAIN_OF_TRUST_LOG) {
@@ -629,7 +648,7 @@ async fn process_claim_inner(
             }));
         }
     }
-    run_wave(wave, &mut uploaded, &mut resolution).await;
+    run_wave(&shared, wave, &mut uploaded, &mut resolution).await;
     drop(upload_timer);
 
     // Stage 8: report.
@@ -692,6 +711,16 @@ fn spawn_drain_notice(telemetry: &Arc<Telemetry>, shutdown: &Shutdown, stop: &Ca
     });
 }
 
+/// Records that this worker's disk is full (the claim loop then stops) and says so loudly.
+fn note_disk_full(shared: &Shared, e: &task::TaskError) {
+    tracing::error!(error = %e,
+        "DISK FULL on this worker: the task goes back to the queue (worker-shutdown) and no \
+         more tasks are claimed; free space under [paths] and restart");
+    if let Ok(mut full) = shared.disk_full.lock() {
+        full.get_or_insert_with(|| e.to_string());
+    }
+}
+
 /// Most uploads in flight at once in one wave.
 const UPLOAD_CONCURRENCY: usize = 8;
 
@@ -719,6 +748,7 @@ fn upload_job<'a>(
 /// what went up in `uploaded` (in the wave's order) and folding failures into `resolution`.
 /// Returns the names uploaded in this wave.
 async fn run_wave(
+    shared: &Shared,
     wave: Vec<UploadJob<'_>>,
     uploaded: &mut Vec<String>,
     resolution: &mut Resolution,
@@ -736,6 +766,9 @@ async fn run_wave(
                 uploaded.push(name);
             }
             Some(Err(e)) => {
+                if e.is_disk_full() {
+                    note_disk_full(shared, &e);
+                }
                 tracing::error!(error = %e, "upload failed");
                 *resolution = resolution.clone().combine(e.resolution());
             }

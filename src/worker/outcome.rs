@@ -10,6 +10,30 @@ use crate::launch::{ScriptEnd, signal_name};
 use crate::queue::types::ExceptionReason;
 use std::time::Duration;
 
+/// Whether `err`, or anything it was caused by, is a full disk (`ENOSPC`) or an exceeded quota
+/// (`EDQUOT`) on this worker.
+///
+/// Why it matters: a full disk is the worker's condition, not the task's. Wherever it surfaces
+/// (evidence staging, collecting artifacts, the chain-of-trust document, a gzip temporary for an
+/// upload), the run is resolved `exception/worker-shutdown`, so the queue gives the task to
+/// another worker, and this worker stops claiming ([`super::WorkerError::DiskFull`]): claiming
+/// on a full disk would burn the retries of every task it touched.
+pub fn is_disk_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// Why a run is reported as `failed` (the task's own code failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

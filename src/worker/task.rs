@@ -107,6 +107,7 @@ pub enum TaskError {
         /// Task.
         task_id: TaskId,
         /// Why (the full report is `chain_of_trust.log`).
+        #[source]
         failure: ChainFailure,
     },
     /// A worker-owned file (chain-of-trust log or document) could not be written or read.
@@ -192,6 +193,9 @@ impl TaskError {
     /// (rerun); everything else is ours -> `internal-error`.
     pub fn resolution(&self) -> Resolution {
         use ExceptionReason as E;
+        if self.is_disk_full() {
+            return Resolution::Exception(E::WorkerShutdown);
+        }
         match self {
             TaskError::Malformed { .. } | TaskError::WrongQueue { .. } => {
                 Resolution::Exception(E::MalformedPayload)
@@ -215,6 +219,13 @@ impl TaskError {
             | TaskError::SelfCheck { .. }
             | TaskError::Internal(_) => Resolution::Exception(E::InternalError),
         }
+    }
+}
+
+impl TaskError {
+    /// This worker's disk is full (see [`super::outcome::is_disk_full`]).
+    pub fn is_disk_full(&self) -> bool {
+        super::outcome::is_disk_full(self)
     }
 }
 
@@ -893,5 +904,79 @@ pub(super) async fn report(ctx: &RunCtx, resolution: &Resolution) {
             error = %e, "report refused (409): the run was already resolved"),
         Err(e) => tracing::error!(task_id = %ctx.task_id, run_id = ctx.run_id, error = %e,
             "report failed; the claim will expire and the queue will retry the task"),
+    }
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::*;
+    use crate::evidence::EvidenceError;
+    use crate::queue::QueueError;
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(nix::libc::ENOSPC)
+    }
+
+    fn queue_io(source: std::io::Error) -> QueueError {
+        QueueError::Io {
+            op: "write",
+            path: "/w/x".into(),
+            source,
+        }
+    }
+
+    /// A full disk is one outcome wherever it surfaces: evidence staging, the fetcher's
+    /// writes, collecting artifacts, our own files, an upload's gzip temporary.
+    #[test]
+    fn a_full_disk_is_worker_shutdown_wherever_it_surfaces() {
+        let id = TaskId::generate();
+        let full = [
+            TaskError::WorkerFile {
+                op: "write",
+                path: "/w/cot".into(),
+                source: enospc(),
+            },
+            TaskError::Chain {
+                task_id: id.clone(),
+                failure: ChainFailure::Local(EvidenceError::Io {
+                    path: "/w/status.json".into(),
+                    source: enospc(),
+                }),
+            },
+            TaskError::Chain {
+                task_id: id.clone(),
+                failure: ChainFailure::Infrastructure(EvidenceError::Queue {
+                    task_id: id.clone(),
+                    what: "artifact".into(),
+                    source: Box::new(queue_io(enospc())),
+                }),
+            },
+            TaskError::Artifacts(ArtifactError::Io {
+                path: "/w/staged".into(),
+                source: std::io::Error::from_raw_os_error(nix::libc::EDQUOT),
+            }),
+            TaskError::Upload {
+                name: "public/x".into(),
+                source: Box::new(queue_io(enospc())),
+            },
+        ];
+        for e in &full {
+            assert!(e.is_disk_full(), "{e}");
+            assert_eq!(
+                e.resolution(),
+                Resolution::Exception(ExceptionReason::WorkerShutdown),
+                "{e}"
+            );
+        }
+        let other = TaskError::WorkerFile {
+            op: "write",
+            path: "/w/cot".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::EACCES),
+        };
+        assert!(!other.is_disk_full());
+        assert_eq!(
+            other.resolution(),
+            Resolution::Exception(ExceptionReason::InternalError)
+        );
     }
 }
