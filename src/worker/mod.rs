@@ -514,7 +514,7 @@ async fn process_claim_inner(
     if let Err(e) = &result
         && e.is_disk_full()
     {
-        note_disk_full(&shared, e);
+        note_disk_full(shared, e);
     }
     let verification_failed = matches!(
         &result,
@@ -580,7 +580,7 @@ async fn process_claim_inner(
             Ok(files) => Some(files),
             Err(e) => {
                 if e.is_disk_full() {
-                    note_disk_full(&shared, &e);
+                    note_disk_full(shared, &e);
                 }
                 tracing::error!(error = %e, "chain-of-trust.json not produced");
                 resolution = resolution.combine(e.resolution());
@@ -623,7 +623,7 @@ async fn process_claim_inner(
         ));
     }
     let mut uploaded = Vec::new();
-    let first = run_wave(&shared, wave, &mut uploaded, &mut resolution).await;
+    let first = run_wave(shared, wave, &mut uploaded, &mut resolution).await;
     // After a failed verification, live.log shows the verification report (scriptworker
     // 63.2.0), the task log stays available as live_backing.log. The link never dangles.
     let live_target = if verification_failed && first.contains(task::CHAIN_OF_TRUST_LOG) {
@@ -648,7 +648,7 @@ async fn process_claim_inner(
             }));
         }
     }
-    run_wave(&shared, wave, &mut uploaded, &mut resolution).await;
+    run_wave(shared, wave, &mut uploaded, &mut resolution).await;
     drop(upload_timer);
 
     // Stage 8: report.
