@@ -456,7 +456,8 @@ impl Walk<'_> {
             hasher.update(chunk);
             dst.write_all(chunk).map_err(io)?;
         }
-        dst.sync_all().map_err(io)?;
+        // No fsync: the staged copy is uploaded and deleted within the run; after a crash
+        // the task is rerun.
         // The file must not have changed under us (all script processes are dead by now; this
         // is a second line of defence).
         let after = fstat(src.as_fd()).map_err(|_| changed())?;

@@ -223,7 +223,15 @@ pub struct TrustGuard {
     current: Option<Arc<TrustStore>>,
     /// The newest evaluation time this guard wrote to the state file.
     recorded: DateTime<Utc>,
+    /// When the store in force last accepted a probe signature by our key (reset whenever the
+    /// store changes).
+    key_checked_at: Option<DateTime<Utc>>,
 }
+
+/// How long an accepted own-key probe stands while the policy is unchanged. Key windows are
+/// days long, and every task's own signature is verified through the store before upload
+/// anyway; this only spares a signature per claim-loop round.
+const OWN_KEY_RECHECK: chrono::Duration = chrono::Duration::seconds(60);
 
 impl TrustGuard {
     /// Loads the trust store from the configured pin and the state file.
@@ -239,6 +247,7 @@ impl TrustGuard {
             limits: *limits,
             current: Some(Arc::new(store)),
             recorded: now,
+            key_checked_at: None,
         })
     }
 
@@ -286,6 +295,7 @@ impl TrustGuard {
             // Fail closed: the old store is dropped first, so an unusable new policy never
             // leaves the old one silently in force.
             self.current = None;
+            self.key_checked_at = None;
             let store = TrustStore::load_with_state(
                 &self.cfg.keys_dir,
                 &self.cfg.pin(),
@@ -318,14 +328,22 @@ impl TrustGuard {
                 expires,
             });
         }
-        if let Err(source) = check_own_key(&store, key, &self.cfg, now) {
-            self.current = None;
-            return Err(TrustProblem::KeyNotTrusted {
-                version: store.version(),
-                fingerprint: key.fingerprint(),
-                worker_impl: self.cfg.worker_impl.clone(),
-                source: Box::new(source),
-            });
+        // Accepted less than a minute ago by this same store: no new probe signature.
+        let fresh = self
+            .key_checked_at
+            .is_some_and(|t| t <= now && now - t < OWN_KEY_RECHECK);
+        if !fresh {
+            if let Err(source) = check_own_key(&store, key, &self.cfg, now) {
+                self.current = None;
+                self.key_checked_at = None;
+                return Err(TrustProblem::KeyNotTrusted {
+                    version: store.version(),
+                    fingerprint: key.fingerprint(),
+                    worker_impl: self.cfg.worker_impl.clone(),
+                    source: Box::new(source),
+                });
+            }
+            self.key_checked_at = Some(now);
         }
         // Keep the clock floor in the state file current while the worker runs for long.
         if now - self.recorded >= self.limits.evaluation_record_interval {
