@@ -9,23 +9,19 @@
 //! XML bombs, DTDs and oversized answers cannot travel through a real queue service (it escapes
 //! message text): the pure parser's unit tests in `src/queue/azure.rs` cover them.
 
+mod common;
+
 use base64::Engine as _;
-use chainlock::demo::seed::{
-    self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Link, Material,
-    SEED_RUN, SIGNING_QUEUE,
-};
+use chainlock::demo::seed::SIGNING_QUEUE;
 use chainlock::devqueue::azure::{AzureEndpoint, queue_name};
-use chainlock::devqueue::{Client, DevQueueConfig, DevQueueHandle};
 use chainlock::ids::TaskId;
 use chainlock::queue::types::{ClaimTaskRequest, TaskState};
-use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
-use chainlock::secret::Secret;
+use common::worker_env::{
+    MAX_RUN_TIME, Options, UPSTREAM_ARTIFACTS, Watched, WorkerEnv, payload_schema,
+};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TOKEN: &str = "permanent-TOKEN-do-not-leak-4242";
@@ -37,29 +33,6 @@ os.makedirs(os.path.join(out, "public"), exist_ok=True)
 open(os.path.join(out, "public", "result.txt"), "w").write("result of " + os.environ["TASK_ID"] + "\n")
 print("ran", os.environ["TASK_ID"], flush=True)
 "#;
-
-const PAYLOAD_SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "maxRunTime": {"type": "integer", "minimum": 1},
-    "upstreamArtifacts": {
-      "type": "array",
-      "items": {
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["taskId", "taskType", "paths"],
-        "properties": {
-          "taskId": {"type": "string", "format": "slugid"},
-          "taskType": {"type": "string"},
-          "paths": {"type": "array", "items": {"type": "string", "format": "artifact-path"}},
-          "formats": {"type": "array", "items": {"type": "string"}}
-        }
-      }
-    }
-  }
-}"#;
 
 // ---- Azurite ----
 
@@ -165,14 +138,17 @@ impl Drop for Azurite {
 // ---- the environment: dev queue + Azurite + seeded chains + the worker binary ----
 
 struct Env {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    queue: Option<DevQueueHandle>,
-    client: QueueClient,
-    material: Material,
+    h: WorkerEnv,
     azurite: Azurite,
     azure: AzureEndpoint,
     http: reqwest::Client,
+}
+
+impl std::ops::Deref for Env {
+    type Target = WorkerEnv;
+    fn deref(&self) -> &WorkerEnv {
+        &self.h
+    }
 }
 
 impl Env {
@@ -182,149 +158,40 @@ impl Env {
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
         let azurite = Azurite::start(bin, dir.join("azurite")).await;
-        let mut cfg = DevQueueConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            dir.join("queue"),
-            vec![Client {
-                client_id: "test-worker".into(),
-                access_token: Secret::new(TOKEN),
-                scopes: vec!["*".into()],
-            }],
-        );
-        cfg.claim_work_timeout = Duration::from_secs(2);
-        cfg.azure_queue_endpoint = Some(azurite.endpoint());
-        cfg.poll_url_validity = poll_url_validity;
-        cfg.azure_message_extra = extra.as_object().cloned().unwrap_or_default();
-        let queue = chainlock::devqueue::start(cfg).await.unwrap();
-        let client = QueueClient::new(
-            queue.root_url(),
-            Some(Credentials::permanent("test-worker", Secret::new(TOKEN))),
-            RetryPolicy::fast_for_tests(),
-        )
-        .unwrap();
-        let script = dir.join("script.py");
-        std::fs::write(&script, SCRIPT).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(dir.join("payload.schema.json"), PAYLOAD_SCHEMA).unwrap();
-        let material = Material::generate(&dir.join("material"), chainlock::clock::now()).unwrap();
+        let options = Options {
+            token: TOKEN,
+            script: SCRIPT,
+            payload_schema: payload_schema(&[MAX_RUN_TIME, UPSTREAM_ARTIFACTS]),
+            claim_timeout: None,
+            claim_work_timeout: Duration::from_secs(2),
+            queue_extra: "protocol = \"azure-poll\"\n",
+            timing: (1, 1, 2),
+            config_tail: String::new(),
+        };
+        let h = WorkerEnv::start_in(tmp, options, |cfg| {
+            cfg.azure_queue_endpoint = Some(azurite.endpoint());
+            cfg.poll_url_validity = poll_url_validity;
+            cfg.azure_message_extra = extra.as_object().cloned().unwrap_or_default();
+        })
+        .await;
         let azure = AzureEndpoint::parse(&azurite.endpoint()).unwrap();
-        let env = Env {
-            _tmp: tmp,
-            dir,
-            queue: Some(queue),
-            client,
-            material,
+        Some(Env {
+            h,
             azurite,
             azure,
             http: reqwest::Client::new(),
-        };
-        std::fs::write(env.dir.join("worker.toml"), env.config_text()).unwrap();
-        Some(env)
-    }
-
-    fn root_url(&self) -> String {
-        self.queue.as_ref().unwrap().root_url().to_owned()
-    }
-
-    fn config_text(&self) -> String {
-        let m = &self.material;
-        format!(
-            "[queue]\nroot_url = \"{}\"\ntask_queue_id = \"{SIGNING_QUEUE}\"\nworker_group = \"wg\"\n\
-             worker_id = \"w1\"\nprotocol = \"azure-poll\"\n\n[paths]\nwork_dir = \"{}\"\n\
-             log_dir = \"{}\"\n\n[script]\nargv = [\"{}\"]\ntimeout_secs = 60\nkill_grace_secs = 1\n\
-             env_allowlist = [\"PATH\"]\nisolation = \"none\"\n\n[timing]\nreclaim_margin_secs = 1\n\
-             poll_interval_secs = 1\nbackoff_min_secs = 1\nbackoff_max_secs = 2\n\n\
-             [task]\npayload_schema = \"payload.schema.json\"\nscope_prefix = \"{CERT_SCOPE_PREFIX}\"\n\
-             allowed_scopes = [\"{CERT_NAME}\"]\n\n\
-             [chain_of_trust]\nsigning_key = \"{}\"\nworker_impl = \"chainlock\"\nkeys_dir = \"{}\"\n\
-             pinned_version = {}\npinned_sha256 = \"{}\"\nstate_file = \"trust-state.json\"\n\
-             max_clock_skew_seconds = 300\n\n[verify]\npolicy = \"{}\"\n",
-            self.root_url(),
-            self.dir.join("work").display(),
-            self.dir.join("logs").display(),
-            self.dir.join("script.py").display(),
-            m.worker_key.display(),
-            m.keys_dir.display(),
-            m.pin.version,
-            m.pin.sha256,
-            m.chain_policy.display(),
-        )
+        })
     }
 
     /// One signing task with a verifiable chain (a decision and a build task, published).
     async fn create(&self) -> TaskId {
-        let now = chainlock::clock::now();
-        let mut chain = Chain::new(
-            now,
-            ChainOptions {
-                docker_image: false,
-                push: false,
-            },
-        );
-        let mut task: Link = chain.signing.clone();
-        task.id = TaskId::generate();
-        task.def["payload"] = json!({"maxRunTime": 60, "upstreamArtifacts": [{
-            "taskId": chain.build.id.as_str(), "taskType": "build",
-            "paths": [seed::BUILD_ARTIFACT], "formats": ["gpg"]
-        }]});
-        // The upstream tasks first: the signing task becomes pending (and gets its Azure
-        // message) only once its chain is published, so nothing claims it too early.
-        for link in [&mut chain.decision, &mut chain.build] {
-            self.client.create_task(&link.id, &link.def).await.unwrap();
-            link.def = self.client.task(&link.id).await.unwrap();
-        }
-        self.client.create_task(&task.id, &task.def).await.unwrap();
-        task.def = self.client.task(&task.id).await.unwrap();
-        let children: Vec<&Link> = vec![&chain.build, &task];
-        let graph = serde_json::to_vec_pretty(&seed::task_graph(&children)).unwrap();
-        let key = DocumentKey::Ed25519(self.material.generic_worker_key());
-        let evidence = Evidence {
-            files: BTreeMap::from([
-                (
-                    chain.decision.id.clone(),
-                    seed::evidence_files(
-                        &chain.decision,
-                        BTreeMap::from([(seed::TASK_GRAPH.to_owned(), graph)]),
-                        SEED_RUN,
-                        key,
-                    )
-                    .unwrap(),
-                ),
-                (
-                    chain.build.id.clone(),
-                    seed::evidence_files(&chain.build, BTreeMap::new(), SEED_RUN, key).unwrap(),
-                ),
-            ]),
-        };
-        for link in [&chain.decision, &chain.build] {
-            seed::run_as_worker(
-                &self.client,
-                link,
-                &evidence.files[&link.id],
-                SEED_RUN,
-                &self.dir.join("scratch"),
-            )
-            .await
-            .unwrap();
-        }
-        task.id
+        self.h.create(json!({"maxRunTime": 60})).await
     }
 
     /// A task that is pending at once (no chain: it could not verify, and need not).
     async fn create_bare(&self) -> TaskId {
-        let id = TaskId::generate();
-        let mut def = seed::task_definition(
-            &id,
-            "signing",
-            "bare",
-            chainlock::clock::now(),
-            &[format!("{CERT_SCOPE_PREFIX}{CERT_NAME}")],
-            json!({"maxRunTime": 60}),
-        );
-        def["retries"] = json!(0);
-        self.client.create_task(&id, &def).await.unwrap();
-        id
+        self.create_unchained_named("bare", json!({"maxRunTime": 60}))
+            .await
     }
 
     fn queue_url(&self) -> String {
@@ -419,140 +286,22 @@ impl Env {
             .collect()
     }
 
-    #[allow(clippy::disallowed_methods)] // tests run the real binary
-    fn spawn_worker(&self, args: &[&str]) -> Watched {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
-            .arg("run")
-            .arg("--config")
-            .arg(self.dir.join("worker.toml"))
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
-            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Watched {
-            child: Some(child),
-            log,
-            reader: Some(reader),
-        }
+    /// Waits for `w` to exit by itself after `id`; `id` completed. The log.
+    async fn completed(&self, id: &TaskId, w: Watched) -> String {
+        let (status, log) = w.wait_or_kill().await;
+        assert!(status.success(), "{log}");
+        assert_eq!(
+            self.last_run(id).await,
+            (TaskState::Completed, Some("completed".into())),
+            "{log}"
+        );
+        log
     }
 
-    async fn last_run(&self, id: &TaskId) -> (TaskState, Option<String>) {
-        let s = self.client.status(id).await.unwrap();
-        let r = s.runs.last().unwrap();
-        (r.state, r.reason_resolved.clone())
-    }
-
-    async fn wait_resolved(&self, id: &TaskId, w: &Watched) {
-        for _ in 0..1200 {
-            let s = self.client.status(id).await.unwrap();
-            if s.runs.last().is_some_and(|r| r.reason_resolved.is_some()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("task {id} never resolved:\n{}", w.log());
-    }
-
-    async fn stop(mut self) {
-        if let Some(q) = self.queue.take() {
-            q.shutdown().await;
-        }
-        self.azurite.stop();
-    }
-}
-
-/// A running worker whose stderr is collected as it comes.
-struct Watched {
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Watched {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    async fn wait_for(&self, needle: &str, n: usize) {
-        for _ in 0..1200 {
-            if self.count(needle) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{needle:?} never appeared {n} time(s):\n{}", self.log());
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// SIGTERM (stop claiming), then the exit status and the whole log.
-    async fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.wait_child(&mut child).await
-    }
-
-    /// Waits for the worker to exit by itself (`--max-tasks`).
-    async fn wait(mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        self.wait_child(&mut child).await
-    }
-
-    async fn wait_child(&mut self, child: &mut Child) -> (std::process::ExitStatus, String) {
-        let mut status = None;
-        for _ in 0..1200 {
-            if let Some(s) = child.try_wait().unwrap() {
-                status = Some(s);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let Some(status) = status else {
-            let _ = child.kill();
-            panic!("the worker did not exit:\n{}", self.log());
-        };
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        (status, self.log())
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    async fn stop(self) {
+        let Env { h, mut azurite, .. } = self;
+        h.stop().await;
+        azurite.stop();
     }
 }
 
@@ -584,22 +333,9 @@ async fn a_task_is_found_and_completed_through_azurite_with_hint_id_and_extra_fi
     assert!(msgs[0]["hintId"].is_string(), "{msgs:?}");
     assert_eq!(msgs[0]["future"]["nested"], json!([1, 2]));
 
-    let w = env.spawn_worker(&["--max-tasks", "1"]);
-    let (status, log) = w.wait().await;
-    assert!(status.success(), "{log}");
-    assert_eq!(
-        env.last_run(&id).await,
-        (TaskState::Completed, Some("completed".into())),
-        "{log}"
-    );
-    let names: Vec<String> = env
-        .client
-        .list_latest_artifacts(&id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let w = env.spawn_watched(&["--max-tasks", "1"]);
+    let log = env.completed(&id, w).await;
+    let names = env.artifact_names(&id).await;
     for expected in [
         "public/result.txt",
         "public/chain-of-trust.json",
@@ -632,7 +368,7 @@ async fn a_message_for_a_task_already_claimed_is_deleted_and_nothing_runs() {
     // And a message for a task that does not exist (claimTask 404): deleted too.
     env.put_json(json!({"taskId": TaskId::generate().as_str(), "runId": 0}))
         .await;
-    let w = env.spawn_worker(&[]);
+    let w = env.spawn_watched(&[]);
     w.wait_for("already claimed, resolved or cancelled (409)", 1)
         .await;
     env.wait_count(0).await;
@@ -656,17 +392,11 @@ async fn poll_urls_are_refreshed_before_they_expire() {
     let Some(env) = Env::new(Duration::from_secs(303), json!({})).await else {
         return;
     };
-    let w = env.spawn_worker(&["--max-tasks", "1"]);
+    let w = env.spawn_watched(&["--max-tasks", "1"]);
     w.wait_for("azure-poll: poll URLs refreshed", 3).await;
     let id = env.create().await;
-    env.wait_resolved(&id, &w).await;
-    let (status, log) = w.wait().await;
-    assert!(status.success(), "{log}");
-    assert_eq!(
-        env.last_run(&id).await,
-        (TaskState::Completed, Some("completed".into())),
-        "{log}"
-    );
+    env.wait_resolved_watched(&id, &w).await;
+    let log = env.completed(&id, w).await;
     assert!(!log.contains("poll failed"), "{log}");
     assert_no_secret(&log);
     env.stop().await;
@@ -677,7 +407,7 @@ async fn azurite_stopped_mid_run_means_backoff_then_recovery() {
     let Some(mut env) = Env::new(Duration::from_secs(1800), json!({})).await else {
         return;
     };
-    let mut w = env.spawn_worker(&["--max-tasks", "1"]);
+    let mut w = env.spawn_watched(&["--max-tasks", "1"]);
     w.wait_for("azure-poll: poll URLs refreshed", 1).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.azurite.stop();
@@ -686,14 +416,8 @@ async fn azurite_stopped_mid_run_means_backoff_then_recovery() {
     assert!(w.alive(), "{}", w.log());
     env.azurite.restart().await;
     let id = env.create().await;
-    env.wait_resolved(&id, &w).await;
-    let (status, log) = w.wait().await;
-    assert!(status.success(), "{log}");
-    assert_eq!(
-        env.last_run(&id).await,
-        (TaskState::Completed, Some("completed".into())),
-        "{log}"
-    );
+    env.wait_resolved_watched(&id, &w).await;
+    let log = env.completed(&id, w).await;
     assert!(log.contains("retry_in_secs"), "{log}");
     assert_no_secret(&log);
     env.stop().await;
@@ -744,20 +468,14 @@ async fn malformed_messages_are_each_deleted_and_the_worker_keeps_serving() {
         env.put_raw(text).await;
     }
     env.wait_count(table.len() as u64).await;
-    let w = env.spawn_worker(&["--max-tasks", "1"]);
+    let w = env.spawn_watched(&["--max-tasks", "1"]);
     w.wait_for("malformed message, deleting it", table.len())
         .await;
     env.wait_count(0).await;
     // Still serving: a good task after all that is found and completed.
     let id = env.create().await;
-    env.wait_resolved(&id, &w).await;
-    let (status, log) = w.wait().await;
-    assert!(status.success(), "{log}");
-    assert_eq!(
-        env.last_run(&id).await,
-        (TaskState::Completed, Some("completed".into())),
-        "{log}"
-    );
+    env.wait_resolved_watched(&id, &w).await;
+    let log = env.completed(&id, w).await;
     assert_eq!(
         log.matches("malformed message, deleting it").count(),
         table.len(),

@@ -4,22 +4,16 @@
 //! `promtool check metrics`, ask `/healthz` and `/readyz`, and receive its `sd_notify`
 //! messages on a unix datagram socket they bind and pass as `NOTIFY_SOCKET`.
 //!
-//! The chains are seeded as in `tests/worker.rs` (run-time keys, a root-signed trust store, a
-//! decision task and a build task whose signed documents cover what the task consumes).
+//! The chains are seeded by the harness shared with `tests/worker.rs` and `tests/azure.rs`
+//! (`tests/common/worker_env.rs`: run-time keys, a root-signed trust store, a decision task
+//! and a build task whose signed documents cover what the task consumes).
 
 mod common;
 
-use chainlock::demo::seed::{
-    self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Material,
-    SEED_RUN, SIGNING_QUEUE,
-};
-use chainlock::devqueue::{Client, DevQueueConfig, DevQueueHandle};
-use chainlock::ids::TaskId;
+use chainlock::demo::seed;
 use chainlock::queue::types::TaskState;
-use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
-use chainlock::secret::Secret;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use common::worker_env::{Options, WorkerEnv, payload_schema, stderr, wait_output};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -38,236 +32,78 @@ if "marker" in p: open(p["marker"], "w").write(str(os.getpid()))
 if p.get("behaviour") == "sleep": time.sleep(p["secs"])
 "#;
 
-const PAYLOAD_SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "behaviour": {"enum": ["ok", "sleep"]},
-    "secs": {"type": "number"},
-    "marker": {"type": "string"},
-    "upstreamArtifacts": {"type": "array"}
-  }
-}"#;
+/// The payload properties of the test script (`upstreamArtifacts` only as an array).
+const PAYLOAD_PROPERTIES: &[&str] = &[
+    r#""behaviour": {"enum": ["ok", "sleep"]}"#,
+    r#""secs": {"type": "number"}"#,
+    r#""marker": {"type": "string"}"#,
+    r#""upstreamArtifacts": {"type": "array"}"#,
+];
 
 struct Env {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    queue: Option<DevQueueHandle>,
-    root_url: String,
-    client: QueueClient,
-    material: Material,
+    h: WorkerEnv,
     /// `[metrics] listen`.
     listen: String,
 }
 
+impl std::ops::Deref for Env {
+    type Target = WorkerEnv;
+    fn deref(&self) -> &WorkerEnv {
+        &self.h
+    }
+}
+
 impl Env {
     async fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = std::fs::canonicalize(tmp.path()).unwrap();
-        let mut cfg = DevQueueConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            dir.join("queue"),
-            vec![Client {
-                client_id: "test-worker".into(),
-                access_token: Secret::new(TOKEN),
-                scopes: vec!["*".into()],
-            }],
-        );
-        cfg.claim_work_timeout = Duration::from_secs(1);
-        let queue = chainlock::devqueue::start(cfg).await.unwrap();
-        let root_url = queue.root_url().to_owned();
-        let client = QueueClient::new(
-            &root_url,
-            Some(Credentials::permanent("test-worker", Secret::new(TOKEN))),
-            RetryPolicy::fast_for_tests(),
-        )
-        .unwrap();
-        let script = dir.join("script.py");
-        std::fs::write(&script, SCRIPT).unwrap();
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::write(dir.join("payload.schema.json"), PAYLOAD_SCHEMA).unwrap();
-        let material = Material::generate(&dir.join("material"), now()).unwrap();
         // A free loopback port (released again for the worker to bind).
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .to_string();
-        let env = Env {
-            _tmp: tmp,
-            dir,
-            queue: Some(queue),
-            root_url,
-            client,
-            material,
-            listen,
-        };
-        std::fs::write(env.dir.join("worker.toml"), env.config_text()).unwrap();
-        env
+        let h = WorkerEnv::start(Options {
+            token: TOKEN,
+            script: SCRIPT,
+            payload_schema: payload_schema(PAYLOAD_PROPERTIES),
+            claim_timeout: None,
+            claim_work_timeout: Duration::from_secs(1),
+            queue_extra: "",
+            timing: (0, 0, 1),
+            config_tail: format!("\n[metrics]\nlisten = \"{listen}\"\n"),
+        })
+        .await;
+        Env { h, listen }
     }
 
     fn config_text(&self) -> String {
-        let m = &self.material;
-        format!(
-            "[queue]\nroot_url = \"{}\"\ntask_queue_id = \"{SIGNING_QUEUE}\"\n\
-             worker_group = \"wg\"\nworker_id = \"w1\"\n\n[paths]\nwork_dir = \"{}\"\n\
-             log_dir = \"{}\"\n\n[script]\nargv = [\"{}\"]\ntimeout_secs = 60\n\
-             kill_grace_secs = 1\nenv_allowlist = [\"PATH\"]\nisolation = \"none\"\n\n\
-             [timing]\nreclaim_margin_secs = 1\npoll_interval_secs = 0\nbackoff_min_secs = 0\n\
-             backoff_max_secs = 1\n\n[task]\npayload_schema = \"payload.schema.json\"\n\
-             scope_prefix = \"{CERT_SCOPE_PREFIX}\"\nallowed_scopes = [\"{CERT_NAME}\"]\n\n\
-             [chain_of_trust]\nsigning_key = \"{}\"\nworker_impl = \"chainlock\"\n\
-             keys_dir = \"{}\"\npinned_version = {}\npinned_sha256 = \"{}\"\n\
-             state_file = \"trust-state.json\"\nmax_clock_skew_seconds = 300\n\n\
-             [verify]\npolicy = \"{}\"\n\n[metrics]\nlisten = \"{}\"\n",
-            self.root_url,
-            self.dir.join("work").display(),
-            self.dir.join("logs").display(),
-            self.dir.join("script.py").display(),
-            m.worker_key.display(),
-            m.keys_dir.display(),
-            m.pin.version,
-            m.pin.sha256,
-            m.chain_policy.display(),
-            self.listen,
-        )
-    }
-
-    /// Tasks for our queue with a verifiable chain (children of one seeded decision task,
-    /// consuming the artifact of one seeded build task); `mutate` may spoil the evidence.
-    async fn seed(
-        &self,
-        payloads: Vec<Value>,
-        mutate: impl FnOnce(&mut Evidence, &Chain),
-    ) -> Vec<TaskId> {
-        let mut chain = Chain::new(
-            now(),
-            ChainOptions {
-                docker_image: false,
-                push: false,
-            },
-        );
-        let mut tasks = Vec::new();
-        for mut payload in payloads {
-            payload["upstreamArtifacts"] = json!([{
-                "taskId": chain.build.id.as_str(), "taskType": "build",
-                "paths": [seed::BUILD_ARTIFACT], "formats": ["gpg"]
-            }]);
-            let mut link = chain.signing.clone();
-            link.id = TaskId::generate();
-            link.def["payload"] = payload;
-            tasks.push(link);
-        }
-        for link in [&mut chain.decision, &mut chain.build]
-            .into_iter()
-            .chain(tasks.iter_mut())
-        {
-            self.client.create_task(&link.id, &link.def).await.unwrap();
-            link.def = self.client.task(&link.id).await.unwrap();
-        }
-        let children: Vec<&seed::Link> = std::iter::once(&chain.build).chain(&tasks).collect();
-        let graph = serde_json::to_vec_pretty(&seed::task_graph(&children)).unwrap();
-        let key = DocumentKey::Ed25519(self.material.generic_worker_key());
-        let mut evidence = Evidence {
-            files: BTreeMap::from([
-                (
-                    chain.decision.id.clone(),
-                    seed::evidence_files(
-                        &chain.decision,
-                        BTreeMap::from([(seed::TASK_GRAPH.to_owned(), graph)]),
-                        SEED_RUN,
-                        key,
-                    )
-                    .unwrap(),
-                ),
-                (
-                    chain.build.id.clone(),
-                    seed::evidence_files(&chain.build, BTreeMap::new(), SEED_RUN, key).unwrap(),
-                ),
-            ]),
-        };
-        mutate(&mut evidence, &chain);
-        let scratch = self.dir.join("scratch");
-        for link in [&chain.decision, &chain.build] {
-            seed::run_as_worker(
-                &self.client,
-                link,
-                &evidence.files[&link.id],
-                SEED_RUN,
-                &scratch,
-            )
-            .await
-            .unwrap();
-        }
-        tasks.into_iter().map(|l| l.id).collect()
+        self.h.config_text("")
     }
 
     /// The worker with `config`, its stdout and stderr piped, plus `env`.
     fn spawn(&self, config: &str, env: &[(&str, &str)]) -> Child {
-        let mut cmd = chainlock_bin();
-        cmd.arg("run")
-            .arg("--config")
-            .arg(self.dir.join(config))
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
-            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdout(Stdio::piped())
+        self.command(config, &[])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
-    }
-
-    async fn last_run(&self, id: &TaskId) -> (TaskState, Option<String>) {
-        let s = self.client.status(id).await.unwrap();
-        let r = s.runs.last().unwrap();
-        (r.state, r.reason_resolved.clone())
-    }
-
-    async fn wait_resolved(&self, id: &TaskId) {
-        for _ in 0..1200 {
-            let s = self.client.status(id).await.unwrap();
-            if s.runs.last().is_some_and(|r| r.reason_resolved.is_some()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("task {id} never resolved");
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listen)
     }
 
-    async fn stop(mut self) {
-        if let Some(q) = self.queue.take() {
-            q.shutdown().await;
-        }
+    async fn stop(self) {
+        self.h.stop().await
     }
 }
 
-fn now() -> chrono::DateTime<chrono::Utc> {
-    chainlock::clock::now()
-}
-
-/// The real binary under test (tests may start processes; the library may not).
-#[allow(clippy::disallowed_methods)]
-fn chainlock_bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
-}
-
-async fn wait_output(child: Child) -> Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap()
+/// SIGTERM, then the worker's exit, which must be a success.
+async fn terminate(child: Child) -> Output {
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = wait_output(child).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
 }
 
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {
@@ -276,13 +112,7 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 }
 
 async fn wait_for_file(p: &Path) {
-    for _ in 0..1200 {
-        if std::fs::metadata(p).is_ok_and(|m| m.len() > 0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} never appeared", p.display());
+    common::worker_env::wait_for_file(p, Duration::from_secs(60)).await
 }
 
 /// (status, content type, body) of a GET; `None` while nothing listens.
@@ -522,13 +352,7 @@ async fn metrics_count_real_tasks_pass_promtool_and_health_follows_draining() {
     assert!(open.contains("# TYPE chainlock_tasks_claimed counter\n"));
 
     // SIGTERM ends the drained worker's task now (worker-shutdown) instead of in 20 s.
-    signal(&child, nix::sys::signal::Signal::SIGTERM);
-    let out = wait_output(child).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    terminate(child).await;
     assert_eq!(
         env.last_run(&busy[0]).await,
         (TaskState::Exception, Some("worker-shutdown".into()))
@@ -600,12 +424,7 @@ async fn sd_notify_ready_after_start_up_status_per_stage_watchdog_and_stopping()
         .replace(&env.material.pin.sha256, &"0".repeat(64));
     std::fs::write(env.dir.join("bad.toml"), bad).unwrap();
     let out = wait_output(env.spawn("bad.toml", &sd_env)).await;
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(
         notify.position(|l| l == "READY=1").is_none(),
         "READY=1 after a failed start-up: {:#?}",
@@ -642,13 +461,7 @@ async fn sd_notify_ready_after_start_up_status_per_stage_watchdog_and_stopping()
             "WATCHDOG=1 while the script runs",
         )
         .await;
-    signal(&child, nix::sys::signal::Signal::SIGTERM);
-    let out = wait_output(child).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    terminate(child).await;
 
     let lines: Vec<String> = notify.lines().split_off(before);
     let at = |want: &str| {
@@ -734,13 +547,7 @@ async fn queue_retries_are_counted_by_api_method() {
         let endpoint = line.split('"').nth(1).unwrap_or_else(|| panic!("{line}"));
         assert!(endpoint.chars().all(|c| c.is_ascii_alphabetic()), "{line}");
     }
-    signal(&child, nix::sys::signal::Signal::SIGTERM);
-    let out = wait_output(child).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    terminate(child).await;
     env.stop().await;
 }
 
@@ -770,12 +577,6 @@ async fn readyz_fails_while_the_trust_policy_on_disk_is_unusable() {
         must(&scrape, "chainlock_trust_policy_version"),
         env.material.pin.version as f64
     );
-    signal(&child, nix::sys::signal::Signal::SIGTERM);
-    let out = wait_output(child).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    terminate(child).await;
     env.stop().await;
 }

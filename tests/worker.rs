@@ -8,28 +8,25 @@
 
 mod common;
 
-use chainlock::demo::seed::{
-    self, CERT_NAME, CERT_SCOPE_PREFIX, Chain, ChainOptions, DocumentKey, Evidence, Link, Material,
-    SEED_RUN, SIGNING_QUEUE,
-};
-use chainlock::devqueue::{Client, DevQueueConfig, DevQueueHandle};
+use chainlock::demo::seed::{self, CERT_NAME, Chain, Evidence, Link, Material, SEED_RUN};
 use chainlock::ids::TaskId;
 use chainlock::queue::types::{
     ClaimWorkRequest, CreateArtifactRequest, CreateArtifactResponse, ExceptionReason, TaskState,
 };
-use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
+use chainlock::queue::{Credentials, RetryPolicy};
 use chainlock::secret::Secret;
 use chainlock::trust::CotSignature;
+use common::worker_env::{
+    MAX_RUN_TIME, Options, UPSTREAM_ARTIFACTS, WorkerEnv, chainlock_bin, now, payload_schema,
+    set_exec, stderr, wait_output,
+};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-const QUEUE_ID: &str = SIGNING_QUEUE;
 const TOKEN: &str = "permanent-TOKEN-do-not-leak-4242";
 
 /// The test script: behaviour chosen by `payload.behaviour`.
@@ -86,233 +83,35 @@ if b == "longline":
     sys.stdout.flush()
 "#;
 
-/// The payload schema of the test script (strict, like the shipped ones).
-const PAYLOAD_SCHEMA: &str = r#"{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "behaviour": {"enum": ["ok", "exit", "kill", "sleep", "tree", "symlink", "longline", "identity", "shell", "probes"]},
+/// The test script's own payload properties (its schema is strict, like the shipped ones).
+const PAYLOAD_PROPERTIES: &str = r#""behaviour": {"enum": ["ok", "exit", "kill", "sleep", "tree", "symlink", "longline", "identity", "shell", "probes"]},
     "sh": {"type": "string"},
     "paths": {"type": "array", "items": {"type": "string"}},
     "code": {"type": "integer"},
     "secs": {"type": "number"},
     "marker": {"type": "string"},
     "pids": {"type": "string"},
-    "probe": {"type": "string"},
-    "maxRunTime": {"type": "integer", "minimum": 1},
-    "upstreamArtifacts": {
-      "type": "array",
-      "items": {
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["taskId", "taskType", "paths"],
-        "properties": {
-          "taskId": {"type": "string", "format": "slugid"},
-          "taskType": {"type": "string"},
-          "paths": {"type": "array", "items": {"type": "string", "format": "artifact-path"}},
-          "formats": {"type": "array", "items": {"type": "string"}}
-        }
-      }
-    }
-  }
-}"#;
-
-fn now() -> chrono::DateTime<chrono::Utc> {
-    chainlock::clock::now()
-}
+    "probe": {"type": "string"}"#;
 
 fn sha256(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    queue: Option<DevQueueHandle>,
-    root_url: String,
-    client: QueueClient,
-    material: Material,
-}
+type Env = WorkerEnv;
 
 impl Env {
     async fn new(claim_timeout: Duration) -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = std::fs::canonicalize(tmp.path()).unwrap();
-        let mut cfg = DevQueueConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            dir.join("queue"),
-            vec![Client {
-                client_id: "test-worker".into(),
-                access_token: Secret::new(TOKEN),
-                scopes: vec!["*".into()],
-            }],
-        );
-        cfg.claim_timeout = claim_timeout;
-        cfg.claim_work_timeout = Duration::from_secs(2);
-        let queue = chainlock::devqueue::start(cfg).await.unwrap();
-        let root_url = queue.root_url().to_owned();
-        let client = QueueClient::new(
-            &root_url,
-            Some(Credentials::permanent("test-worker", Secret::new(TOKEN))),
-            RetryPolicy::fast_for_tests(),
-        )
-        .unwrap();
-        let script = dir.join("script.py");
-        std::fs::write(&script, SCRIPT).unwrap();
-        set_exec(&script);
-        std::fs::write(dir.join("payload.schema.json"), PAYLOAD_SCHEMA).unwrap();
-        let material = Material::generate(&dir.join("material"), now()).unwrap();
-        let env = Env {
-            _tmp: tmp,
-            dir,
-            queue: Some(queue),
-            root_url,
-            client,
-            material,
-        };
-        env.write_config("worker.toml", "");
-        env
-    }
-
-    fn config_text(&self, extra_script: &str) -> String {
-        let m = &self.material;
-        let extra_script = if extra_script.contains("isolation") {
-            extra_script.to_owned()
-        } else {
-            format!("isolation = \"none\"\n{extra_script}")
-        };
-        format!(
-            "[queue]\nroot_url = \"{}\"\ntask_queue_id = \"{QUEUE_ID}\"\nworker_group = \"wg\"\n\
-             worker_id = \"w1\"\n\n[paths]\nwork_dir = \"{}\"\nlog_dir = \"{}\"\n\n[script]\n\
-             argv = [\"{}\"]\ntimeout_secs = 60\nkill_grace_secs = 1\n\
-             env_allowlist = [\"PATH\"]\n{}\n[timing]\nreclaim_margin_secs = 1\n\
-             poll_interval_secs = 0\nbackoff_min_secs = 0\nbackoff_max_secs = 1\n\n\
-             [task]\npayload_schema = \"payload.schema.json\"\nscope_prefix = \"{CERT_SCOPE_PREFIX}\"\n\
-             allowed_scopes = [\"{CERT_NAME}\"]\n\n\
-             [chain_of_trust]\nsigning_key = \"{}\"\nworker_impl = \"chainlock\"\nkeys_dir = \"{}\"\n\
-             pinned_version = {}\npinned_sha256 = \"{}\"\nstate_file = \"trust-state.json\"\n\
-             max_clock_skew_seconds = 300\n\n[verify]\npolicy = \"{}\"\n",
-            self.root_url,
-            self.dir.join("work").display(),
-            self.dir.join("logs").display(),
-            self.dir.join("script.py").display(),
-            extra_script,
-            m.worker_key.display(),
-            m.keys_dir.display(),
-            m.pin.version,
-            m.pin.sha256,
-            m.chain_policy.display(),
-        )
-    }
-
-    fn write_config(&self, name: &str, extra_script: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::write(&path, self.config_text(extra_script)).unwrap();
-        path
-    }
-
-    /// One task with a verifiable chain.
-    async fn create(&self, payload: Value) -> TaskId {
-        self.seed(vec![payload], |_, _| {}).await.remove(0)
-    }
-
-    /// Tasks for our queue, all children of one seeded decision task and consuming the
-    /// artifact of one seeded build task (an `upstreamArtifacts` entry is added unless the
-    /// payload has one). `mutate` may change the upstream evidence before it is published.
-    async fn seed(
-        &self,
-        payloads: Vec<Value>,
-        mutate: impl FnOnce(&mut Evidence, &Chain),
-    ) -> Vec<TaskId> {
-        let (chain, tasks, evidence) = self.prepare_chain(payloads, mutate).await;
-        let scratch = self.dir.join("scratch");
-        for link in [&chain.decision, &chain.build] {
-            seed::run_as_worker(
-                &self.client,
-                link,
-                &evidence.files[&link.id],
-                SEED_RUN,
-                &scratch,
-            )
-            .await
-            .unwrap();
-        }
-        tasks.into_iter().map(|l| l.id).collect()
-    }
-
-    /// Creates the chain's tasks and returns the evidence its upstream links would publish.
-    async fn prepare_chain(
-        &self,
-        payloads: Vec<Value>,
-        mutate: impl FnOnce(&mut Evidence, &Chain),
-    ) -> (Chain, Vec<Link>, Evidence) {
-        let mut chain = Chain::new(
-            now(),
-            ChainOptions {
-                docker_image: false,
-                push: false,
-            },
-        );
-        let mut tasks = Vec::new();
-        for mut payload in payloads {
-            if payload.get("upstreamArtifacts").is_none() {
-                payload["upstreamArtifacts"] = json!([{
-                    "taskId": chain.build.id.as_str(), "taskType": "build",
-                    "paths": [seed::BUILD_ARTIFACT], "formats": ["gpg"]
-                }]);
-            }
-            let mut link = chain.signing.clone();
-            link.id = TaskId::generate();
-            link.def["payload"] = payload;
-            tasks.push(link);
-        }
-        for link in [&mut chain.decision, &mut chain.build]
-            .into_iter()
-            .chain(tasks.iter_mut())
-        {
-            self.client.create_task(&link.id, &link.def).await.unwrap();
-            link.def = self.client.task(&link.id).await.unwrap();
-        }
-        let children: Vec<&Link> = std::iter::once(&chain.build).chain(&tasks).collect();
-        let graph = serde_json::to_vec_pretty(&seed::task_graph(&children)).unwrap();
-        let key = DocumentKey::Ed25519(self.material.generic_worker_key());
-        let mut evidence = Evidence {
-            files: BTreeMap::from([
-                (
-                    chain.decision.id.clone(),
-                    seed::evidence_files(
-                        &chain.decision,
-                        BTreeMap::from([(seed::TASK_GRAPH.to_owned(), graph)]),
-                        SEED_RUN,
-                        key,
-                    )
-                    .unwrap(),
-                ),
-                (
-                    chain.build.id.clone(),
-                    seed::evidence_files(&chain.build, BTreeMap::new(), SEED_RUN, key).unwrap(),
-                ),
-            ]),
-        };
-        mutate(&mut evidence, &chain);
-        (chain, tasks, evidence)
-    }
-
-    /// A task that never reaches verification (its chain does not matter).
-    async fn create_unchained(&self, payload: Value) -> TaskId {
-        let id = TaskId::generate();
-        let mut def = seed::task_definition(
-            &id,
-            "signing",
-            "unchained",
-            now(),
-            &[format!("{CERT_SCOPE_PREFIX}{CERT_NAME}")],
-            payload,
-        );
-        def["retries"] = json!(0);
-        self.client.create_task(&id, &def).await.unwrap();
-        id
+        WorkerEnv::start(Options {
+            token: TOKEN,
+            script: SCRIPT,
+            payload_schema: payload_schema(&[PAYLOAD_PROPERTIES, MAX_RUN_TIME, UPSTREAM_ARTIFACTS]),
+            claim_timeout: Some(claim_timeout),
+            claim_work_timeout: Duration::from_secs(2),
+            queue_extra: "",
+            timing: (0, 0, 1),
+            config_tail: String::new(),
+        })
+        .await
     }
 
     /// One task with a chain whose decision task's `public/task-graph.json` is a reference
@@ -341,78 +140,6 @@ impl Env {
         tasks[0].id.clone()
     }
 
-    fn command(&self, config: &str, args: &[&str]) -> std::process::Command {
-        let mut cmd = chainlock_bin();
-        cmd.arg("run")
-            .arg("--config")
-            .arg(self.dir.join(config))
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
-            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
-            .env("RUST_LOG", "info");
-        cmd
-    }
-
-    fn spawn_worker(&self, args: &[&str]) -> Child {
-        self.command("worker.toml", args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    /// A worker whose stderr is readable while it runs.
-    fn spawn_watched(&self, args: &[&str]) -> Watched {
-        let mut child = self
-            .command("worker.toml", args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Watched { child, log, reader }
-    }
-
-    async fn run_worker(&self, max_tasks: u32) -> Output {
-        let child = self.spawn_worker(&["--max-tasks", &max_tasks.to_string()]);
-        wait_output(child).await
-    }
-
-    /// (state, reasonResolved) of the last run.
-    async fn last_run(&self, id: &TaskId) -> (TaskState, Option<String>) {
-        let s = self.client.status(id).await.unwrap();
-        let r = s.runs.last().unwrap();
-        (r.state, r.reason_resolved.clone())
-    }
-
-    async fn artifact_names(&self, id: &TaskId) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .client
-            .list_latest_artifacts(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        names.sort();
-        names
-    }
-
     async fn download(&self, id: &TaskId, name: &str) -> Vec<u8> {
         let dest = self.dir.join(format!("dl-{}", rand_suffix()));
         self.client
@@ -425,102 +152,14 @@ impl Env {
     async fn task_log(&self, id: &TaskId) -> String {
         String::from_utf8(self.download(id, "public/logs/live_backing.log").await).unwrap()
     }
-
-    async fn wait_resolved(&self, id: &TaskId) {
-        for _ in 0..1200 {
-            let s = self.client.status(id).await.unwrap();
-            if s.runs.last().is_some_and(|r| r.reason_resolved.is_some()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("task {id} never resolved");
-    }
-
-    async fn stop(mut self) {
-        if let Some(q) = self.queue.take() {
-            q.shutdown().await;
-        }
-    }
-}
-
-/// A running worker whose stderr is collected as it comes.
-struct Watched {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    reader: std::thread::JoinHandle<()>,
-}
-
-impl Watched {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    /// Waits until `needle` occurs at least `n` times in the worker's log.
-    async fn wait_for(&self, needle: &str, n: usize) {
-        for _ in 0..1200 {
-            if self.count(needle) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{needle:?} never appeared {n} time(s):\n{}", self.log());
-    }
-
-    async fn wait(self) -> (ExitStatus, String) {
-        let Watched {
-            mut child,
-            log,
-            reader,
-        } = self;
-        tokio::task::spawn_blocking(move || {
-            let status = child.wait().unwrap();
-            reader.join().unwrap();
-            let text = log.lock().unwrap().clone();
-            (status, text)
-        })
-        .await
-        .unwrap()
-    }
-}
-
-/// The real binary under test (tests may start processes; the library may not).
-#[allow(clippy::disallowed_methods)]
-fn chainlock_bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
 }
 
 fn rand_suffix() -> String {
     TaskId::generate().to_string()
 }
 
-fn set_exec(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-async fn wait_output(child: Child) -> Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 async fn wait_for_file(p: &Path) {
-    for _ in 0..600 {
-        if p.exists() && std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} never appeared", p.display());
+    common::worker_env::wait_for_file(p, Duration::from_secs(30)).await
 }
 
 fn alive(pid: &str) -> bool {
@@ -1763,7 +1402,7 @@ async fn nothing_the_script_starts_outlives_its_run() {
                 let worker = env.spawn_watched(&["--max-tasks", "1"]);
                 wait_for_procs(&t, 5).await;
                 nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(worker.child.id() as i32),
+                    nix::unistd::Pid::from_raw(worker.pid() as i32),
                     nix::sys::signal::Signal::SIGTERM,
                 )
                 .unwrap();

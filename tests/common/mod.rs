@@ -2,6 +2,8 @@
 //! queue client for one of its clients, and the real binary. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod worker_env;
+
 use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
 use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
 use chainlock::secret::Secret;
