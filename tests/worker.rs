@@ -1981,7 +1981,7 @@ async fn sigterm_and_a_lost_claim_stop_a_hanging_evidence_download() {
 }
 
 /// Unmounts a test mount when dropped.
-struct Mounted(PathBuf);
+struct Mounted(std::path::PathBuf);
 
 impl Drop for Mounted {
     #[allow(clippy::disallowed_methods)] // the test mounts a real tmpfs
