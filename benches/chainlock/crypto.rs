@@ -157,3 +157,152 @@ pub fn canonical(s: &Settings) -> Vec<Row> {
     });
     rows
 }
+
+/// `chainlock script sign` (the release binary, as the worker runs it) over `n` × 1 MiB
+/// verified files, against a `gpg --detach-sign --armor` loop over the same files with a key
+/// of the same kind (ed25519), one gpg process per file as a shell loop would.
+#[allow(clippy::disallowed_methods)] // the benchmark runs the real binary and real gpg
+pub fn sign_vs_gpg(settings: &Settings) -> Vec<Row> {
+    use sha2::Digest as _;
+    const DEP: &str = "GVi2vTw8RYqdga6pE08Aiw";
+    let n: usize = if settings.quick { 40 } else { 200 };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (work, out) = (tmp.path().join("work"), tmp.path().join("artifacts"));
+    let cot = work.join("cot").join(DEP).join("public");
+    std::fs::create_dir_all(&cot).expect("cot dir");
+    std::fs::create_dir_all(&out).expect("artifact dir");
+    let mut manifest = Vec::new();
+    let mut paths = Vec::new();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..n {
+        let mut bytes = vec![0u8; 1 << 20];
+        for chunk in bytes.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        let name = format!("public/f{i:03}.bin");
+        std::fs::write(cot.join(format!("f{i:03}.bin")), &bytes).expect("input file");
+        manifest.push(json!({"taskId": DEP, "taskKind": "build", "path": name,
+            "sha256": hex::encode(sha2::Sha256::digest(&bytes)), "size": bytes.len()}));
+        paths.push(name);
+    }
+    let m = json!({"version": 2, "artifacts": manifest});
+    std::fs::write(work.join("cot/manifest.json"), m.to_string()).expect("manifest");
+    let task = json!({
+        "provisionerId": "releng", "workerType": "signing", "taskQueueId": "releng/signing",
+        "schedulerId": "taskcluster-level-3", "taskGroupId": "Qt3GKapxQmWDJId8m5o8Yg",
+        "dependencies": [DEP], "created": "2026-01-01T00:00:00.000Z",
+        "deadline": "2026-01-02T00:00:00.000Z", "expires": "2027-01-01T00:00:00.000Z",
+        "scopes": ["project:releng:signing:cert:release-signing"],
+        "payload": {"upstreamArtifacts": [
+            {"taskId": DEP, "taskType": "build", "paths": paths, "formats": ["gpg"]}]},
+        "metadata": {"name": "sign", "description": "bench", "owner": "releng@example.com",
+            "source": "https://example.com/ci"},
+        "tags": {}, "extra": {}
+    });
+    std::fs::write(work.join("task.json"), task.to_string()).expect("task.json");
+    let key = chainlock::openpgp::generate_key(
+        "release-signing <releng@example.com>",
+        chainlock::clock::now() - chrono::Duration::hours(1),
+        None,
+    )
+    .expect("release key");
+    let (private, public) = (tmp.path().join("release.key"), tmp.path().join("release.asc"));
+    chainlock::openpgp::write_new_key(&key, &private, &public).expect("write key");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/payload/sign.schema.json");
+    let config = tmp.path().join("sign.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "payload_schema = {schema:?}\nscope_prefix = \"project:releng:signing:cert:\"\n\
+             [keys]\nrelease-signing = {private:?}\n"
+        ),
+    )
+    .expect("sign.toml");
+    let start = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+        .args(["script", "sign", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("TASK_ID", "Wm2tTUqhS7aCgeSeAMnPJg")
+        .env("RUN_ID", "0")
+        .env("TASKCLUSTER_ROOT_URL", "http://127.0.0.1:1")
+        .env("CHAINLOCK_WORK_DIR", &work)
+        .env("CHAINLOCK_ARTIFACT_DIR", &out)
+        .current_dir(&work)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("chainlock script sign");
+    let ours = start.elapsed();
+    assert!(status.success(), "chainlock script sign failed");
+    let mb = (n as u64) << 20;
+    let mut rows = vec![Row {
+        name: format!("script sign {n} x 1 MiB"),
+        time: ours,
+        rate: mb_per_s(mb, ours),
+        rss: None,
+        note: format!("{} cores", super::cores()),
+    }];
+    // gpg: an ed25519 key in a throwaway home, then one process per file.
+    let home = tmp.path().join("gnupg");
+    std::fs::create_dir_all(&home).expect("gnupg home");
+    let gpg = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback"])
+            .args(["--passphrase", ""])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    let made = gpg(&[
+        "--quick-gen-key".as_ref(),
+        "bench <bench@example.com>".as_ref(),
+        "ed25519".as_ref(),
+        "sign".as_ref(),
+        "1d".as_ref(),
+    ]);
+    if !made.is_ok_and(|s| s.success()) {
+        rows.push(Row {
+            name: "gpg --detach-sign loop".into(),
+            time: std::time::Duration::ZERO,
+            rate: "-".into(),
+            rss: None,
+            note: "gpg not available: skipped".into(),
+        });
+        return rows;
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        let file = cot.join(format!("f{i:03}.bin"));
+        let sig = tmp.path().join(format!("g{i:03}.asc"));
+        let ok = gpg(&[
+            "--yes".as_ref(),
+            "--detach-sign".as_ref(),
+            "--armor".as_ref(),
+            "-o".as_ref(),
+            sig.as_os_str(),
+            file.as_os_str(),
+        ]);
+        assert!(ok.is_ok_and(|s| s.success()), "gpg --detach-sign");
+    }
+    let theirs = start.elapsed();
+    let _ = std::process::Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "all"])
+        .status();
+    rows.push(Row {
+        name: format!("gpg --detach-sign loop {n} x 1 MiB"),
+        time: theirs,
+        rate: mb_per_s(mb, theirs),
+        rss: None,
+        note: format!(
+            "script sign is {:.1}x faster",
+            theirs.as_secs_f64() / ours.as_secs_f64().max(1e-9)
+        ),
+    });
+    rows
+}

@@ -76,6 +76,12 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// Throughput in MB/s (10^6 bytes) for `bytes` in `d`.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+}
+
 pub fn mb_per_s(bytes: u64, d: Duration) -> String {
     format!("{:.0} MB/s", bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9))
 }
@@ -118,8 +124,9 @@ pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     best.expect("reps.max(1) >= 1 iteration ran")
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "task",
+    "sign",
     "fetch",
     "hash",
     "upload",
@@ -166,6 +173,7 @@ fn main() {
     for section in &wanted {
         match section.as_str() {
             "task" => print_all(fetch::tasks(&settings)),
+            "sign" => print_all(crypto::sign_vs_gpg(&settings)),
             "fetch" => print_all(fetch::evidence(&settings)),
             "hash" => print_all(io::hash(&settings)),
             "upload" | "download" => {

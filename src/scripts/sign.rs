@@ -6,17 +6,18 @@
 //! directory, plus `SHA256SUMS` and `SHA512SUMS` (in `sha256sum` format, artifact paths as names)
 //! and their own `.asc` signatures.
 //!
-//! Every file is hashed twice against the verified manifest: once before anything is signed
-//! (a single mismatch stops the task with nothing signed), and again while it is being signed
-//! (a file swapped between the two passes gets no signature). Files are streamed in both passes,
-//! so memory does not grow with file size; up to `parallelism` files are processed at once.
+//! Every file is read once: the same pass feeds the signature, the sha256 checked against the
+//! verified manifest, and both checksum files, so the signed bytes are exactly the checked
+//! bytes. Signatures are held until every file of the task has matched; a single mismatch stops
+//! the task with nothing written. Files are streamed, so memory does not grow with file size;
+//! up to `parallelism` files (default: the machine's cores) are processed at once.
 //!
 //! What this module must not do: load any key other than the one the scope selects, sign bytes
 //! that did not match the manifest, or implement OpenPGP itself (it uses [`crate::openpgp`]).
 
 use super::{
     ScriptEnv, ScriptError, VerifiedInput, build_validator, check_digest, load_task, open_input,
-    read_toml_config, recheck_input, resolve_inputs, write_artifact,
+    read_toml_config, resolve_inputs, write_artifact,
 };
 use crate::openpgp::{self, SigningKey};
 use crate::validate::Limits;
@@ -24,14 +25,17 @@ use crate::validate::path::check_relative_path;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn default_parallelism() -> usize {
-    4
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(4)
+        .clamp(1, 64)
 }
 
 fn default_checksums_dir() -> String {
@@ -77,33 +81,40 @@ pub async fn run(config_path: &Path) -> i32 {
     }
 }
 
-/// A reader that hashes what passes through it.
+/// A reader that hashes what passes through it, for the manifest check and both checksum
+/// files, while the signer hashes the same bytes for the signature.
 struct HashingReader<R> {
     inner: R,
-    hash: Sha256,
+    sha256: Sha256,
+    sha512: Sha512,
     size: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(buf.get(..n).unwrap_or_default());
-        self.size += n as u64;
+        let chunk = buf.get(..n).unwrap_or_default();
+        self.sha256.update(chunk);
+        self.sha512.update(chunk);
+        self.size = self.size.saturating_add(n as u64);
         Ok(n)
     }
 }
 
-/// Signs one verified file, checking on the way that the signed bytes are the verified ones.
+/// Signs one verified file in a single read: the bytes signed are the bytes whose sha256 is
+/// checked against the verified manifest (and whose digests go into the checksum files). The
+/// signature is returned, never written, until every file of the task has checked out.
 fn sign_one(
     env: &ScriptEnv,
     key: &SigningKey,
     input: &VerifiedInput,
     at: DateTime<Utc>,
-) -> Result<Vec<u8>, ScriptError> {
+) -> Result<(Vec<u8>, super::FileDigests), ScriptError> {
     let file = open_input(env, input)?;
     let mut reader = HashingReader {
         inner: std::io::BufReader::with_capacity(256 * 1024, file),
-        hash: Sha256::new(),
+        sha256: Sha256::new(),
+        sha512: Sha512::new(),
         size: 0,
     };
     let (sig, _) = openpgp::sign_detached_armored_reader(key, &mut reader, at).map_err(|e| {
@@ -112,8 +123,13 @@ fn sign_one(
             reason: e.to_string(),
         }
     })?;
-    check_digest(input, &hex::encode(reader.hash.finalize()), reader.size)?;
-    Ok(sig)
+    let digests = super::FileDigests {
+        sha256: hex::encode(reader.sha256.finalize()),
+        sha512: hex::encode(reader.sha512.finalize()),
+        size: reader.size,
+    };
+    check_digest(input, &digests.sha256, digests.size)?;
+    Ok((sig, digests))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -182,20 +198,9 @@ async fn run_inner(config_path: &Path) -> Result<(), ScriptError> {
         }
     }
 
-    // Pass 1: every file must match the verified manifest before anything is signed.
-    let digests: Vec<Result<super::FileDigests, ScriptError>> =
-        futures_util::stream::iter(inputs.iter().cloned())
-            .map(|input| {
-                let env = env.clone();
-                blocking(move || recheck_input(&env, &input))
-            })
-            .buffered(config.parallelism)
-            .collect()
-            .await;
-    let digests = digests.into_iter().collect::<Result<Vec<_>, _>>()?;
-
-    // Pass 2: sign, re-hashing the signed bytes.
-    let sigs: Vec<Result<Vec<u8>, ScriptError>> =
+    // One pass per file: sign while hashing; nothing is written until every file matched the
+    // verified manifest.
+    let signed: Vec<Result<(Vec<u8>, super::FileDigests), ScriptError>> =
         futures_util::stream::iter(inputs.iter().cloned())
             .map(|input| {
                 let env = env.clone();
@@ -205,7 +210,8 @@ async fn run_inner(config_path: &Path) -> Result<(), ScriptError> {
             .buffered(config.parallelism)
             .collect()
             .await;
-    let sigs = sigs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let signed = signed.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let (sigs, digests): (Vec<Vec<u8>>, Vec<super::FileDigests>) = signed.into_iter().unzip();
     for (input, sig) in inputs.iter().zip(&sigs) {
         let name = format!("{}.asc", input.path);
         write_artifact(&env.artifact_dir, &name, sig)?;
