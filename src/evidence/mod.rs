@@ -2,9 +2,11 @@
 //!
 //! Why it exists: the verifier (`crate::verify`) is pure, so something must download the
 //! evidence it judges. This module discovers the chain with the same pure chain builder the
-//! verifier uses (definitions first, level by level, concurrently with a bound), then downloads
-//! run statuses, chain-of-trust documents, signatures and consumed artifacts into a bundle
-//! directory (`crate::verify::bundle` format). The worker then hands the verified copies to its
+//! verifier uses and downloads, in one bounded pipeline, definitions, run statuses,
+//! chain-of-trust documents, signatures and consumed artifacts into a bundle directory
+//! (`crate::verify::bundle` format): each definition that arrives schedules at once everything
+//! it reveals, so the critical path is one round trip per level of the chain, not a wave per
+//! kind of evidence. The worker then hands the verified copies to its
 //! script under `work_dir/cot/<taskId>/<path>` with `work_dir/cot/manifest.json`.
 //!
 //! What it must not do: judge anything (no check lives here), or turn a queue outage into a
