@@ -737,8 +737,19 @@ async fn retries_5xx_but_not_4xx_and_reports_transport_failures_without_secrets(
 }
 
 #[tokio::test]
-#[allow(clippy::disallowed_methods)] // running the official Python client is the point here
 async fn official_python_client_interop() {
+    python_script("tc_client.py").await;
+}
+
+/// Timestamps, priority, error bodies, cancelTask, rerunTask and artifact expiry as the
+/// official Python client sees them.
+#[tokio::test]
+async fn official_python_client_sees_real_queue_answers() {
+    python_script("tc_fidelity.py").await;
+}
+
+#[allow(clippy::disallowed_methods)] // running the official Python client is the point here
+async fn python_script(name: &str) {
     let python = std::env::var("CHAINLOCK_TEST_PYTHON")
         .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
     assert!(
@@ -748,7 +759,7 @@ async fn official_python_client_interop() {
     );
     let dir = tempfile::tempdir().unwrap();
     let h = start(dir.path(), Duration::from_secs(1200)).await;
-    let script = format!("{}/tests/interop/tc_client.py", env!("CARGO_MANIFEST_DIR"));
+    let script = format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"));
     let root = h.root_url().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)

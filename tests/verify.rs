@@ -440,6 +440,7 @@ fn status(id: &TaskId, def: &Value, state: TaskState) -> TaskStatus {
         scheduler_id: None,
         project_id: None,
         task_group_id: TaskId::parse(def["taskGroupId"].as_str().unwrap()).unwrap(),
+        priority: None,
         deadline: t0() + Duration::days(1),
         expires: t0() + Duration::days(365),
         retries_left: 5,

@@ -546,6 +546,31 @@ async fn reclaim_conflict_kills_the_script_and_reports_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cancel_task_kills_the_script_and_reports_nothing() {
+    let env = Env::new(Duration::from_secs(3)).await;
+    let marker = env.dir.join("started");
+    let id = env
+        .create(json!({"behaviour": "sleep", "secs": 60, "marker": marker}))
+        .await;
+    let child = env.spawn_worker(&["--max-tasks", "1"]);
+    wait_for_file(&marker).await;
+    // The production path: someone cancels the task; the worker's next reclaim gets 409.
+    env.client.cancel_task(&id).await.unwrap();
+    let out = wait_output(child).await;
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("reclaim refused (409)"), "{log}");
+    let pid = std::fs::read_to_string(&marker).unwrap();
+    assert!(!alive(&pid), "the script survived the cancellation");
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Exception, Some("canceled".into()))
+    );
+    assert!(env.artifact_names(&id).await.is_empty());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_uploads_and_reports_worker_shutdown() {
     let env = Env::new(Duration::from_secs(1200)).await;
     let marker = env.dir.join("started");

@@ -159,6 +159,7 @@ fn status(t0: DateTime<Utc>, id: &TaskId, group: &TaskId, worker_type: &str) -> 
         scheduler_id: None,
         project_id: None,
         task_group_id: group.clone(),
+        priority: None,
         deadline: t0 + Duration::days(1),
         expires: t0 + Duration::days(365),
         retries_left: 5,

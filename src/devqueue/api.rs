@@ -19,16 +19,18 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Path, Query, Request, State,
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, OriginalUri, Path, Query,
+    RawPathParams, Request, State,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt as _;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt as _;
@@ -41,6 +43,8 @@ pub(crate) const ISSUER_ID: &str = "static/chainlock-dev-queue";
 const MAX_UPLOAD: u64 = 5 * 1024 * 1024 * 1024;
 /// Presigned PUT URLs are valid 45 minutes.
 const PUT_URL_VALIDITY: Duration = Duration::minutes(45);
+/// The real API's request body limit.
+const API_BODY_LIMIT: usize = 10 * 1024 * 1024;
 /// Artifacts may still be created this long after an exception.
 const EXCEPTION_GRACE: Duration = Duration::minutes(25);
 
@@ -52,8 +56,95 @@ impl IntoResponse for ApiError {
             "message": self.message,
             "requestInfo": {"time": format_time(crate::clock::now())},
         });
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        // `request_info` (on the API routes) rebuilds the body with the request's details.
+        resp.extensions_mut().insert(self);
+        resp
     }
+}
+
+/// The real API method name of an API route, for `requestInfo.method` and the message trailer.
+fn api_method(method: &Method, route: &str) -> &'static str {
+    let tail = route.strip_prefix("/api/queue/v1").unwrap_or(route);
+    let get = *method == Method::GET;
+    match tail.rsplit('/').next().unwrap_or_default() {
+        "ping" => "ping",
+        "status" => "status",
+        "cancel" => "cancelTask",
+        "rerun" => "rerunTask",
+        "reclaim" => "reclaimTask",
+        "claim" => "claimTask",
+        "completed" => "reportCompleted",
+        "failed" => "reportFailed",
+        "exception" => "reportException",
+        "{*task_queue_id}" => "claimWork",
+        "{worker_type}" => "pollTaskUrls",
+        "{task_id}" if get => "task",
+        "{task_id}" => "createTask",
+        "artifacts" if tail.contains("/runs/") => "listArtifacts",
+        "artifacts" => "listLatestArtifacts",
+        "{*name}" if !get => "createArtifact",
+        "{*name}" if tail.contains("/runs/") => "getArtifact",
+        "{*name}" => "getLatestArtifact",
+        _ => "unknown",
+    }
+}
+
+/// The real queue's name of a path parameter.
+fn param_name(route_name: &str) -> String {
+    let mut out = String::with_capacity(route_name.len());
+    let mut upper = false;
+    for c in route_name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Error bodies of the API routes as the real queue writes them: `requestInfo` with the API
+/// method name, the path parameters, the request payload and the time, and the message
+/// followed by the `---` trailer naming method, error code, status code and time.
+async fn request_info(
+    method: Method,
+    route: MatchedPath,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, API_BODY_LIMIT).await else {
+        return ApiError::new(413, "InputTooLarge", "the request body is too large")
+            .into_response();
+    };
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes.clone())))
+        .await;
+    let Some(err) = resp.extensions().get::<ApiError>().cloned() else {
+        return resp;
+    };
+    let name = api_method(&method, route.as_str());
+    let params: Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (param_name(k), Value::String(v.to_owned())))
+        .collect();
+    let payload = serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|_| json!({}));
+    let time = format_time(crate::clock::now());
+    let message = format!(
+        "{}\n\n---\n\n* method:     {name}\n* errorCode:  {}\n* statusCode: {}\n* time:       {time}",
+        err.message, err.code, err.status
+    );
+    let body = json!({
+        "code": err.code,
+        "message": message,
+        "requestInfo": {"method": name, "params": params, "payload": payload, "time": time},
+    });
+    (resp.status(), axum::Json(body)).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -296,6 +387,8 @@ pub(crate) fn router(app: App) -> Router {
             put(create_task).get(get_task),
         )
         .route(&format!("{api}/task/{{task_id}}/status"), get(get_status))
+        .route(&format!("{api}/task/{{task_id}}/cancel"), post(cancel_task))
+        .route(&format!("{api}/task/{{task_id}}/rerun"), post(rerun_task))
         .route(
             &format!("{api}/claim-work/{{*task_queue_id}}"),
             post(claim_work),
@@ -340,12 +433,13 @@ pub(crate) fn router(app: App) -> Router {
             &format!("{api}/task/{{task_id}}/artifacts/{{*name}}"),
             get(get_latest_artifact),
         )
+        .route_layer(middleware::from_fn(request_info))
         .route(
             "/dev-queue/upload/{task_id}/{run_id}/{*name}",
             put(upload_blob),
         )
         .route("/dev-queue/blob/{task_id}/{run_id}/{*name}", get(get_blob))
-        .layer(DefaultBodyLimit::max(10 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(app)
 }
 
@@ -428,6 +522,53 @@ async fn get_task(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
 async fn get_status(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
     let id = task_id(&id)?;
     let q = app.lock_swept().await?;
+    Ok(status_response(q.task(&id)?))
+}
+
+/// The scopes that allow changing a task's runs (`cancel-task` or `rerun-task`): the
+/// per-task scope, or the per-project one.
+fn require_task_scope(caller: &Caller, verb: &str, rec: &TaskRecord) -> Result<(), ApiError> {
+    let per_task = format!(
+        "queue:{verb}:{}/{}/{}",
+        rec.meta.scheduler_id, rec.meta.task_group_id, rec.task_id
+    );
+    let per_project = format!("queue:{verb}-in-project:{}", rec.meta.project_id);
+    caller
+        .require(std::slice::from_ref(&per_task))
+        .or_else(|_| caller.require(std::slice::from_ref(&per_project)))
+}
+
+async fn cancel_task(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    req: SignedRequest,
+) -> ApiResult {
+    let caller = app.authenticate(&req)?;
+    let id = task_id(&id)?;
+    let mut q = app.lock_swept().await?;
+    require_task_scope(&caller, "cancel-task", q.task(&id)?)?;
+    let changed = q.cancel(&id, crate::clock::now())?;
+    if !changed.is_empty() {
+        app.persist(&q, &changed).await?;
+        app.0.notify.notify_waiters();
+    }
+    Ok(status_response(q.task(&id)?))
+}
+
+async fn rerun_task(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    req: SignedRequest,
+) -> ApiResult {
+    let caller = app.authenticate(&req)?;
+    let id = task_id(&id)?;
+    let mut q = app.lock_swept().await?;
+    require_task_scope(&caller, "rerun-task", q.task(&id)?)?;
+    let changed = q.rerun(&id, crate::clock::now())?;
+    if !changed.is_empty() {
+        app.persist(&q, &changed).await?;
+        app.0.notify.notify_waiters();
+    }
     Ok(status_response(q.task(&id)?))
 }
 
@@ -998,6 +1139,7 @@ async fn serve_artifact(
     let q = app.lock_swept().await?;
     let rec = q.task(&id)?;
     let (run, table) = run_artifacts(rec, &id, run)?;
+    let now = crate::clock::now();
     // Links are resolved here, server-side, as the real queue does.
     let mut current = name.clone();
     let mut seen = HashSet::new();
@@ -1007,6 +1149,9 @@ async fn serve_artifact(
                 "artifact {current} of task {id} run {run} not found"
             ))
         })?;
+        if a.expires < now {
+            return Err(ApiError::new(410, "ResourceExpired", "Artifact expired"));
+        }
         if a.storage_type != "link" {
             break a;
         }

@@ -169,6 +169,7 @@ impl TaskRecord {
             scheduler_id: Some(self.meta.scheduler_id.clone()),
             project_id: Some(self.meta.project_id.clone()),
             task_group_id: self.meta.task_group_id.clone(),
+            priority: Some(self.meta.priority.clone()),
             deadline: self.meta.deadline,
             expires: self.meta.expires,
             retries_left: self.retries_left,
@@ -308,8 +309,9 @@ fn string_list(def: &Map<String, Value>, key: &str) -> Result<Vec<String>, ApiEr
     }
 }
 
-/// Validates a task definition and fills the queue's defaults, never touching given fields
-/// (auditors compare stored definitions by JSON equality).
+/// Validates a task definition and fills the queue's defaults. Given fields are kept as given
+/// (auditors compare stored definitions by JSON equality), except `created`, `deadline` and
+/// `expires`, which are normalised to milliseconds with `Z` as the real queue does.
 pub fn fill_defaults(task_id: &TaskId, given: Value) -> Result<(Value, TaskMeta), ApiError> {
     let Value::Object(mut def) = given else {
         return Err(ApiError::invalid(
@@ -407,6 +409,15 @@ pub fn fill_defaults(task_id: &TaskId, given: Value) -> Result<(Value, TaskMeta)
     let expires = parse_time(&def, "expires")?;
     if expires < deadline {
         return Err(ApiError::invalid("expires must not be before deadline"));
+    }
+    // The real queue stores the three timestamps as dates and answers them in JavaScript's
+    // `toJSON` form (milliseconds, `Z`), whatever form they were given in.
+    for (key, t) in [
+        ("created", created),
+        ("deadline", deadline),
+        ("expires", expires),
+    ] {
+        def.insert(key.to_owned(), Value::String(format_time(t)));
     }
     let retries = def.get("retries").and_then(Value::as_u64).unwrap_or(99);
     if retries > 49 {
@@ -780,6 +791,70 @@ impl QueueState {
     }
 }
 
+impl QueueState {
+    /// `cancelTask`: resolves the current run `exception`/`canceled` (adding one to an
+    /// unscheduled task first). A task already resolved is returned unchanged; past its
+    /// deadline it is 409. Returns the ids to persist.
+    pub fn cancel(
+        &mut self,
+        task_id: &TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskId>, ApiError> {
+        let rec = self.task_mut(task_id)?;
+        if rec.meta.deadline < now {
+            return Err(ApiError::conflict(format!(
+                "Task `{task_id}` can't be canceled past its deadline of {}.",
+                format_time(rec.meta.deadline)
+            )));
+        }
+        if rec.resolved() {
+            return Ok(Vec::new());
+        }
+        if rec.runs.is_empty() {
+            rec.add_run("exception", now);
+        }
+        let Some(run_id) = rec.runs.last().map(|r| r.run_id) else {
+            return Ok(Vec::new());
+        };
+        rec.resolve(run_id, TaskState::Exception, "canceled", None, now);
+        let mut changed = vec![task_id.clone()];
+        changed.extend(self.schedule_dependents(now));
+        Ok(changed)
+    }
+
+    /// `rerunTask`: a resolved (or unscheduled) task gets a new pending run with
+    /// `reasonCreated: rerun` and its retries reset; pending or running tasks are returned
+    /// unchanged. 409 past the deadline or at the 50-run limit. Returns the ids to persist.
+    pub fn rerun(&mut self, task_id: &TaskId, now: DateTime<Utc>) -> Result<Vec<TaskId>, ApiError> {
+        let rec = self.task_mut(task_id)?;
+        if rec.meta.deadline < now {
+            return Err(ApiError::conflict(format!(
+                "Task `{task_id}` can't be rescheduled past its deadline of {}.",
+                format_time(rec.meta.deadline)
+            )));
+        }
+        if matches!(rec.state(), TaskState::Pending | TaskState::Running) {
+            return Ok(Vec::new());
+        }
+        if rec.runs.len() >= MAX_RUNS {
+            return Err(ApiError::conflict(format!(
+                "Maximum number of runs reached ({MAX_RUNS})."
+            )));
+        }
+        let retries = rec
+            .definition
+            .get("retries")
+            .and_then(Value::as_u64)
+            .unwrap_or(5);
+        rec.retries_left = u32::try_from(retries).unwrap_or(0);
+        rec.add_run("rerun", now);
+        Ok(vec![task_id.clone()])
+    }
+}
+
+/// The real queue's limit on runs per task.
+const MAX_RUNS: usize = 50;
+
 /// How a worker resolves a run.
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome {
@@ -854,8 +929,8 @@ mod tests {
         let id = TaskId::generate();
         let (d, m) = fill_defaults(&id, def(&[])).unwrap();
         assert_eq!(
-            d["created"], "2026-01-01T00:00:00Z",
-            "timestamps are never reformatted"
+            d["created"], "2026-01-01T00:00:00.000Z",
+            "timestamps are normalised to milliseconds"
         );
         assert_eq!(d["taskQueueId"], "prov/wt");
         assert_eq!(d["schedulerId"], "-");
@@ -916,5 +991,39 @@ mod tests {
             rec.runs[1].reason_resolved.as_deref(),
             Some("deadline-exceeded")
         );
+    }
+
+    #[test]
+    fn cancel_and_rerun_follow_the_real_queue() {
+        let now = t("2026-01-01T00:00:00Z");
+        let mut q = QueueState::default();
+        let a = create(&mut q, &[], now);
+        let waiting = create(&mut q, &[&a], now);
+        q.claim("prov/wt", "wg", "w", 1, now, Duration::seconds(60));
+        assert_eq!(q.cancel(&a, now).unwrap()[0], a);
+        let run = &q.task(&a).unwrap().runs[0];
+        assert_eq!(run.state, TaskState::Exception);
+        assert_eq!(run.reason_resolved.as_deref(), Some("canceled"));
+        let reclaim = q.reclaim(&a, 0, now, Duration::seconds(60));
+        assert_eq!(reclaim.unwrap_err().status, 409);
+        assert!(q.cancel(&a, now).unwrap().is_empty(), "idempotent");
+        // An unscheduled task gets one run, resolved at once.
+        q.cancel(&waiting, now).unwrap();
+        let rec = q.task(&waiting).unwrap();
+        assert_eq!(rec.runs.len(), 1);
+        assert_eq!(rec.runs[0].reason_created, "exception");
+        assert_eq!(rec.runs[0].reason_resolved.as_deref(), Some("canceled"));
+        // rerun: a new pending run, retries reset; idempotent while pending.
+        q.task_mut(&a).unwrap().retries_left = 0;
+        q.rerun(&a, now).unwrap();
+        let rec = q.task(&a).unwrap();
+        assert_eq!(rec.state(), TaskState::Pending);
+        assert_eq!(rec.runs[1].reason_created, "rerun");
+        assert_eq!(rec.retries_left, 5);
+        assert!(q.rerun(&a, now).unwrap().is_empty());
+        // Past the deadline both are 409.
+        let late = t("2026-01-03T00:00:00Z");
+        assert_eq!(q.cancel(&a, late).unwrap_err().status, 409);
+        assert_eq!(q.rerun(&a, late).unwrap_err().status, 409);
     }
 }

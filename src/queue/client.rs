@@ -472,6 +472,19 @@ impl QueueClient {
         self.api(Method::POST, &path, Payload::Empty).await
     }
 
+    /// `cancelTask`: resolves the task's current run `exception`/`canceled` (tools and
+    /// tests; a worker never calls it).
+    pub async fn cancel_task(&self, task_id: &TaskId) -> Result<TaskStatusResponse, QueueError> {
+        let path = format!("/task/{task_id}/cancel");
+        self.api(Method::POST, &path, Payload::Empty).await
+    }
+
+    /// `rerunTask`: a new pending run for a resolved task (tools and tests).
+    pub async fn rerun_task(&self, task_id: &TaskId) -> Result<TaskStatusResponse, QueueError> {
+        let path = format!("/task/{task_id}/rerun");
+        self.api(Method::POST, &path, Payload::Empty).await
+    }
+
     /// `reportException` with `reason`.
     pub async fn report_exception(
         &self,

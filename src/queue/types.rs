@@ -197,6 +197,9 @@ pub struct TaskStatus {
     pub project_id: Option<String>,
     /// Task group.
     pub task_group_id: TaskId,
+    /// Priority (`highest` ... `lowest`); absent from older queues' answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
     /// Deadline.
     #[serde(with = "tc_time")]
     pub deadline: DateTime<Utc>,
