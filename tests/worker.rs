@@ -2225,5 +2225,76 @@ async fn dual_signatures_verify_either_way_and_a_tampered_sig_fails() {
     let policy = policy_with("policy-asc.toml", "\"openpgp\"");
     let (code, out, err) = verify(&policy, &offline);
     assert_eq!(code, 0, "{out}{err}");
+
+    // The reference's own code: scriptworker.ed25519 accepts the .sig over the document as
+    // uploaded, and refuses a flipped bit in either the document or the signature.
+    let public = key.public_key_base64();
+    let files = env.dir.join("interop");
+    std::fs::create_dir_all(&files).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = files.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let (doc_path, sig_path) = (write("doc", &doc), write("sig", &sig));
+    let mut flipped = doc.clone();
+    flipped[0] ^= 1;
+    let bad_doc = write("bad-doc", &flipped);
+    let mut flipped = sig.clone();
+    flipped[63] ^= 1;
+    let bad_sig = write("bad-sig", &flipped);
+    if let Some(ok) = scriptworker_verify(&public, &doc_path, &sig_path) {
+        assert!(ok, "scriptworker refused chainlock's .sig");
+        assert_eq!(
+            scriptworker_verify(&public, &bad_doc, &sig_path),
+            Some(false)
+        );
+        assert_eq!(
+            scriptworker_verify(&public, &doc_path, &bad_sig),
+            Some(false)
+        );
+    }
     env.stop().await;
+}
+
+/// Runs `tests/interop/scriptworker_ed25519.py` (scriptworker's `ed25519_public_key_from_string`
+/// and `verify_ed25519_signature`) with `CHAINLOCK_TEST_PYTHON` (default: the repository's
+/// `.venv`, built by `scripts/setup test`). `Some(accepted)`, or `None` (skipped with a message)
+/// when scriptworker is not installed; under `CI` a missing scriptworker fails the test.
+#[allow(clippy::disallowed_methods)] // tests run real tools
+fn scriptworker_verify(public_key: &str, doc: &Path, sig: &Path) -> Option<bool> {
+    let python = std::env::var_os("CHAINLOCK_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/scriptworker_ed25519.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(public_key)
+        .arg(doc)
+        .arg(sig)
+        .output();
+    let missing = |why: String| {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scriptworker is missing under CI ({why}): scripts/setup test installs it from \
+             scripts/requirements-test.txt"
+        );
+        eprintln!("SKIPPED scriptworker interop: {why} (scripts/setup test)");
+        None
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return missing(format!("cannot run {}: {e}", python.display())),
+    };
+    match out.status.code() {
+        Some(0) => Some(true),
+        Some(1) => Some(false),
+        Some(2) => missing(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        _ => panic!(
+            "scriptworker check crashed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
