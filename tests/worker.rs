@@ -2298,3 +2298,49 @@ fn scriptworker_verify(public_key: &str, doc: &Path, sig: &Path) -> Option<bool>
         ),
     }
 }
+
+/// The ed25519 key is one of the worker's secrets the isolation probe must find hidden from the
+/// script, at `uid` and at `namespaces`: `config check` proves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_proves_the_ed25519_key_hidden_from_the_script() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
+        return;
+    };
+    let key_path = env.dir.join("private-ed25519.key");
+    chainlock::ed25519_key::Ed25519Key::generate()
+        .write_new(&key_path)
+        .unwrap();
+    for level in ["uid", "namespaces"] {
+        let config = env
+            .config_text(&level_lines(level, fresh_run_as()))
+            .replace(
+                "worker_impl = \"chainlock\"",
+                &format!(
+                    "ed25519_key = \"{}\"\nworker_impl = \"chainlock\"",
+                    key_path.display()
+                ),
+            );
+        std::fs::write(env.dir.join("worker.toml"), config).unwrap();
+        let out = chainlock_bin()
+            .args(["config", "check"])
+            .arg(env.dir.join("worker.toml"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            stdout.contains("\nok    hidden: ed25519 key: "),
+            "{level}:\n{stdout}{}",
+            stderr(&out)
+        );
+        // Not listed in the trust policy: start-up would refuse, and config check says so.
+        assert!(
+            stdout.contains("\nFAIL  own ed25519 key trusted: "),
+            "{level}:\n{stdout}"
+        );
+    }
+    env.stop().await;
+}
