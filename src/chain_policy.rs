@@ -151,12 +151,37 @@ impl SignatureFormat {
     }
 }
 
+/// The signature format(s) a worker implementation's links may be verified by: one
+/// (`signature = "openpgp"`) or either of a list (`signature = ["openpgp", "ed25519"]`, one to
+/// two distinct formats, checked by the schema).
+///
+/// With a list, the verifier checks the first format, in the list's order, whose artifact the
+/// link has; if that signature is bad the link fails (the other is never tried as a fallback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SignatureFormats {
+    /// Exactly this format.
+    One(SignatureFormat),
+    /// Any of these, in order of preference.
+    Either(Vec<SignatureFormat>),
+}
+
+impl SignatureFormats {
+    /// The accepted formats, in order of preference.
+    pub fn as_slice(&self) -> &[SignatureFormat] {
+        match self {
+            SignatureFormats::One(f) => std::slice::from_ref(f),
+            SignatureFormats::Either(v) => v,
+        }
+    }
+}
+
 /// One worker implementation's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerImplPolicy {
-    /// Signature format it uses.
-    pub signature: SignatureFormat,
+    /// Signature format(s) its links are verified by.
+    pub signature: SignatureFormats,
 }
 
 /// One task queue allowed in chains.
@@ -268,8 +293,9 @@ pub struct QueueRole<'a> {
     pub worker_impl: &'a str,
     /// Kind.
     pub kind: LinkKind,
-    /// Signature format of that worker implementation.
-    pub signature: SignatureFormat,
+    /// Signature formats accepted for that worker implementation, in order of preference
+    /// (never empty: the schema requires at least one).
+    pub signature: &'a [SignatureFormat],
 }
 
 impl ChainPolicy {
@@ -363,7 +389,7 @@ impl ChainPolicy {
         Some(QueueRole {
             worker_impl: &q.worker_implementation,
             kind: q.kind,
-            signature: w.signature,
+            signature: w.signature.as_slice(),
         })
     }
 
@@ -432,6 +458,34 @@ pub fn pattern_matches(pattern: &str, value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_is_one_format_or_a_list_of_distinct_ones() {
+        let text = |sig: &str| {
+            format!(
+                "version = 1\n[worker_implementations.chainlock]\nsignature = {sig}\n\
+                 [[queues]]\ntask_queue_id = \"p/d\"\nworker_implementation = \"chainlock\"\n\
+                 kind = \"decision\"\n[[repositories]]\nalias = \"r\"\n\
+                 url = \"https://github.com/o/r\"\n\
+                 [[restricted_scopes]]\nscope = \"project:x\"\nrepositories = [\"r\"]\n\
+                 [untrusted]\npull_request_tasks_for = []\nrepositories = []\nscheduler_ids = []\n\
+                 [docker]\nprebuilt_image_kinds = []\n"
+            )
+        };
+        use SignatureFormat::{Ed25519, Openpgp};
+        for (sig, want) in [
+            ("\"openpgp\"", vec![Openpgp]),
+            ("[\"ed25519\"]", vec![Ed25519]),
+            ("[\"openpgp\", \"ed25519\"]", vec![Openpgp, Ed25519]),
+            ("[\"ed25519\", \"openpgp\"]", vec![Ed25519, Openpgp]),
+        ] {
+            let p = ChainPolicy::from_toml(&text(sig)).unwrap();
+            assert_eq!(p.queue("p/d").unwrap().signature, want.as_slice(), "{sig}");
+        }
+        for bad in ["[]", "[\"openpgp\", \"openpgp\"]", "[\"x509\"]", "\"both\""] {
+            assert!(ChainPolicy::from_toml(&text(bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn held_scopes_reach_restricted_families() {

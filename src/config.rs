@@ -83,6 +83,11 @@ pub struct ChainOfTrustConfig {
     /// The worker's OpenPGP private key (armored TSK), mode 0600 or stricter; it signs
     /// `public/chain-of-trust.json`. Never given to the script.
     pub signing_key: PathBuf,
+    /// Optional ed25519 private key (base64 of the 32-byte seed, mode 0600 or stricter; see
+    /// [`crate::ed25519_key`]). When set, the worker also publishes the raw ed25519 signature
+    /// `public/chain-of-trust.json.sig` over the same bytes. Never given to the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ed25519_key: Option<PathBuf>,
     /// Our worker implementation's name in the trust store (`chainlock`): the trust policy must
     /// list `signing_key` under it, or start-up refuses (our documents would not verify).
     pub worker_impl: String,
@@ -654,6 +659,9 @@ impl Config {
         self.task.payload_schema = base.join(&self.task.payload_schema);
         let cot = &mut self.chain_of_trust;
         cot.signing_key = base.join(&cot.signing_key);
+        if let Some(key) = &cot.ed25519_key {
+            cot.ed25519_key = Some(base.join(key));
+        }
         cot.keys_dir = base.join(&cot.keys_dir);
         cot.state_file = base.join(&cot.state_file);
         self.verify.policy = base.join(&self.verify.policy);

@@ -64,6 +64,11 @@ pub enum KeysCommand {
         /// OpenPGP User ID (default: `chainlock worker key <name>`).
         #[arg(long)]
         user_id: Option<String>,
+        /// Generate an ed25519 key instead (`[chain_of_trust] ed25519_key`, for
+        /// `public/chain-of-trust.json.sig`): `<name>.ed25519.key` (base64 of the 32-byte seed,
+        /// 0600) and `<name>.ed25519.pub` (base64 of the 32-byte public key).
+        #[arg(long, conflicts_with = "user_id")]
+        ed25519: bool,
     },
     /// Propose adding a worker key (OpenPGP certificate or ed25519 public key).
     Add {
@@ -187,7 +192,23 @@ pub fn run(args: KeysArgs) -> Result<i32> {
             name,
             out_dir,
             user_id,
+            ed25519,
         } => {
+            if ed25519 {
+                let (public_key, private, public) = generate_ed25519(&out_dir, &name)?;
+                println!("generated ed25519 key {name} ({public_key})");
+                println!(
+                    "  private key: {} (mode 0600; deploy to the worker as [chain_of_trust] \
+                     ed25519_key)",
+                    private.display()
+                );
+                println!("  public key:  {}", public.display());
+                println!(
+                    "next: chainlock keys add --worker-impl chainlock --name {name} --ed25519 {} ...",
+                    public.display()
+                );
+                return Ok(0);
+            }
             let uid = user_id.unwrap_or_else(|| format!("chainlock worker key {name}"));
             let (fpr, private, public) = generate_pair(&out_dir, &name, &uid, now)?;
             println!("generated key {name} ({fpr})");
@@ -336,6 +357,30 @@ fn generate_pair(
     let public = out_dir.join(format!("{name}.pub.asc"));
     openpgp::write_new_key(&key, &private, &public)?;
     Ok((key.fingerprint(), private, public))
+}
+
+/// Writes `<name>.ed25519.key` (0600, created new) and `<name>.ed25519.pub` (0644, created new).
+fn generate_ed25519(out_dir: &Path, name: &str) -> Result<(String, PathBuf, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !valid_name(name) {
+        return Err(UsageError(format!("key name {name:?} must be [A-Za-z0-9._-]+")).into());
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let key = crate::ed25519_key::Ed25519Key::generate();
+    let private = out_dir.join(format!("{name}.ed25519.key"));
+    let public = out_dir.join(format!("{name}.ed25519.pub"));
+    key.write_new(&private)?;
+    let public_key = key.public_key_base64();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&public)
+        .with_context(|| format!("creating {}", public.display()))?;
+    f.write_all(format!("{public_key}\n").as_bytes())
+        .with_context(|| format!("writing {}", public.display()))?;
+    Ok((public_key, private, public))
 }
 
 fn valid_name(name: &str) -> bool {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod cot;
 pub mod demo;
 pub mod devqueue;
+pub mod ed25519_key;
 pub mod evidence;
 pub mod ids;
 pub mod keys_cli;

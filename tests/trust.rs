@@ -450,3 +450,65 @@ fn keys_cli_full_scenario_and_refusals() {
     let err = TrustStore::load(&keys, &pin, now, &Limits::default()).expect_err("tampered");
     assert!(matches!(err, TrustError::ThresholdNotMet { .. }), "{err:?}");
 }
+
+/// `keys generate --ed25519` writes a private seed file (0600) and its public half, which
+/// `keys add --ed25519` lists for the chainlock worker implementation (adding trusts more: no
+/// dry run), and which a worker loads as `[chain_of_trust] ed25519_key`.
+#[test]
+fn keys_cli_generates_and_adds_an_ed25519_worker_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    ok(d, &["init", "--root-key-dir", "roots", "--root", "alice"]);
+    let out = ok(
+        d,
+        &[
+            "generate",
+            "--ed25519",
+            "--name",
+            "cl-ed",
+            "--out-dir",
+            "worker",
+        ],
+    );
+    assert!(out.contains("--ed25519 worker/cl-ed.ed25519.pub"), "{out}");
+    let private = d.join("worker/cl-ed.ed25519.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&private).expect("stat").permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = chainlock::ed25519_key::Ed25519Key::load(&private).expect("loads");
+    let public = std::fs::read_to_string(d.join("worker/cl-ed.ed25519.pub")).expect("pub");
+    assert_eq!(public.trim(), key.public_key_base64());
+    assert!(out.contains(&key.public_key_base64()), "{out}");
+    // Never over an existing key.
+    let again = chainlock(
+        d,
+        &[
+            "generate",
+            "--ed25519",
+            "--name",
+            "cl-ed",
+            "--out-dir",
+            "worker",
+        ],
+    );
+    assert!(!again.status.success());
+
+    let out = ok(
+        d,
+        &[
+            "add",
+            "--worker-impl",
+            "chainlock",
+            "--name",
+            "cl-ed",
+            "--ed25519",
+            "worker/cl-ed.ed25519.pub",
+        ],
+    );
+    assert!(out.contains("pending version 2"), "{out}");
+    let out = ok(d, &["sign", "--root-key", "roots/alice.key.asc"]);
+    assert!(out.contains("version 2 is now current"), "{out}");
+    let policy = std::fs::read_to_string(d.join("keys/trust.toml")).expect("policy");
+    assert!(policy.contains(&key.public_key_base64()), "{policy}");
+}

@@ -784,6 +784,7 @@ async fn config_check_runs_the_startup_checks_read_only() {
         "payload schema",
         "chain policy",
         "signing key",
+        "ed25519 key",
         "credentials file",
         "run_as",
         "trust store",
@@ -812,7 +813,7 @@ async fn config_check_runs_the_startup_checks_read_only() {
         stdout.contains("\nFAIL  own key trusted: not checked"),
         "{stdout}"
     );
-    assert!(err.contains("2 of 9 start-up checks failed"), "{err}");
+    assert!(err.contains("2 of 10 start-up checks failed"), "{err}");
 
     // Issue 8: a credentials file group or others can read is refused by `config check` and by
     // the worker's start-up, with no other setting involved (no run_as); 0600 passes.
@@ -1081,27 +1082,36 @@ fn path_env() -> std::collections::HashMap<String, String> {
 /// Publishes trust policy version 2 (one more chainlock key), signed by both root keys, the
 /// way `chainlock keys` lays it out: version 1 moves to `history/v1/`.
 fn publish_policy_v2(material: &Material) {
-    use chainlock::trust::policy::{KeyType, Policy, WorkerKey};
-    let keys = &material.keys_dir;
-    let v1 = std::fs::read(keys.join("trust.toml")).unwrap();
-    let mut file = Policy::parse(&v1).unwrap().file;
-    file.version = 2;
+    use chainlock::trust::policy::{KeyType, WorkerKey};
     let rotated = chainlock::openpgp::generate_key(
         "rotated <rotated@test.invalid>",
         material.valid_from,
         None,
     )
     .unwrap();
-    file.workers.get_mut("chainlock").unwrap().push(WorkerKey {
-        name: "chainlock-rotated".into(),
-        key_type: KeyType::Openpgp,
-        fingerprint: Some(rotated.fingerprint()),
-        cert: Some(String::from_utf8(rotated.public_cert_armored().unwrap()).unwrap()),
-        public_key: None,
-        valid_from: material.valid_from,
-        valid_until: material.valid_until,
-        revocation: None,
-    });
+    publish_policy_v2_with(
+        material,
+        WorkerKey {
+            name: "chainlock-rotated".into(),
+            key_type: KeyType::Openpgp,
+            fingerprint: Some(rotated.fingerprint()),
+            cert: Some(String::from_utf8(rotated.public_cert_armored().unwrap()).unwrap()),
+            public_key: None,
+            valid_from: material.valid_from,
+            valid_until: material.valid_until,
+            revocation: None,
+        },
+    );
+}
+
+/// Publishes trust policy version 2 listing `key` under chainlock, signed by both root keys.
+fn publish_policy_v2_with(material: &Material, key: chainlock::trust::policy::WorkerKey) {
+    use chainlock::trust::policy::Policy;
+    let keys = &material.keys_dir;
+    let v1 = std::fs::read(keys.join("trust.toml")).unwrap();
+    let mut file = Policy::parse(&v1).unwrap().file;
+    file.version = 2;
+    file.workers.get_mut("chainlock").unwrap().push(key);
     let v2 = Policy::to_toml(&file).unwrap().into_bytes();
     let history = chainlock::trust::history_dir(keys, 1);
     std::fs::create_dir_all(history.join("sigs")).unwrap();
@@ -2073,5 +2083,289 @@ async fn a_full_disk_gives_the_task_back_and_stops_claiming() {
             .started
             .is_none()
     );
+    env.stop().await;
+}
+
+/// With `[chain_of_trust] ed25519_key` the worker also uploads `public/chain-of-trust.json.sig`
+/// (raw ed25519 over the same bytes as the `.asc`), and `chainlock verify` (online, against the
+/// dev queue) verifies the task by either signature as the chain policy says; a tampered `.sig`
+/// fails even when the policy would also accept the (good) `.asc`.
+#[tokio::test(flavor = "multi_thread")]
+async fn dual_signatures_verify_either_way_and_a_tampered_sig_fails() {
+    use chainlock::trust::policy::{KeyType, WorkerKey};
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let key_path = env.dir.join("private-ed25519.key");
+    let key = chainlock::ed25519_key::Ed25519Key::generate();
+    key.write_new(&key_path).unwrap();
+    publish_policy_v2_with(
+        &env.material,
+        WorkerKey {
+            name: "chainlock-ed25519".into(),
+            key_type: KeyType::Ed25519,
+            fingerprint: None,
+            cert: None,
+            public_key: Some(key.public_key_base64()),
+            valid_from: env.material.valid_from,
+            valid_until: env.material.valid_until,
+            revocation: None,
+        },
+    );
+    let config = env.config_text("").replace(
+        "worker_impl = \"chainlock\"",
+        &format!(
+            "ed25519_key = \"{}\"\nworker_impl = \"chainlock\"",
+            key_path.display()
+        ),
+    );
+    std::fs::write(env.dir.join("worker.toml"), config).unwrap();
+    let check = chainlock_bin()
+        .args(["config", "check"])
+        .arg(env.dir.join("worker.toml"))
+        .env("TASKCLUSTER_CLIENT_ID", "test-worker")
+        .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let check_out = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{check_out}{}", stderr(&check));
+    assert!(check_out.contains("\nok    ed25519 key: "), "{check_out}");
+    assert!(
+        check_out.contains("\nok    own ed25519 key trusted: "),
+        "{check_out}"
+    );
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    let out = env.run_worker(1).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.last_run(&id).await.0,
+        TaskState::Completed,
+        "{}",
+        stderr(&out)
+    );
+    let names = env.artifact_names(&id).await;
+    assert!(
+        names.iter().any(|n| n == "public/chain-of-trust.json.sig"),
+        "{names:?}"
+    );
+    let doc = env.download(&id, "public/chain-of-trust.json").await;
+    let sig = env.download(&id, "public/chain-of-trust.json.sig").await;
+    assert_eq!(sig.len(), 64);
+    let accepted = env
+        .material
+        .trust_store(now())
+        .unwrap()
+        .verify_cot_signature(
+            "chainlock",
+            &doc,
+            CotSignature::Ed25519Raw(&sig),
+            now(),
+            chrono::Duration::minutes(5),
+        )
+        .unwrap();
+    assert_eq!(accepted.key_name, "chainlock-ed25519");
+    // The key never shows anywhere the worker writes.
+    let seed_text = std::fs::read_to_string(&key_path).unwrap();
+    let log = stderr(&out);
+    assert!(!log.contains(seed_text.trim()), "ed25519 key leaked");
+    for name in &names {
+        let bytes = String::from_utf8_lossy(&env.download(&id, name).await).into_owned();
+        assert!(
+            !bytes.contains(seed_text.trim()),
+            "ed25519 key leaked in {name}"
+        );
+    }
+
+    let policy_text = std::fs::read_to_string(&env.material.chain_policy).unwrap();
+    let chainlock_line = "[worker_implementations.chainlock]\nsignature = \"openpgp\"";
+    assert!(policy_text.contains(chainlock_line), "{policy_text}");
+    let policy_with = |name: &str, sig: &str| {
+        let path = env.dir.join(name);
+        let text = policy_text.replace(
+            chainlock_line,
+            &format!("[worker_implementations.chainlock]\nsignature = {sig}"),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let verify = |policy: &Path, source: &[&str]| {
+        let mut args = vec!["verify".to_owned()];
+        args.extend(source.iter().map(|s| s.to_string()));
+        args.extend([
+            "--policy".into(),
+            policy.display().to_string(),
+            "--keys".into(),
+            env.material.keys_dir.display().to_string(),
+            "--format".into(),
+            "json".into(),
+        ]);
+        common::run_cli(&args)
+    };
+    let root = env.root_url.clone();
+    let online = [id.as_str(), "--root-url", root.as_str(), "--check-task"];
+    let target_artifact = |out: &str| -> Option<String> {
+        let report: Value = serde_json::from_str(out).unwrap();
+        report["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["taskId"] == json!(id.as_str()))
+            .and_then(|l| l["signatureArtifact"].as_str().map(str::to_owned))
+    };
+    for (sig, want) in [
+        ("\"openpgp\"", "public/chain-of-trust.json.asc"),
+        ("[\"ed25519\"]", "public/chain-of-trust.json.sig"),
+        (
+            "[\"ed25519\", \"openpgp\"]",
+            "public/chain-of-trust.json.sig",
+        ),
+        (
+            "[\"openpgp\", \"ed25519\"]",
+            "public/chain-of-trust.json.asc",
+        ),
+    ] {
+        let policy = policy_with("policy-check.toml", sig);
+        let (code, out, err) = verify(&policy, &online);
+        assert_eq!(code, 0, "{sig}: {out}{err}");
+        assert_eq!(target_artifact(&out).as_deref(), Some(want), "{sig}: {out}");
+    }
+
+    // Tampered .sig, in an exported bundle: refused; never a silent fall back to the .asc.
+    let bundle = env.dir.join("bundle");
+    let policy = policy_with("policy-either.toml", "[\"ed25519\", \"openpgp\"]");
+    let mut export = online.to_vec();
+    let bundle_arg = bundle.display().to_string();
+    export.extend(["--export-bundle", bundle_arg.as_str()]);
+    let (code, out, err) = verify(&policy, &export);
+    assert_eq!(code, 0, "{out}{err}");
+    let sig_file = bundle
+        .join(id.as_str())
+        .join("artifacts/public/chain-of-trust.json.sig");
+    let mut bad = std::fs::read(&sig_file).unwrap();
+    bad[10] ^= 1;
+    std::fs::write(&sig_file, &bad).unwrap();
+    let offline = ["--bundle", bundle_arg.as_str(), "--check-task"];
+    let (code, out, err) = verify(&policy, &offline);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(out.contains("signature refused"), "{out}");
+    // The .asc alone still verifies the same bundle.
+    let policy = policy_with("policy-asc.toml", "\"openpgp\"");
+    let (code, out, err) = verify(&policy, &offline);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The reference's own code: scriptworker.ed25519 accepts the .sig over the document as
+    // uploaded, and refuses a flipped bit in either the document or the signature.
+    let public = key.public_key_base64();
+    let files = env.dir.join("interop");
+    std::fs::create_dir_all(&files).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = files.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let (doc_path, sig_path) = (write("doc", &doc), write("sig", &sig));
+    let mut flipped = doc.clone();
+    flipped[0] ^= 1;
+    let bad_doc = write("bad-doc", &flipped);
+    let mut flipped = sig.clone();
+    flipped[63] ^= 1;
+    let bad_sig = write("bad-sig", &flipped);
+    if let Some(ok) = scriptworker_verify(&public, &doc_path, &sig_path) {
+        assert!(ok, "scriptworker refused chainlock's .sig");
+        assert_eq!(
+            scriptworker_verify(&public, &bad_doc, &sig_path),
+            Some(false)
+        );
+        assert_eq!(
+            scriptworker_verify(&public, &doc_path, &bad_sig),
+            Some(false)
+        );
+    }
+    env.stop().await;
+}
+
+/// Runs `tests/interop/scriptworker_ed25519.py` (scriptworker's `ed25519_public_key_from_string`
+/// and `verify_ed25519_signature`) with `CHAINLOCK_TEST_PYTHON` (default: the repository's
+/// `.venv`, built by `scripts/setup test`). `Some(accepted)`, or `None` (skipped with a message)
+/// when scriptworker is not installed; under `CI` a missing scriptworker fails the test.
+#[allow(clippy::disallowed_methods)] // tests run real tools
+fn scriptworker_verify(public_key: &str, doc: &Path, sig: &Path) -> Option<bool> {
+    let python = std::env::var_os("CHAINLOCK_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/scriptworker_ed25519.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(public_key)
+        .arg(doc)
+        .arg(sig)
+        .output();
+    let missing = |why: String| {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scriptworker is missing under CI ({why}): scripts/setup test installs it from \
+             scripts/requirements-test.txt"
+        );
+        eprintln!("SKIPPED scriptworker interop: {why} (scripts/setup test)");
+        None
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return missing(format!("cannot run {}: {e}", python.display())),
+    };
+    match out.status.code() {
+        Some(0) => Some(true),
+        Some(1) => Some(false),
+        Some(2) => missing(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        _ => panic!(
+            "scriptworker check crashed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// The ed25519 key is one of the worker's secrets the isolation probe must find hidden from the
+/// script, at `uid` and at `namespaces`: `config check` proves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_proves_the_ed25519_key_hidden_from_the_script() {
+    let Some(env) = strong_env(Duration::from_secs(1200)).await else {
+        return;
+    };
+    let key_path = env.dir.join("private-ed25519.key");
+    chainlock::ed25519_key::Ed25519Key::generate()
+        .write_new(&key_path)
+        .unwrap();
+    for level in ["uid", "namespaces"] {
+        let config = env
+            .config_text(&level_lines(level, fresh_run_as()))
+            .replace(
+                "worker_impl = \"chainlock\"",
+                &format!(
+                    "ed25519_key = \"{}\"\nworker_impl = \"chainlock\"",
+                    key_path.display()
+                ),
+            );
+        std::fs::write(env.dir.join("worker.toml"), config).unwrap();
+        let out = chainlock_bin()
+            .args(["config", "check"])
+            .arg(env.dir.join("worker.toml"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("TASKCLUSTER_CLIENT_ID", "test-worker")
+            .env("TASKCLUSTER_ACCESS_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            stdout.contains("\nok    hidden: ed25519 key: "),
+            "{level}:\n{stdout}{}",
+            stderr(&out)
+        );
+        // Not listed in the trust policy: start-up would refuse, and config check says so.
+        assert!(
+            stdout.contains("\nFAIL  own ed25519 key trusted: "),
+            "{level}:\n{stdout}"
+        );
+    }
     env.stop().await;
 }

@@ -409,7 +409,7 @@ fn signature_artifacts(policy: Option<&ChainPolicy>, raw: &Value) -> Vec<&'stati
     let mut names: Vec<&'static str> = Vec::new();
     for q in &identities {
         match policy.queue(q) {
-            Some(role) => names.push(role.signature.artifact_name()),
+            Some(role) => names.extend(role.signature.iter().map(|f| f.artifact_name())),
             None => return BOTH.to_vec(),
         }
     }

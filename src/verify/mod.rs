@@ -269,6 +269,7 @@ struct LinkState<'a> {
     skipped: BTreeMap<Check, String>,
     doc: Option<CotDocument>,
     signer: Option<String>,
+    signature_artifact: Option<&'static str>,
     caveats: Vec<String>,
 }
 
@@ -308,6 +309,7 @@ pub fn verify(
             skipped: BTreeMap::new(),
             doc: None,
             signer: None,
+            signature_artifact: None,
             caveats: Vec::new(),
         };
         // One queue identity: an explicit taskQueueId must name the provisionerId/workerType
@@ -479,6 +481,7 @@ fn link_report(node: &Node, st: &LinkState<'_>, is_target: bool) -> LinkReport {
         worker_implementation: st.role.as_ref().map(|r| r.worker_impl.to_owned()),
         kind: st.role.as_ref().map(|r| r.kind.to_string()),
         signer: st.signer.clone(),
+        signature_artifact: st.signature_artifact.map(str::to_owned),
         caveats: st.caveats.clone(),
         links: node
             .edges
@@ -570,20 +573,38 @@ fn check_document(
             .insert(Check::Schema, "the signature could not be checked".into());
         return;
     };
-    let sig_name = role.signature.artifact_name();
-    let sig_path = ArtifactPath::parse(sig_name).expect("a constant, valid artifact name");
-    let sig_bytes = match evidence.read(id, &sig_path, limits.max_signature_bytes) {
-        Ok(Some(b)) => b,
-        Ok(None) => {
+    // The policy may accept several formats: the first (in the policy's order) whose artifact
+    // the link has is the one checked. A present signature that cannot be read or does not
+    // verify fails the link; the next format is never tried as a fallback.
+    let mut present = None;
+    for &format in role.signature {
+        let sig_name = format.artifact_name();
+        let sig_path = ArtifactPath::parse(sig_name).expect("a constant, valid artifact name");
+        match evidence.read(id, &sig_path, limits.max_signature_bytes) {
+            Ok(Some(b)) => {
+                present = Some(Ok((format, b)));
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                present = Some(Err((sig_name, e)));
+                break;
+            }
+        }
+    }
+    let (format, sig_bytes) = match present {
+        Some(Ok(found)) => found,
+        None => {
+            let names: Vec<&str> = role.signature.iter().map(|f| f.artifact_name()).collect();
             st.errors.push(VerifyError::SignatureMissing {
                 task_id: id.clone(),
-                artifact: sig_name.into(),
+                artifact: names.join(" or "),
             });
             st.skipped
                 .insert(Check::Schema, "the signature could not be checked".into());
             return;
         }
-        Err(e) => {
+        Some(Err((sig_name, e))) => {
             let finding = e.finding(
                 id,
                 sig_name,
@@ -604,7 +625,8 @@ fn check_document(
     // ed25519 signatures carry no time: judge them at the run's resolution, never later than
     // the reference time (a resolution "in the future" is not believed).
     let observed_at = latest.and_then(|r| r.resolved).map_or(now, |t| t.min(now));
-    let sig = match role.signature {
+    st.signature_artifact = Some(format.artifact_name());
+    let sig = match format {
         SignatureFormat::Openpgp => CotSignature::OpenPgpArmored(&sig_bytes),
         SignatureFormat::Ed25519 => CotSignature::Ed25519Raw(&sig_bytes),
     };

@@ -98,6 +98,10 @@ pub struct LinkReport {
     /// The key that signed the link's document, as the trust store names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// The signature artifact that was checked (`public/chain-of-trust.json.asc` or `.sig`):
+    /// with a policy accepting either format, the first present in the policy's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_artifact: Option<String>,
     /// What a pass cannot rule out (a retired key's signature: its date is its holder's
     /// claim). Shown with the verdict; never a failure by itself.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -200,7 +204,19 @@ impl Report {
                 let _ = writeln!(out, "{indent}  -> {} ({})", e.task_id, escape_line(&e.role));
             }
             if let Some(s) = &link.signer {
-                let _ = writeln!(out, "{indent}  signed by {}", escape_line(s));
+                match &link.signature_artifact {
+                    Some(a) => {
+                        let _ = writeln!(
+                            out,
+                            "{indent}  signed by {} ({})",
+                            escape_line(s),
+                            escape_line(a)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{indent}  signed by {}", escape_line(s));
+                    }
+                }
             }
             for c in &link.caveats {
                 let _ = writeln!(out, "{indent}  [caveat] {}", escape_line(c));

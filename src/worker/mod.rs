@@ -162,6 +162,8 @@ pub(crate) struct Shared {
     pub validator: crate::validate::TaskValidator,
     pub policy: crate::chain_policy::ChainPolicy,
     pub signing_key: crate::openpgp::SigningKey,
+    /// Our optional ed25519 key (`public/chain-of-trust.json.sig`).
+    pub ed25519_key: Option<crate::ed25519_key::Ed25519Key>,
     /// The script's isolation, proved at start-up.
     pub sandbox: Arc<crate::sandbox::Sandbox>,
     /// Set when something of a run survived the kill: the worker claims nothing more.
@@ -238,6 +240,7 @@ pub async fn run(
         validator: prepared.validator,
         policy: prepared.policy,
         signing_key: prepared.signing_key,
+        ed25519_key: prepared.ed25519_key,
         sandbox,
         containment_broken: std::sync::Mutex::new(None),
         disk_full: std::sync::Mutex::new(None),
@@ -641,7 +644,11 @@ async fn process_claim_inner(
         }));
     }
     if let Some(files) = &signed {
-        for (name, path) in [(task::COT_JSON, &files.json), (task::COT_ASC, &files.asc)] {
+        let mut cot_files = vec![(task::COT_JSON, &files.json), (task::COT_ASC, &files.asc)];
+        if let Some(sig) = &files.sig {
+            cot_files.push((task::COT_SIG, sig));
+        }
+        for (name, path) in cot_files {
             let (ctx, lost) = (&ctx, &lost);
             wave.push(upload_job(lost, name.to_owned(), async move {
                 task::upload_worker_file(ctx, name, path).await

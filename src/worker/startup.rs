@@ -54,6 +54,32 @@ pub enum StartupError {
         /// Why.
         source: OpenPgpError,
     },
+    /// `[chain_of_trust] ed25519_key`: the key is unreadable, too permissive or malformed.
+    #[error("config file {config}: /chain_of_trust/ed25519_key: {source}")]
+    Ed25519Key {
+        /// The config file.
+        config: PathBuf,
+        /// Why (never key material).
+        source: crate::ed25519_key::Ed25519KeyError,
+    },
+    /// The trust policy in force does not accept our ed25519 key for our worker implementation.
+    #[error(
+        "config file {config}: /chain_of_trust/ed25519_key: trust policy version {version} does \
+         not accept signatures by ed25519 key {public_key} for worker implementation \
+         {worker_impl:?}: {source}"
+    )]
+    Ed25519KeyNotTrusted {
+        /// The config file.
+        config: PathBuf,
+        /// Our ed25519 public key, base64.
+        public_key: String,
+        /// Our worker implementation.
+        worker_impl: String,
+        /// The policy version in force.
+        version: u64,
+        /// The trust store's verdict.
+        source: Box<SignatureError>,
+    },
     /// `[chain_of_trust]`: the trust store could not be loaded from the pin and state file.
     #[error("config file {config}: /chain_of_trust/keys_dir {keys_dir}: {source}")]
     TrustStore {
@@ -369,6 +395,8 @@ pub struct Startup {
     pub policy: ChainPolicy,
     /// Our chain-of-trust signing key.
     pub signing_key: SigningKey,
+    /// Our optional ed25519 key (`public/chain-of-trust.json.sig`).
+    pub ed25519_key: Option<crate::ed25519_key::Ed25519Key>,
     /// The trust store in force.
     pub trust: TrustGuard,
 }
@@ -384,11 +412,15 @@ impl Startup {
         let validator = load_validator(config)?;
         let policy = load_chain_policy(config)?;
         let signing_key = load_key(config, now)?;
+        let ed25519_key = load_ed25519_key(config)?;
         check_credentials_file(config)?;
         check_run_as(config)?;
         let trust = TrustGuard::load(cot, now, trust_limits).map_err(|e| trust_error(config, e))?;
         if let Some(store) = &trust.current {
             check_key_trusted(config, store, &signing_key, now)?;
+            if let Some(key) = &ed25519_key {
+                check_ed25519_trusted(config, store, key, now)?;
+            }
             tracing::info!(
                 version = store.version(),
                 keys_dir = %cot.keys_dir.display(),
@@ -401,6 +433,7 @@ impl Startup {
             validator,
             policy,
             signing_key,
+            ed25519_key,
             trust,
         })
     }
@@ -427,6 +460,47 @@ fn load_key(config: &Config, now: DateTime<Utc>) -> Result<SigningKey, StartupEr
             source: e,
         }
     })
+}
+
+fn load_ed25519_key(
+    config: &Config,
+) -> Result<Option<crate::ed25519_key::Ed25519Key>, StartupError> {
+    let Some(path) = &config.chain_of_trust.ed25519_key else {
+        return Ok(None);
+    };
+    crate::ed25519_key::Ed25519Key::load(path)
+        .map(Some)
+        .map_err(|source| StartupError::Ed25519Key {
+            config: config.source.clone(),
+            source,
+        })
+}
+
+/// The trust policy must accept a raw ed25519 signature by `key` for our worker implementation.
+fn check_ed25519_trusted(
+    config: &Config,
+    store: &TrustStore,
+    key: &crate::ed25519_key::Ed25519Key,
+    now: DateTime<Utc>,
+) -> Result<(), StartupError> {
+    const PROBE: &[u8] = b"chainlock start-up probe: is our ed25519 key trusted?";
+    let cot = &config.chain_of_trust;
+    store
+        .verify_cot_signature(
+            &cot.worker_impl,
+            PROBE,
+            CotSignature::Ed25519Raw(&key.sign(PROBE)),
+            now,
+            cot.max_clock_skew(),
+        )
+        .map(|_| ())
+        .map_err(|e| StartupError::Ed25519KeyNotTrusted {
+            config: config.source.clone(),
+            public_key: key.public_key_base64(),
+            worker_impl: cot.worker_impl.clone(),
+            version: store.version(),
+            source: Box::new(e),
+        })
 }
 
 /// `[credentials] file`, when set, must be private like the signing key. (The worker's loader
@@ -457,6 +531,9 @@ fn check_run_as(config: &Config) -> Result<(), StartupError> {
         &config.chain_of_trust.signing_key,
         run_as,
     )?;
+    if let Some(key) = &config.chain_of_trust.ed25519_key {
+        check_not_readable_by(source, "/chain_of_trust/ed25519_key", key, run_as)?;
+    }
     if let Some(creds) = &config.credentials.file {
         check_not_readable_by(source, "/credentials/file", creds, run_as)?;
     }
@@ -567,6 +644,32 @@ pub fn check_config(config: &Config, now: DateTime<Utc>) -> Vec<Check> {
             None
         }
     };
+    let ed25519 = match load_ed25519_key(config) {
+        Ok(None) => {
+            push("ed25519 key", CheckOutcome::Ok("not configured".into()));
+            None
+        }
+        Ok(Some(k)) => {
+            push(
+                "ed25519 key",
+                CheckOutcome::Ok(format!(
+                    "{}: public key {}, not readable by group or others",
+                    config
+                        .chain_of_trust
+                        .ed25519_key
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display(),
+                    k.public_key_base64()
+                )),
+            );
+            Some(k)
+        }
+        Err(e) => {
+            push("ed25519 key", CheckOutcome::Failed(e));
+            None
+        }
+    };
     push(
         "credentials file",
         match check_credentials_file(config) {
@@ -634,6 +737,25 @@ pub fn check_config(config: &Config, now: DateTime<Utc>) -> Vec<Check> {
             },
         },
     );
+    if config.chain_of_trust.ed25519_key.is_some() {
+        push(
+            "own ed25519 key trusted",
+            match (&store, &ed25519) {
+                (Some(store), Some(key)) => match check_ed25519_trusted(config, store, key, now) {
+                    Ok(()) => CheckOutcome::Ok(format!(
+                        "policy version {} accepts ed25519 key {} for {:?}",
+                        store.version(),
+                        key.public_key_base64(),
+                        cot.worker_impl
+                    )),
+                    Err(e) => CheckOutcome::Failed(e),
+                },
+                _ => CheckOutcome::Skipped {
+                    needs: "ed25519 key and trust store",
+                },
+            },
+        );
+    }
     checks
 }
 
@@ -693,6 +815,9 @@ pub fn worker_secrets(config: &Config) -> Vec<(&'static str, PathBuf)> {
         ("hidden: signing key", cot.signing_key.clone()),
         ("hidden: task logs", config.paths.log_dir.clone()),
     ];
+    if let Some(key) = &cot.ed25519_key {
+        out.push(("hidden: ed25519 key", key.clone()));
+    }
     if let Some(creds) = &config.credentials.file {
         out.push(("hidden: credentials file", creds.clone()));
     }

@@ -67,6 +67,8 @@ pub const CHAIN_OF_TRUST_LOG: &str = "public/logs/chain_of_trust.log";
 pub const COT_JSON: &str = "public/chain-of-trust.json";
 /// Name of its detached armored OpenPGP signature.
 pub const COT_ASC: &str = "public/chain-of-trust.json.asc";
+/// The optional raw ed25519 signature of [`COT_JSON`] (`[chain_of_trust] ed25519_key`).
+pub const COT_SIG: &str = "public/chain-of-trust.json.sig";
 /// Most verification failures copied into the task log (the full list is in
 /// `chain_of_trust.log`).
 const MAX_SUMMARY_LINES: usize = 50;
@@ -552,6 +554,8 @@ pub(super) struct SignedCot {
     pub json: PathBuf,
     /// `chain-of-trust.json.asc`.
     pub asc: PathBuf,
+    /// `chain-of-trust.json.sig` (raw 64-byte ed25519), when `ed25519_key` is configured.
+    pub sig: Option<PathBuf>,
 }
 
 /// Stage 6, after the task log is final: hash both logs (streaming), build the document over
@@ -610,11 +614,39 @@ pub(super) async fn sign_cot(
             version: ctx.trust.version(),
             source,
         })?;
+    // The same exact bytes, signed a second way; checked by the same policy, same fail-closed.
+    let raw = match &ctx.shared.ed25519_key {
+        None => None,
+        Some(key) => {
+            let raw = key.sign(&doc);
+            ctx.trust
+                .verify_cot_signature(
+                    &cfg.chain_of_trust.worker_impl,
+                    &doc,
+                    CotSignature::Ed25519Raw(&raw),
+                    ctx.now,
+                    cfg.chain_of_trust.max_clock_skew(),
+                )
+                .map_err(|source| TaskError::SelfCheck {
+                    task_id: ctx.task_id.clone(),
+                    version: ctx.trust.version(),
+                    source,
+                })?;
+            Some(raw)
+        }
+    };
     let files = SignedCot {
         json: ctx.dirs.worker.join("chain-of-trust.json"),
         asc: ctx.dirs.worker.join("chain-of-trust.json.asc"),
+        sig: raw
+            .is_some()
+            .then(|| ctx.dirs.worker.join("chain-of-trust.json.sig")),
     };
-    for (path, bytes) in [(&files.json, &doc), (&files.asc, &sig)] {
+    let mut writes: Vec<(&PathBuf, &[u8])> = vec![(&files.json, &doc), (&files.asc, &sig)];
+    if let (Some(path), Some(raw)) = (&files.sig, &raw) {
+        writes.push((path, raw));
+    }
+    for (path, bytes) in writes {
         tokio::fs::write(path, bytes)
             .await
             .map_err(|source| TaskError::WorkerFile {
