@@ -209,9 +209,15 @@ pub fn sign_vs_gpg(settings: &Settings) -> Vec<Row> {
         None,
     )
     .expect("release key");
-    let (private, public) = (tmp.path().join("release.key"), tmp.path().join("release.asc"));
+    let (private, public) = (
+        tmp.path().join("release.key"),
+        tmp.path().join("release.asc"),
+    );
     chainlock::openpgp::write_new_key(&key, &private, &public).expect("write key");
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/payload/sign.schema.json");
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/payload/sign.schema.json"
+    );
     let config = tmp.path().join("sign.toml");
     std::fs::write(
         &config,
@@ -251,7 +257,13 @@ pub fn sign_vs_gpg(settings: &Settings) -> Vec<Row> {
     let gpg = |args: &[&std::ffi::OsStr]| {
         std::process::Command::new("gpg")
             .env("GNUPGHOME", &home)
-            .args(["--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback"])
+            .args([
+                "--batch",
+                "--no-tty",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+            ])
             .args(["--passphrase", ""])
             .args(args)
             .stdout(std::process::Stdio::null())
