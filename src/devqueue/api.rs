@@ -543,16 +543,7 @@ async fn cancel_task(
     Path(id): Path<String>,
     req: SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&req)?;
-    let id = task_id(&id)?;
-    let mut q = app.lock_swept().await?;
-    require_task_scope(&caller, "cancel-task", q.task(&id)?)?;
-    let changed = q.cancel(&id, crate::clock::now())?;
-    if !changed.is_empty() {
-        app.persist(&q, &changed).await?;
-        app.0.notify.notify_waiters();
-    }
-    Ok(status_response(q.task(&id)?))
+    change_task(&app, &id, &req, TaskChange::Cancel).await
 }
 
 async fn rerun_task(
@@ -560,11 +551,30 @@ async fn rerun_task(
     Path(id): Path<String>,
     req: SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(&req)?;
-    let id = task_id(&id)?;
+    change_task(&app, &id, &req, TaskChange::Rerun).await
+}
+
+/// `cancelTask` or `rerunTask`.
+#[derive(Clone, Copy)]
+enum TaskChange {
+    Cancel,
+    Rerun,
+}
+
+async fn change_task(app: &App, id: &str, req: &SignedRequest, change: TaskChange) -> ApiResult {
+    let caller = app.authenticate(req)?;
+    let id = task_id(id)?;
     let mut q = app.lock_swept().await?;
-    require_task_scope(&caller, "rerun-task", q.task(&id)?)?;
-    let changed = q.rerun(&id, crate::clock::now())?;
+    let verb = match change {
+        TaskChange::Cancel => "cancel-task",
+        TaskChange::Rerun => "rerun-task",
+    };
+    require_task_scope(&caller, verb, q.task(&id)?)?;
+    let now = crate::clock::now();
+    let changed = match change {
+        TaskChange::Cancel => q.cancel(&id, now)?,
+        TaskChange::Rerun => q.rerun(&id, now)?,
+    };
     if !changed.is_empty() {
         app.persist(&q, &changed).await?;
         app.0.notify.notify_waiters();

@@ -601,37 +601,29 @@ pub(super) async fn sign_cot(
             source,
         })?;
     // Fail closed: never publish a signature that the policy we verify others with rejects.
-    ctx.trust
-        .verify_cot_signature(
-            &cfg.chain_of_trust.worker_impl,
-            &doc,
-            CotSignature::OpenPgpArmored(&sig),
-            ctx.now,
-            cfg.chain_of_trust.max_clock_skew(),
-        )
-        .map_err(|source| TaskError::SelfCheck {
-            task_id: ctx.task_id.clone(),
-            version: ctx.trust.version(),
-            source,
-        })?;
+    let self_check = |sig: CotSignature<'_>| {
+        ctx.trust
+            .verify_cot_signature(
+                &cfg.chain_of_trust.worker_impl,
+                &doc,
+                sig,
+                ctx.now,
+                cfg.chain_of_trust.max_clock_skew(),
+            )
+            .map(|_| ())
+            .map_err(|source| TaskError::SelfCheck {
+                task_id: ctx.task_id.clone(),
+                version: ctx.trust.version(),
+                source,
+            })
+    };
+    self_check(CotSignature::OpenPgpArmored(&sig))?;
     // The same exact bytes, signed a second way; checked by the same policy, same fail-closed.
     let raw = match &ctx.shared.ed25519_key {
         None => None,
         Some(key) => {
             let raw = key.sign(&doc);
-            ctx.trust
-                .verify_cot_signature(
-                    &cfg.chain_of_trust.worker_impl,
-                    &doc,
-                    CotSignature::Ed25519Raw(&raw),
-                    ctx.now,
-                    cfg.chain_of_trust.max_clock_skew(),
-                )
-                .map_err(|source| TaskError::SelfCheck {
-                    task_id: ctx.task_id.clone(),
-                    version: ctx.trust.version(),
-                    source,
-                })?;
+            self_check(CotSignature::Ed25519Raw(&raw))?;
             Some(raw)
         }
     };
