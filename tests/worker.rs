@@ -520,8 +520,18 @@ async fn reclaim_retries_follow_the_claim_not_the_backoff() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reclaim_conflict_kills_the_script_and_reports_nothing() {
+/// How a running task is taken away from the worker from outside.
+#[derive(Clone, Copy)]
+enum TakenAway {
+    /// Resolved with the permanent (`*`) credentials.
+    ReportedFailed,
+    /// The production path: someone cancels the task.
+    Cancelled,
+}
+
+/// The run is taken away while its script sleeps: the worker's next reclaim gets 409, the
+/// script dies, nothing is uploaded or reported, and the run keeps the outsider's resolution.
+async fn a_lost_run_kills_the_script(how: TakenAway, expected: (TaskState, &str)) {
     let env = Env::new(Duration::from_secs(3)).await;
     let marker = env.dir.join("started");
     let id = env
@@ -529,8 +539,14 @@ async fn reclaim_conflict_kills_the_script_and_reports_nothing() {
         .await;
     let child = env.spawn_worker(&["--max-tasks", "1"]);
     wait_for_file(&marker).await;
-    // "Cancel" the run from outside: resolve it with the permanent (`*`) credentials.
-    env.client.report_failed(&id, 0).await.unwrap();
+    match how {
+        TakenAway::ReportedFailed => {
+            env.client.report_failed(&id, 0).await.unwrap();
+        }
+        TakenAway::Cancelled => {
+            env.client.cancel_task(&id).await.unwrap();
+        }
+    }
     let out = wait_output(child).await;
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
@@ -539,35 +555,20 @@ async fn reclaim_conflict_kills_the_script_and_reports_nothing() {
     assert!(!alive(&pid), "the script survived the lost claim");
     assert_eq!(
         env.last_run(&id).await,
-        (TaskState::Failed, Some("failed".into()))
+        (expected.0, Some(expected.1.into()))
     );
     assert!(env.artifact_names(&id).await.is_empty());
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reclaim_conflict_kills_the_script_and_reports_nothing() {
+    a_lost_run_kills_the_script(TakenAway::ReportedFailed, (TaskState::Failed, "failed")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_task_kills_the_script_and_reports_nothing() {
-    let env = Env::new(Duration::from_secs(3)).await;
-    let marker = env.dir.join("started");
-    let id = env
-        .create(json!({"behaviour": "sleep", "secs": 60, "marker": marker}))
-        .await;
-    let child = env.spawn_worker(&["--max-tasks", "1"]);
-    wait_for_file(&marker).await;
-    // The production path: someone cancels the task; the worker's next reclaim gets 409.
-    env.client.cancel_task(&id).await.unwrap();
-    let out = wait_output(child).await;
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
-    assert!(log.contains("reclaim refused (409)"), "{log}");
-    let pid = std::fs::read_to_string(&marker).unwrap();
-    assert!(!alive(&pid), "the script survived the cancellation");
-    assert_eq!(
-        env.last_run(&id).await,
-        (TaskState::Exception, Some("canceled".into()))
-    );
-    assert!(env.artifact_names(&id).await.is_empty());
-    env.stop().await;
+    a_lost_run_kills_the_script(TakenAway::Cancelled, (TaskState::Exception, "canceled")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
