@@ -208,6 +208,73 @@ pub struct RepositoryPolicy {
     /// any branch (for repositories where the repository is the branch, as in Mercurial).
     #[serde(default)]
     pub branches: Option<Vec<String>>,
+    /// How its decision and action tasks are re-rendered (check `decision-rebuild`).
+    #[serde(default)]
+    pub rebuild: Option<RebuildRule>,
+}
+
+/// The version control system of a repository with a [`RebuildRule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vcs {
+    /// Mercurial (`hg-push`, `cron`, `action` contexts with `repository.level`).
+    Hg,
+    /// git on GitHub (`github-*`, `cron`, `action`, `pr-action` contexts).
+    Git,
+}
+
+/// Where the inputs of a repository's `.taskcluster.yml` rebuild come from. Every URL is a
+/// template of the operator's; only `{revision}`, `{tag}` and `{pull_request}` are filled in,
+/// from the decision task's values after they passed a strict character check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildRule {
+    /// Which family of json-e contexts applies.
+    pub vcs: Vcs,
+    /// Prefix of the `*_HEAD_REPOSITORY`, `*_HEAD_REV`, ... variables (`GECKO`).
+    pub env_prefix: String,
+    /// The template at a revision (`.../raw-file/{revision}/.taskcluster.yml`).
+    pub template_url: String,
+    /// hg `json-pushes` (version 2, full) for a revision: `hg-push` and hg `cron`.
+    #[serde(default)]
+    pub pushlog_url: Option<String>,
+    /// GitHub's commit API for a revision: `github-push`.
+    #[serde(default)]
+    pub commit_url: Option<String>,
+    /// GitHub's release-by-tag API: `github-release`.
+    #[serde(default)]
+    pub release_url: Option<String>,
+    /// GitHub's pull-request API: `github-pull-request(-untrusted)`.
+    #[serde(default)]
+    pub pull_request_url: Option<String>,
+    /// `repository.project` (the `projects.yml` name); the last path component by default.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// `repository.level` (from `projects.yml`'s access level).
+    #[serde(default)]
+    pub level: Option<String>,
+    /// The `tasks_for` values this repository's decision and action tasks may carry.
+    pub tasks_for: Vec<String>,
+}
+
+/// Settings of the `decision-rebuild` check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildPolicy {
+    /// A decision or action link whose repository has no [`RebuildRule`] fails (default);
+    /// `false` lets it pass with a caveat.
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+impl Default for RebuildPolicy {
+    fn default() -> Self {
+        RebuildPolicy { required: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A restricted scope and who may use it.
@@ -280,6 +347,9 @@ pub struct ChainPolicy {
     /// What `assume:` roles may grant (optional; undeclared roles reach everything).
     #[serde(default)]
     pub assume: Vec<AssumeRole>,
+    /// The `decision-rebuild` check's settings.
+    #[serde(default)]
+    pub rebuild: RebuildPolicy,
     /// Untrusted sources.
     pub untrusted: UntrustedSources,
     /// Docker image rules.

@@ -19,6 +19,7 @@ pub mod devqueue;
 pub mod ed25519_key;
 pub mod evidence;
 pub mod ids;
+pub mod jsone;
 pub mod keys_cli;
 pub mod launch;
 pub mod manifest;

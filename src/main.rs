@@ -5,6 +5,13 @@ use clap::Parser;
 
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The budgeted json-e child (chainlock::jsone): before anything else starts.
+    if argv
+        .get(1)
+        .is_some_and(|a| a == chainlock::jsone::CHILD_ARG)
+    {
+        std::process::exit(chainlock::jsone::child_main(&argv));
+    }
     let cli = match chainlock::cli::Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(err) => std::process::exit(chainlock::cli::handle_parse_error(&err, &argv)),

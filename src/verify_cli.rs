@@ -136,6 +136,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
 async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
     let now = crate::clock::now();
     let limits = Limits::default();
+    // json-e for check 9, in a budgeted child of this binary.
+    let renderer = crate::jsone::Sandboxed::current()
+        .map_err(|e| Refusal::evidence(format!("cannot locate the chainlock binary: {e}")))?;
     let judge = match (&args.policy, &args.keys) {
         (Some(p), Some(k)) => Some((
             load_policy(p)?,
@@ -188,6 +191,7 @@ async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
             &limits,
             Mode {
                 check_target: args.check_task,
+                renderer: &renderer,
             },
         );
         return Ok(render(
@@ -244,6 +248,7 @@ async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
         &limits,
         args.check_task,
         fetch_policy,
+        judge.as_ref().map(|(p, _)| p),
     )
     .await
     {
@@ -265,7 +270,7 @@ async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
         }
         return Ok(EXIT_VERIFIED);
     };
-    let bundle = Bundle::open(&dir, &limits).map_err(|e| {
+    let bundle = Bundle::open_fetched(&dir, &limits).map_err(|e| {
         Refusal::evidence(format!(
             "cannot read the fetched {}",
             bundle_error(&dir, &e)
@@ -280,6 +285,7 @@ async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
         &limits,
         Mode {
             check_target: args.check_task,
+            renderer: &renderer,
         },
     );
     Ok(render(

@@ -40,6 +40,7 @@ async fn verify_signing(
         &material.trust_store(now).unwrap(),
         now,
         &Limits::default(),
+        &chainlock::verify::rebuild::NoRenderer,
     )
     .await
 }

@@ -18,6 +18,7 @@ use chainlock::trust::policy::{
 };
 use chainlock::trust::{self, CotSignature, PolicyVersion, TrustPin, TrustStore};
 use chainlock::verify::bundle::Bundle;
+use chainlock::verify::rebuild::NoRenderer;
 use chainlock::verify::{self, Check, Limits, Mode, Report, VerifiedChain};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
@@ -178,12 +179,36 @@ fn write_keys_dir(keys: &Keys, dir: &Path) {
     std::fs::write(dir.join("sigs/root.asc"), sig).unwrap();
 }
 
+/// The example policy without its rebuild rule and with `decision-rebuild` optional: these
+/// fixtures forge chains whose decision tasks have no in-tree template (check 9 is attacked in
+/// tests/rebuild.rs); every other rule is the example's.
 fn policy_text() -> String {
-    std::fs::read_to_string(concat!(
+    let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/etc/chain-policy.example.toml"
     ))
-    .unwrap()
+    .unwrap();
+    let start = text.find("[repositories.rebuild]").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..]);
+    assert!(text.contains("[rebuild]\nrequired = true\n"));
+    text.replace(
+        "[rebuild]\nrequired = true\n",
+        "[rebuild]\nrequired = false\n",
+    )
+}
+
+/// [`policy_text`] as a file, for the CLI.
+fn policy_file() -> String {
+    static FILE: std::sync::OnceLock<tempfile::NamedTempFile> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, policy_text().as_bytes()).unwrap();
+        f
+    })
+    .path()
+    .display()
+    .to_string()
 }
 
 fn policy() -> ChainPolicy {
@@ -526,6 +551,7 @@ impl Built {
 
 const WORKER: Mode = Mode {
     check_target: false,
+    renderer: &NoRenderer,
 };
 
 #[test]
@@ -560,7 +586,14 @@ fn good_chain_verifies() {
 
     // The target's own document (OpenPGP, chainlock) verifies too when auditing it.
     let audited = built
-        .verify_with(&trust, &Limits::default(), Mode { check_target: true })
+        .verify_with(
+            &trust,
+            &Limits::default(),
+            Mode {
+                check_target: true,
+                renderer: &NoRenderer,
+            },
+        )
         .unwrap_or_else(|r| panic!("{}", r.to_text()));
     let target = &audited.report().links[0];
     assert!(target.signer.as_deref().unwrap().contains("chainlock-test"));
@@ -574,7 +607,7 @@ struct Row {
     name: &'static str,
     check: Check,
     code: &'static str,
-    mode: Mode,
+    mode: Mode<'static>,
     limits: Limits,
     gw: GwKeyWindow,
     mutate: Mutation,
@@ -991,7 +1024,10 @@ fn rows() -> Vec<Row> {
             },
         ),
         Row {
-            mode: Mode { check_target: true },
+            mode: Mode {
+                check_target: true,
+                renderer: &NoRenderer,
+            },
             ..row(
                 "audited target signed by a generic-worker key",
                 Check::Signature,
@@ -1273,7 +1309,10 @@ fn forgery_rows() -> Vec<Row> {
         ),
         // Signatures are never dated before what they sign.
         Row {
-            mode: Mode { check_target: true },
+            mode: Mode {
+                check_target: true,
+                renderer: &NoRenderer,
+            },
             ..row(
                 "OpenPGP signature dated before the task was created",
                 Check::Signature,
@@ -1285,7 +1324,10 @@ fn forgery_rows() -> Vec<Row> {
             )
         },
         Row {
-            mode: Mode { check_target: true },
+            mode: Mode {
+                check_target: true,
+                renderer: &NoRenderer,
+            },
             ..row(
                 "OpenPGP signature dated before the run started",
                 Check::Signature,
@@ -2017,7 +2059,10 @@ fn more_rows() -> Vec<Row> {
             )
         },
         Row {
-            mode: Mode { check_target: true },
+            mode: Mode {
+                check_target: true,
+                renderer: &NoRenderer,
+            },
             ..row(
                 "OpenPGP signature dated long after the run resolved",
                 Check::Signature,
@@ -2267,10 +2312,7 @@ mod online {
             "--root-url".into(),
             h.root_url().to_owned(),
             "--policy".into(),
-            s(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/etc/chain-policy.example.toml"
-            )),
+            super::policy_file(),
             "--keys".into(),
             s(keys_dir),
             "--format".into(),
@@ -2295,10 +2337,7 @@ mod online {
         let keys = Keys::new();
         let keys_dir = dir.path().join("keys");
         write_keys_dir(&keys, &keys_dir);
-        let policy_file = s(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/etc/chain-policy.example.toml"
-        ));
+        let policy_file = super::policy_file();
         let mut fx = Fixture::new();
         publish(&h, &mut fx, &keys, &[]).await;
 
@@ -2317,6 +2356,7 @@ mod online {
             &trust,
             chainlock::clock::now(),
             &Limits::default(),
+            &chainlock::verify::rebuild::NoRenderer,
         )
         .await
         .unwrap_or_else(|e| panic!("{}", e.log_text()));
@@ -2418,6 +2458,7 @@ mod online {
             &trust,
             chainlock::clock::now(),
             &Limits::default(),
+            &chainlock::verify::rebuild::NoRenderer,
         )
         .await
         .unwrap_err();
@@ -2456,6 +2497,7 @@ mod online {
             &trust,
             chainlock::clock::now(),
             &Limits::default(),
+            &chainlock::verify::rebuild::NoRenderer,
         )
         .await
         .unwrap_err();
@@ -2506,6 +2548,7 @@ mod online {
             &trust,
             chainlock::clock::now(),
             &Limits::default(),
+            &chainlock::verify::rebuild::NoRenderer,
         )
         .await
         .unwrap_or_else(|e| panic!("{}", e.log_text()));
@@ -2617,6 +2660,7 @@ mod online {
             &trust,
             chainlock::clock::now(),
             &r.limits,
+            &chainlock::verify::rebuild::NoRenderer,
         )
         .await;
         h.shutdown().await;
@@ -2763,6 +2807,7 @@ mod online {
             &trust,
             chainlock::clock::now(),
             &limits,
+            &chainlock::verify::rebuild::NoRenderer,
         )
         .await
         .unwrap_err();
@@ -2863,6 +2908,7 @@ mod online {
                     trust,
                     chainlock::clock::now(),
                     &limits,
+                    &chainlock::verify::rebuild::NoRenderer,
                 )
                 .await
             }
@@ -2988,7 +3034,7 @@ impl Audit {
             fx,
             bundle,
             keys: keys_dir,
-            policy: concat!(env!("CARGO_MANIFEST_DIR"), "/etc/chain-policy.example.toml").into(),
+            policy: policy_file(),
         }
     }
 
@@ -3087,7 +3133,10 @@ fn asc_with_trailing_data_is_refused() {
     let keys = Keys::new();
     let trust = trust_store(&keys, &GwKeyWindow::default());
     let fx = Fixture::new();
-    let audit_mode = Mode { check_target: true };
+    let audit_mode = Mode {
+        check_target: true,
+        renderer: &NoRenderer,
+    };
     let asc = "public/chain-of-trust.json.asc";
     let genuine = fx.build(&keys);
     if let Err(r) = genuine.verify_with(&trust, &Limits::default(), audit_mode) {
@@ -3438,7 +3487,10 @@ fn every_single_field_change_is_refused_unless_documented() {
                 b.raw.insert((id.clone(), file), v.to_string());
                 tried += 1;
                 // Audit mode: the target's own run and document are judged too.
-                let mode = Mode { check_target: true };
+                let mode = Mode {
+                    check_target: true,
+                    renderer: &NoRenderer,
+                };
                 if b.verify_with(&trust, &Limits::default(), mode).is_ok()
                     && !(file == "status.json" && STATUS_NOT_COVERED.contains(&pointer.as_str()))
                 {

@@ -126,6 +126,7 @@ async fn run(settings: &Settings) -> Vec<Row> {
                 &trust,
                 chainlock::clock::now(),
                 &Limits::default(),
+                &chainlock::verify::rebuild::NoRenderer,
             )
             .await
             .expect("the demo chain verifies");

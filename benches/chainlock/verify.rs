@@ -17,6 +17,7 @@ use chainlock::queue::types::{RunStatus, TaskState, TaskStatus, format_time};
 use chainlock::trust::policy::{KeyType, Policy, PolicyFile, RootKey, RootRole, WorkerKey};
 use chainlock::trust::{self, PolicyVersion, TrustPin, TrustStore};
 use chainlock::verify::bundle::Bundle;
+use chainlock::verify::rebuild::NoRenderer;
 use chainlock::verify::{self, Limits, Mode};
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::Signer as _;
@@ -350,6 +351,7 @@ pub fn scaling(s: &Settings) -> Vec<Row> {
                 &limits,
                 Mode {
                     check_target: false,
+                    renderer: &NoRenderer,
                 },
             )
         });

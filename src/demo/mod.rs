@@ -493,23 +493,37 @@ async fn audit(
     let limits = Limits::default();
     let dir = data_dir.join("audit").join(task_id.as_str());
     let anon = client.anonymous();
-    if let Err(e) =
-        crate::evidence::fetch_bundle(&anon, task_id, None, &dir, &limits, true, None).await
+    let policy = material.chain_policy()?;
+    if let Err(e) = crate::evidence::fetch_bundle(
+        &anon,
+        task_id,
+        None,
+        &dir,
+        &limits,
+        true,
+        None,
+        Some(&policy),
+    )
+    .await
     {
         info(&format!(
             "FAILED: cannot fetch the evidence of {task_id}: {e}"
         ));
         return Ok(false);
     }
-    let bundle = crate::verify::bundle::Bundle::open(&dir, &limits)?;
+    let bundle = crate::verify::bundle::Bundle::open_fetched(&dir, &limits)?;
+    let renderer = crate::jsone::Sandboxed::current()?;
     let result = crate::verify::verify(
         &bundle,
         task_id,
-        &material.chain_policy()?,
+        &policy,
         &material.trust_store(now)?,
         now,
         &limits,
-        Mode { check_target: true },
+        Mode {
+            check_target: true,
+            renderer: &renderer,
+        },
     );
     info(&format!(
         "auditor's view (chainlock verify {task_id} --check-task; bundle in {}):",

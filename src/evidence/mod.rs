@@ -25,9 +25,11 @@ use crate::queue::QueueError;
 use crate::queue::types::ExceptionReason;
 use crate::trust::TrustStore;
 use crate::verify::bundle::{
-    BUNDLE_FILE, BUNDLE_VERSION, Bundle, BundleError, BundleIndex, hash_reader, open_no_symlinks,
+    BUNDLE_FILE, BUNDLE_VERSION, Bundle, BundleError, BundleIndex, SOURCES_DIR, SourceEntry,
+    hash_reader, open_no_symlinks,
 };
 use crate::verify::chain::{self, COT_DOCUMENT};
+use crate::verify::rebuild;
 use crate::verify::{
     self, ArtifactPath, Limits, Mode, Report, STATUS_FILE, TASK_FILE, VerifiedChain,
 };
@@ -49,6 +51,15 @@ pub enum EvidenceError {
         /// What was being fetched.
         what: String,
         /// The queue client's error.
+        #[source]
+        source: Box<QueueError>,
+    },
+    /// A rebuild source could not be fetched (unreachable, 5xx after retries).
+    #[error("cannot fetch source {url}: {source}")]
+    Source {
+        /// The URL, without its query.
+        url: String,
+        /// The client's error.
         #[source]
         source: Box<QueueError>,
     },
@@ -176,6 +187,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvidenceError + '_ {
 /// signature (auditing a finished task). With `policy`, only the signature format each link's
 /// worker implementation uses is requested; without one (exporting a bundle for someone
 /// else's policy), both.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_bundle(
     queue: &QueueClient,
     target: &TaskId,
@@ -184,8 +196,10 @@ pub async fn fetch_bundle(
     limits: &Limits,
     include_target: bool,
     policy: Option<&ChainPolicy>,
+    rebuild_policy: Option<&ChainPolicy>,
 ) -> Result<BundleIndex, EvidenceError> {
     prepare_empty_dir(dir)?;
+    let mut sources: Vec<SourceEntry> = Vec::new();
     let mut tasks: BTreeMap<TaskId, Value> = BTreeMap::new();
     if let Some(def) = target_def {
         tasks.insert(target.clone(), def.clone());
@@ -246,6 +260,26 @@ pub async fn fetch_bundle(
             for id in chain.unresolved.iter().filter(|id| chain.is_parent(id)) {
                 want(id, Job::Artifact(constant_path(chain::TASK_GRAPH)));
             }
+            // Check 9's inputs: each decision or action link's sources as the policy names
+            // them, and an action's decision's actions.json and parameters.yml (verified
+            // against that decision's document, like its graph).
+            if let Some(rp) = rebuild_policy {
+                for req in rebuild_sources(rp, &chain) {
+                    let holder = chain.target.clone();
+                    want(&holder, Job::Source(req));
+                }
+            }
+            for node in chain.nodes.values() {
+                if let Some(parent) = &node.parent
+                    && node.raw.pointer("/payload/env/ACTION_CALLBACK").is_some()
+                {
+                    want(parent, Job::Artifact(constant_path(rebuild::ACTIONS_JSON)));
+                    want(
+                        parent,
+                        Job::Artifact(constant_path(rebuild::PARAMETERS_YML)),
+                    );
+                }
+            }
         }
         while in_flight.len() < concurrency {
             let Some((id, job)) = pending.pop_front() else {
@@ -265,6 +299,10 @@ pub async fn fetch_bundle(
             let Some((id, fetched)) = done? else {
                 continue;
             };
+            if let Fetched::Source(entry) = fetched {
+                sources.push(entry);
+                continue;
+            }
             new_definitions = true;
             record_definition(
                 &mut tasks,
@@ -312,6 +350,10 @@ pub async fn fetch_bundle(
         tasks: listed.into_iter().collect(),
         root_url: Some(queue.root_url().to_owned()),
         fetched_at: None,
+        sources: {
+            sources.sort_by(|a, b| a.url.cmp(&b.url));
+            sources
+        },
     };
     let path = dir.join(BUNDLE_FILE);
     let bytes = serde_json::to_vec_pretty(&index).expect("the index always serialises");
@@ -348,6 +390,7 @@ fn record_definition(
             not_found.insert(id.clone());
             too_large.insert(id, limit);
         }
+        Fetched::Source(_) => {}
     }
 }
 
@@ -357,12 +400,15 @@ enum Fetched {
     Absent,
     /// Larger than this many bytes.
     TooLarge(u64),
+    /// A rebuild source, stored in the bundle.
+    Source(SourceEntry),
 }
 
 enum Job {
     Definition,
     Status,
     Artifact(ArtifactPath),
+    Source(rebuild::SourceRequest),
 }
 
 /// What identifies a job, so each is requested once.
@@ -371,6 +417,7 @@ enum JobKey {
     Definition,
     Status,
     Artifact(String),
+    Source(String),
 }
 
 impl Job {
@@ -379,6 +426,7 @@ impl Job {
             Job::Definition => JobKey::Definition,
             Job::Status => JobKey::Status,
             Job::Artifact(p) => JobKey::Artifact(p.as_str().to_owned()),
+            Job::Source(s) => JobKey::Source(s.url.clone()),
         }
     }
 }
@@ -442,6 +490,11 @@ fn fetch_job<'a>(
                 Err(e) => Err(queue_err(&id, "task definition", e)),
             };
         }
+        if let Job::Source(req) = job {
+            return fetch_source(queue, dir, req)
+                .await
+                .map(|e| e.map(|e| (id, Fetched::Source(e))));
+        }
         fetch_file(queue, dir, id, job, limits).await.map(|()| None)
     })
 }
@@ -456,7 +509,7 @@ async fn fetch_file(
     let task_dir = dir.join(id.as_str());
     std::fs::create_dir_all(&task_dir).map_err(io_err(&task_dir))?;
     match job {
-        Job::Definition => Ok(()),
+        Job::Definition | Job::Source(_) => Ok(()),
         Job::Status => match queue.status_bytes(&id, limits.max_task_bytes).await {
             Ok(bytes) => {
                 // The answer is `{"status": {...}}`; the bundle holds the inner object. Strict
@@ -524,6 +577,71 @@ async fn fetch_file(
             }
         }
     }
+}
+
+/// Every source check 9 will ask for: per decision or action link of `chain` that the
+/// policy can plan (links it cannot plan fail in the verifier, with the reason).
+pub fn rebuild_sources(policy: &ChainPolicy, chain: &chain::Chain) -> Vec<rebuild::SourceRequest> {
+    let mut out = Vec::new();
+    for (id, node) in &chain.nodes {
+        let Some(role) = node.task_queue_id().and_then(|q| policy.queue(&q)) else {
+            continue;
+        };
+        if !role.kind.is_graph_creator() {
+            continue;
+        }
+        let Ok(decision) = rebuild::decision_of(id, node) else {
+            continue;
+        };
+        let Some(d) = chain.nodes.get(&decision) else {
+            continue;
+        };
+        if let Ok(rebuild::Planned::Rebuild(plan)) =
+            rebuild::plan(policy, id, &node.raw, &decision, &d.raw)
+        {
+            out.extend(plan.sources);
+        }
+    }
+    out
+}
+
+/// Fetches one source into `sources/` of the bundle. A 404 (a template absent at that
+/// revision) is recorded as absent (`None`): the verifier fails the link. An unreachable host
+/// is an infrastructure error.
+async fn fetch_source(
+    queue: &QueueClient,
+    dir: &Path,
+    req: rebuild::SourceRequest,
+) -> Result<Option<SourceEntry>, EvidenceError> {
+    let bytes = match queue.get_source(&req.url, rebuild::MAX_SOURCE_BYTES).await {
+        Ok(b) => b,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(QueueError::ResponseTooLarge { .. }) => return Ok(None),
+        Err(e) => {
+            return Err(EvidenceError::Source {
+                url: rebuild::shown_url(&req.url),
+                source: Box::new(e),
+            });
+        }
+    };
+    let sha256 = crate::trust::sha256_hex(&bytes);
+    let file = format!(
+        "{SOURCES_DIR}/{}",
+        crate::trust::sha256_hex(req.url.as_bytes())
+    );
+    let sources = dir.join(SOURCES_DIR);
+    std::fs::create_dir_all(&sources).map_err(io_err(&sources))?;
+    let path = dir.join(&file);
+    std::fs::write(&path, &bytes).map_err(io_err(&path))?;
+    Ok(Some(SourceEntry {
+        kind: req.kind,
+        url: req.url,
+        repository: req.repository,
+        revision: req.revision,
+        sha256,
+        size: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+        file,
+    }))
 }
 
 fn prepare_empty_dir(dir: &Path) -> Result<(), EvidenceError> {
@@ -685,6 +803,7 @@ pub async fn fetch_and_verify(
     trust: &TrustStore,
     now: DateTime<Utc>,
     limits: &Limits,
+    renderer: &dyn rebuild::Render,
 ) -> Result<VerifiedChain, ChainFailure> {
     let staging_parent = cot_dir
         .parent()
@@ -703,13 +822,17 @@ pub async fn fetch_and_verify(
         limits,
         false,
         Some(policy),
+        Some(policy),
     )
     .await
     .map_err(|e| match e {
-        EvidenceError::Queue { .. } => ChainFailure::Infrastructure(e),
+        EvidenceError::Queue { .. } | EvidenceError::Source { .. } => {
+            ChainFailure::Infrastructure(e)
+        }
         other => ChainFailure::Local(other),
     })?;
-    let bundle = Bundle::open(&bundle_dir, limits)
+    // Fetched just now from the policy's URLs: its sources are bound to what those URLs serve.
+    let bundle = Bundle::open_fetched(&bundle_dir, limits)
         .map_err(|e| ChainFailure::Local(EvidenceError::Bundle(e)))?;
     let verified = verify::verify(
         &bundle,
@@ -720,6 +843,7 @@ pub async fn fetch_and_verify(
         limits,
         Mode {
             check_target: false,
+            renderer,
         },
     )
     .map_err(ChainFailure::Verification)?;

@@ -789,6 +789,45 @@ impl QueueClient {
         .await
     }
 
+    /// `GET` a public source a chain policy names (a `.taskcluster.yml`, a pushlog, a GitHub
+    /// API answer): never signed (our credentials are for the queue only), retried like every
+    /// read, at most `max_bytes`. Plain `http` only to loopback hosts.
+    pub async fn get_source(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, QueueError> {
+        let parsed = Url::parse(url).map_err(|_| QueueError::InvalidRootUrl {
+            root_url: crate::verify::rebuild::shown_url(url),
+            reason: "not a valid source URL",
+        })?;
+        let loopback = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if !(parsed.scheme() == "https" || parsed.scheme() == "http" && loopback) {
+            return Err(QueueError::InvalidRootUrl {
+                root_url: crate::verify::rebuild::shown_url(url),
+                reason: "source URLs must be https (http only on loopback)",
+            });
+        }
+        let shown = display_url(&parsed);
+        self.retrying("GET", &shown, false, || async {
+            let resp = self
+                .inner
+                .http
+                .get(parsed.clone())
+                .timeout(self.inner.retry.request_timeout)
+                .send()
+                .await
+                .map_err(|e| transport("GET", &shown, e))?;
+            if !resp.status().is_success() {
+                return Err(self.http_error(resp, "GET", &shown).await);
+            }
+            self.read_limited(resp, "GET", &shown, Some(max_bytes))
+                .await
+        })
+        .await
+    }
+
     async fn api_once(
         &self,
         method: &Method,

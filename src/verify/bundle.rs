@@ -53,6 +53,44 @@ pub struct BundleIndex {
     /// When it was fetched (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_at: Option<String>,
+    /// Sources of check 9 (`decision-rebuild`), each with its URL and sha256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceEntry>,
+}
+
+/// Directory of the bundle holding rebuild sources (`sources/<sha256 of the URL>`).
+pub const SOURCES_DIR: &str = "sources";
+
+/// One stored rebuild source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceEntry {
+    /// What it is.
+    pub kind: crate::verify::rebuild::SourceKind,
+    /// Where it was fetched from.
+    pub url: String,
+    /// The repository it belongs to, as the decision task names it.
+    pub repository: String,
+    /// The revision it was fetched at.
+    pub revision: String,
+    /// sha256 of the bytes.
+    pub sha256: String,
+    /// Size of the bytes.
+    pub size: u64,
+    /// Its file, relative to the bundle root.
+    pub file: String,
+}
+
+/// Reads a rebuild template at a revision from somewhere the auditor trusts (their own
+/// clone): `Ok(None)` when that clone does not serve `repository`.
+pub trait TemplateCheckout: std::fmt::Debug {
+    /// The bytes of `path` at `revision`, and a description of where they came from.
+    fn read_at(
+        &self,
+        repository: &str,
+        revision: &str,
+        path: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, String>;
 }
 
 /// Why a bundle cannot be opened at all (an infrastructure error for the CLI, exit 2).
@@ -89,6 +127,10 @@ pub struct Bundle {
     statuses: BTreeMap<TaskId, TaskStatus>,
     /// Task files that cannot be used: reported as findings, never used.
     unusable: Vec<UnusableFile>,
+    /// How far its sources can be trusted.
+    sources_fetched: bool,
+    /// The auditor's own clone, standing in for bundled templates.
+    checkout: Option<Box<dyn TemplateCheckout>>,
 }
 
 impl Bundle {
@@ -152,7 +194,23 @@ impl Bundle {
             tasks,
             statuses,
             unusable,
+            sources_fetched: false,
+            checkout: None,
         })
+    }
+
+    /// Opens a bundle this process has just fetched from the policy's own URLs: its rebuild
+    /// sources count as fetched, not as "taken from a bundle".
+    pub fn open_fetched(root: &Path, limits: &Limits) -> Result<Bundle, BundleError> {
+        let mut b = Bundle::open(root, limits)?;
+        b.sources_fetched = true;
+        Ok(b)
+    }
+
+    /// Reads templates from the auditor's clone instead of the bundle.
+    pub fn with_checkout(mut self, checkout: Box<dyn TemplateCheckout>) -> Bundle {
+        self.checkout = Some(checkout);
+        self
     }
 
     /// The bundle's index.
@@ -244,6 +302,65 @@ impl Evidence for Bundle {
     ) -> Result<Option<Vec<u8>>, EvidenceReadError> {
         self.refused_by_fetcher(task_id, name, max)?;
         read_capped(&self.root, &Bundle::artifact_rel_path(task_id, name), max)
+    }
+
+    fn source(
+        &self,
+        request: &crate::verify::rebuild::SourceRequest,
+    ) -> Result<Option<crate::verify::rebuild::SourceFile>, EvidenceReadError> {
+        use crate::verify::rebuild::{
+            MAX_SOURCE_BYTES, SourceFile, SourceKind, SourceOrigin, TEMPLATE_FILE,
+        };
+        if request.kind == SourceKind::Template
+            && let Some(c) = &self.checkout
+        {
+            return match c.read_at(&request.repository, &request.revision, TEMPLATE_FILE) {
+                Ok(Some((bytes, place))) => Ok(Some(SourceFile {
+                    bytes,
+                    origin: SourceOrigin::Checkout(place),
+                })),
+                Ok(None) => Ok(None),
+                Err(detail) => Err(EvidenceReadError {
+                    detail,
+                    too_large: None,
+                }),
+            };
+        }
+        let Some(entry) = self.index.sources.iter().find(|e| e.url == request.url) else {
+            return Ok(None);
+        };
+        let rel = Path::new(&entry.file);
+        if entry.file
+            != format!(
+                "{SOURCES_DIR}/{}",
+                crate::trust::sha256_hex(entry.url.as_bytes())
+            )
+        {
+            return Err(EvidenceReadError {
+                detail: format!(
+                    "source file {:?} is not where the bundle format puts it",
+                    entry.file
+                ),
+                too_large: None,
+            });
+        }
+        let Some(bytes) = read_capped(&self.root, rel, MAX_SOURCE_BYTES)? else {
+            return Ok(None);
+        };
+        if crate::trust::sha256_hex(&bytes) != entry.sha256 {
+            return Err(EvidenceReadError {
+                detail: "the stored source does not match its sha256 in bundle.json".into(),
+                too_large: None,
+            });
+        }
+        Ok(Some(SourceFile {
+            bytes,
+            origin: if self.sources_fetched {
+                SourceOrigin::Fetched
+            } else {
+                SourceOrigin::Bundled
+            },
+        }))
     }
 
     fn digest(

@@ -28,11 +28,13 @@ pub enum Check {
     DockerImage,
     /// 8. Source repositories agree; restricted scopes only from allowed repositories/branches.
     SourceAndScopes,
+    /// 9. Decision/action tasks equal a task their repository's `.taskcluster.yml` renders to.
+    DecisionRebuild,
 }
 
 impl Check {
     /// Every check, in report order.
-    pub const ALL: [Check; 9] = [
+    pub const ALL: [Check; 10] = [
         Check::Chain,
         Check::Run,
         Check::Schema,
@@ -42,6 +44,7 @@ impl Check {
         Check::Interactive,
         Check::DockerImage,
         Check::SourceAndScopes,
+        Check::DecisionRebuild,
     ];
 
     /// The report name (`task-graph`, ...).
@@ -56,6 +59,7 @@ impl Check {
             Check::Interactive => "interactive",
             Check::DockerImage => "docker-image",
             Check::SourceAndScopes => "source-and-scopes",
+            Check::DecisionRebuild => "decision-rebuild",
         }
     }
 }
@@ -592,6 +596,30 @@ pub enum VerifyError {
         /// The check that needed the evidence.
         check: Check,
     },
+
+    // ---- added for issue 10 (decision-rebuild) ----
+    /// The rebuild could not be attempted or its inputs were refused (no rule, disallowed or
+    /// unknown `tasks_for`, a source missing or malformed, a json-e error or budget).
+    #[error("task {task_id}: cannot rebuild the definition: {detail}")]
+    RebuildFailed {
+        /// The decision or action task.
+        task_id: TaskId,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The runtime definition equals none of the rendered tasks.
+    #[error(
+        "task {task_id}: the runtime definition matches none of the {candidates} task(s) rebuilt from .taskcluster.yml; closest differs at {}",
+        differences.join("; ")
+    )]
+    RebuildMismatch {
+        /// The decision or action task.
+        task_id: TaskId,
+        /// How many tasks the template rendered.
+        candidates: usize,
+        /// `pointer: rebuilt X / runtime Y`, for the closest candidate.
+        differences: Vec<String>,
+    },
 }
 
 fn run_not_completed(run_id: Option<u32>, state: &str) -> String {
@@ -657,6 +685,7 @@ impl VerifyError {
             SignatureTooEarly { .. } => Check::Signature,
             DatestampOutOfRange { .. } => Check::TaskGraph,
             EvidenceTooLarge { check, .. } => *check,
+            RebuildFailed { .. } | RebuildMismatch { .. } => Check::DecisionRebuild,
         }
     }
 
@@ -713,6 +742,8 @@ impl VerifyError {
             EvidenceMalformed { .. } => "evidence-malformed",
             DatestampOutOfRange { .. } => "datestamp-out-of-range",
             EvidenceTooLarge { .. } => "evidence-too-large",
+            RebuildFailed { .. } => "rebuild-failed",
+            RebuildMismatch { .. } => "rebuild-mismatch",
         }
     }
 }

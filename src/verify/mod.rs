@@ -34,6 +34,7 @@ pub mod chain;
 pub mod error;
 pub mod graph;
 
+pub mod rebuild;
 pub mod report;
 pub mod source;
 
@@ -160,6 +161,14 @@ pub trait Evidence {
     fn unusable(&self) -> Vec<UnusableFile> {
         Vec::new()
     }
+    /// A rebuild source (`.taskcluster.yml`, pushlog, API answer) by URL (`Ok(None)` when
+    /// the evidence does not have it).
+    fn source(
+        &self,
+        _request: &rebuild::SourceRequest,
+    ) -> Result<Option<rebuild::SourceFile>, EvidenceReadError> {
+        Ok(None)
+    }
     /// An artifact's sha256 and size, streamed (`Ok(None)` when absent).
     fn digest(
         &self,
@@ -213,12 +222,22 @@ pub const TASK_FILE: &str = "task.json";
 /// A task's status in the evidence.
 pub const STATUS_FILE: &str = "status.json";
 
-/// How the target task is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
+/// How the target task is treated, and how json-e runs.
+#[derive(Clone, Copy)]
+pub struct Mode<'r> {
     /// Also verify the target's own run, document and signature (auditing a finished task).
     /// Off in the worker, where the target is the task about to run.
     pub check_target: bool,
+    /// Renders `.taskcluster.yml` for check 9 (bounded: `crate::jsone::Sandboxed`).
+    pub renderer: &'r dyn rebuild::Render,
+}
+
+impl std::fmt::Debug for Mode<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mode")
+            .field("check_target", &self.check_target)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One upstream artifact that passed verification.
@@ -271,6 +290,8 @@ struct LinkState<'a> {
     signer: Option<String>,
     signature_artifact: Option<&'static str>,
     caveats: Vec<String>,
+    /// Checks that passed only with a caveat (shown as `caveat`, with the note).
+    caveated: BTreeMap<Check, String>,
 }
 
 /// Judges the chain of `target` from `evidence`, at `now`.
@@ -281,7 +302,7 @@ pub fn verify(
     trust: &TrustStore,
     now: DateTime<Utc>,
     limits: &Limits,
-    mode: Mode,
+    mode: Mode<'_>,
 ) -> Result<VerifiedChain, Box<Report>> {
     let chain = chain::build(target, &|id| evidence.task(id), limits);
     let mut chain_errors = chain.errors.clone();
@@ -311,6 +332,7 @@ pub fn verify(
             signer: None,
             signature_artifact: None,
             caveats: Vec::new(),
+            caveated: BTreeMap::new(),
         };
         // One queue identity: an explicit taskQueueId must name the provisionerId/workerType
         // pair, or the policy role would depend on which of the two is read.
@@ -413,6 +435,9 @@ pub fn verify(
     // Check 8.
     check_sources(&chain, &mut states, policy, &restricted);
 
+    // Check 9.
+    check_rebuilds(evidence, &chain, &mut states, policy, mode.renderer);
+
     // Assemble the report.
     let mut links = Vec::new();
     let mut all_errors = chain_errors.clone();
@@ -455,6 +480,8 @@ fn link_report(node: &Node, st: &LinkState<'_>, is_target: bool) -> LinkReport {
                 .collect();
             let (status, note) = if !findings.is_empty() {
                 (CheckStatus::Fail, None)
+            } else if let Some(n) = st.caveated.get(&check) {
+                (CheckStatus::Caveat, Some(n.clone()))
             } else if let Some(n) = st.skipped.get(&check) {
                 (CheckStatus::Skipped, Some(n.clone()))
             } else {
@@ -1330,5 +1357,146 @@ fn check_sources(
                 }
             }
         }
+    }
+}
+
+/// Check 9: every decision and action link of the chain re-renders from its repository's
+/// `.taskcluster.yml` to exactly its runtime definition (`rebuild`).
+fn check_rebuilds(
+    evidence: &dyn Evidence,
+    chain: &Chain,
+    states: &mut BTreeMap<TaskId, LinkState<'_>>,
+    policy: &ChainPolicy,
+    renderer: &dyn rebuild::Render,
+) {
+    for (id, node) in &chain.nodes {
+        let Some(st) = states.get(id) else { continue };
+        let Some(kind) = st.role.as_ref().map(|r| r.kind) else {
+            continue;
+        };
+        if !kind.is_graph_creator() {
+            if let Some(st) = states.get_mut(id) {
+                st.skipped.insert(
+                    Check::DecisionRebuild,
+                    "not a decision or action task".into(),
+                );
+            }
+            continue;
+        }
+        let outcome = rebuild_link(evidence, chain, states, policy, renderer, id, node, kind);
+        if let Some(st) = states.get_mut(id) {
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(caveat)) => {
+                    st.caveated.insert(Check::DecisionRebuild, caveat);
+                }
+                Err(e) => st.errors.push(e),
+            }
+        }
+    }
+}
+
+/// One link's rebuild: `Ok(None)` passed, `Ok(Some(caveat))` passed with a caveat.
+#[allow(clippy::too_many_arguments)]
+fn rebuild_link(
+    evidence: &dyn Evidence,
+    chain: &Chain,
+    states: &BTreeMap<TaskId, LinkState<'_>>,
+    policy: &ChainPolicy,
+    renderer: &dyn rebuild::Render,
+    id: &TaskId,
+    node: &Node,
+    kind: LinkKind,
+) -> Result<Option<String>, VerifyError> {
+    let fail = |detail: String| VerifyError::RebuildFailed {
+        task_id: id.clone(),
+        detail: clip(&detail),
+    };
+    let _ = kind;
+    let decision_id = rebuild::decision_of(id, node)?;
+    let decision = chain.nodes.get(&decision_id).ok_or_else(|| {
+        fail(format!(
+            "decision task {decision_id} is not in the evidence"
+        ))
+    })?;
+    let plan = match rebuild::plan(policy, id, &node.raw, &decision_id, &decision.raw)? {
+        rebuild::Planned::Rebuild(p) => p,
+        rebuild::Planned::NotConfigured(why) => return Ok(Some(why)),
+    };
+    let mut bytes = Vec::new();
+    let mut unbound = Vec::new();
+    for s in &plan.sources {
+        let file = evidence
+            .source(s)
+            .map_err(|e| {
+                fail(format!(
+                    "{:?} source {}: {}",
+                    s.kind,
+                    clip(&s.url),
+                    e.detail
+                ))
+            })?
+            .ok_or_else(|| {
+                fail(format!(
+                    "{:?} source {} is not in the evidence",
+                    s.kind,
+                    clip(&s.url)
+                ))
+            })?;
+        match &file.origin {
+            rebuild::SourceOrigin::Fetched | rebuild::SourceOrigin::Checkout(_) => {}
+            rebuild::SourceOrigin::Bundled => unbound.push(s.url.clone()),
+        }
+        bytes.push(file.bytes);
+    }
+    // actions.json / parameters.yml: the decision task's own, bound by its signed document.
+    let decision_input = |name: &str| -> Result<Option<Vec<u8>>, VerifyError> {
+        let Some(expected) = states
+            .get(&decision_id)
+            .and_then(|s| s.doc.as_ref())
+            .and_then(|d| d.artifacts.get(name).cloned())
+        else {
+            return Ok(None);
+        };
+        let path =
+            ArtifactPath::parse(name).map_err(|_| fail(format!("bad artifact name {name}")))?;
+        let Some(b) = evidence
+            .read(&decision_id, &path, rebuild::MAX_DECISION_INPUT_BYTES)
+            .map_err(|e| fail(format!("{name} of {decision_id}: {}", e.detail)))?
+        else {
+            return Ok(None);
+        };
+        if crate::trust::sha256_hex(&b) != expected {
+            return Err(fail(format!(
+                "{name} of {decision_id} does not match the hash in its chain-of-trust document"
+            )));
+        }
+        Ok(Some(b))
+    };
+    let is_action = matches!(plan.tasks_for.as_str(), "action" | "pr-action");
+    let (actions, params) = if is_action {
+        (
+            decision_input(rebuild::ACTIONS_JSON)?,
+            decision_input(rebuild::PARAMETERS_YML)?,
+        )
+    } else {
+        (None, None)
+    };
+    let inputs = rebuild::Inputs {
+        link_raw: &node.raw,
+        decision_raw: &decision.raw,
+        sources: bytes.iter().map(Vec::as_slice).collect(),
+        actions_json: actions.as_deref(),
+        parameters_yml: params.as_deref(),
+    };
+    rebuild::rebuild(&plan, &inputs, renderer)?;
+    if unbound.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
+            "template taken from the bundle, not bound to the revision {} ({})",
+            plan.revision,
+            unbound.join(", ")
+        )))
     }
 }

@@ -29,6 +29,9 @@ pub enum CheckStatus {
     Fail,
     /// The check does not apply to this link, or could not run (see `note`).
     Skipped,
+    /// The check passed, with what it could not rule out in `note` (a rebuild from a bundled
+    /// template not bound to its revision).
+    Caveat,
 }
 
 /// One failure, machine- and human-readable.
@@ -234,6 +237,14 @@ impl Report {
                             escape_line(c.note.as_deref().unwrap_or("not applicable"))
                         );
                     }
+                    CheckStatus::Caveat => {
+                        let _ = writeln!(
+                            out,
+                            "{indent}  [caveat] {}: {}",
+                            c.check,
+                            escape_line(c.note.as_deref().unwrap_or("passed with a caveat"))
+                        );
+                    }
                     CheckStatus::Fail => {
                         for f in &c.findings {
                             let _ = writeln!(
@@ -266,7 +277,12 @@ impl Report {
             let _ = writeln!(out, "  // chain: {}", dot_comment(&f.message));
         }
         for link in &self.links {
-            let color = if link.passed() { "darkgreen" } else { "red" };
+            let caveat = link.checks.iter().any(|c| c.status == CheckStatus::Caveat);
+            let color = match (link.passed(), caveat) {
+                (false, _) => "red",
+                (true, true) => "darkorange",
+                (true, false) => "darkgreen",
+            };
             // `\n` between the quoted parts is dot's own line break, added here, never taken
             // from the evidence (whose newlines arrive escaped as a visible `\n`).
             let label = format!(
@@ -280,6 +296,18 @@ impl Report {
                 .iter()
                 .flat_map(|c| c.findings.iter().map(move |f| (c.check, f)))
                 .map(|(check, f)| format!("[FAIL] {check}: {}", dot_quote(&f.message)))
+                .chain(
+                    link.checks
+                        .iter()
+                        .filter(|c| c.status == CheckStatus::Caveat)
+                        .map(|c| {
+                            format!(
+                                "[caveat] {}: {}",
+                                c.check,
+                                dot_quote(c.note.as_deref().unwrap_or(""))
+                            )
+                        }),
+                )
                 .collect();
             let tooltip = if findings.is_empty() {
                 String::new()

@@ -457,6 +457,13 @@ async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<Option<Verified
     log.notice("verifying the chain of trust").await?;
     let shared = &ctx.shared;
     let (client, cot_dir) = (ctx.client.current(), ctx.dirs.work.join("cot"));
+    // json-e for check 9 runs in a budgeted child of this binary; without one, a rebuild
+    // fails closed.
+    let sandboxed = crate::jsone::Sandboxed::current().ok();
+    let renderer: &dyn crate::verify::rebuild::Render = match &sandboxed {
+        Some(s) => s,
+        None => &crate::verify::rebuild::NoRenderer,
+    };
     let fetch = evidence::fetch_and_verify(
         &client,
         &ctx.task_id,
@@ -466,6 +473,7 @@ async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<Option<Verified
         &ctx.trust,
         ctx.now,
         &shared.options.verify_limits,
+        renderer,
     );
     // Fetching can take long (large artifacts, a slow store): SIGTERM or a lost claim stops
     // it. Dropping the future drops the staging directory with the partial evidence; the
