@@ -1220,3 +1220,94 @@ fn azure_poll_answers_survive_mutations() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Check 9's inputs (decision-rebuild)
+
+/// The policy of the `rebuild_inputs` fuzz target: hg and git rules for the seeds' repository.
+fn rebuild_policy() -> ChainPolicy {
+    ChainPolicy::from_toml(
+        "version = 1\n[worker_implementations.gw]\nsignature = \"ed25519\"\n\
+         [[queues]]\ntask_queue_id = \"p/decision\"\nworker_implementation = \"gw\"\nkind = \"decision\"\n\
+         [[repositories]]\nalias = \"hg\"\nurl = \"https://hg.example/repo\"\n\
+         [repositories.rebuild]\nvcs = \"hg\"\nenv_prefix = \"GECKO\"\n\
+         template_url = \"https://hg.example/repo/raw-file/{revision}/.taskcluster.yml\"\n\
+         pushlog_url = \"https://hg.example/repo/json-pushes?changeset={revision}\"\n\
+         level = \"3\"\ntasks_for = [\"hg-push\", \"cron\", \"action\", \"pr-action\"]\n\
+         [[restricted_scopes]]\nscope = \"x:*\"\nrepositories = [\"hg\"]\n\
+         [untrusted]\npull_request_tasks_for = []\nrepositories = []\nscheduler_ids = []\n\
+         [docker]\nprebuilt_image_kinds = []\n",
+    )
+    .unwrap()
+}
+
+/// Every rebuild seed plans and builds its context unchanged; truncated and bit-flipped
+/// templates, pushlogs and actions never panic (they parse or are refused).
+#[test]
+fn rebuild_inputs_survive_seeds_and_mutations() {
+    use chainlock::verify::rebuild::{self, Inputs, NoRenderer, Planned};
+    let policy = rebuild_policy();
+    let id = TaskId::parse("GVi2vTw8RYqdga6pE08Aiw").unwrap();
+    let did = TaskId::parse("HxKtZrxRQpWx5wQ1Zp8VNg").unwrap();
+    for (name, bytes) in seeds("rebuild") {
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let link = v["link"].clone();
+        let decision = v.get("decision").cloned().unwrap_or_else(|| link.clone());
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(|s| s.as_bytes().to_vec())
+        };
+        let sources: Vec<Vec<u8>> = v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().as_bytes().to_vec())
+            .collect();
+        let Ok(Planned::Rebuild(plan)) = rebuild::plan(&policy, &id, &link, &did, &decision) else {
+            panic!("{name}: does not plan");
+        };
+        let (actions, parameters) = (text("actions"), text("parameters"));
+        let build = |sources: Vec<&[u8]>, actions: Option<&[u8]>| {
+            let inputs = Inputs {
+                link_raw: &link,
+                decision_raw: &decision,
+                sources,
+                actions_json: actions,
+                parameters_yml: parameters.as_deref(),
+            };
+            // The action's hook payload needs json-e: NoRenderer refuses it, after the
+            // inputs parsed. Decision tasks build their whole context here.
+            rebuild::context_and_template(&plan, &inputs, &NoRenderer)
+        };
+        let seeded = build(
+            sources.iter().map(Vec::as_slice).collect(),
+            actions.as_deref(),
+        );
+        match &seeded {
+            Ok(_) => {}
+            Err(e) => assert!(e.to_string().contains("no json-e renderer"), "{name}: {e}"),
+        }
+        // Mutate each source in turn (and actions.json).
+        for i in 0..sources.len() {
+            let mut mutants = truncations(&sources[i]);
+            mutants.retain(|m| m.cut.is_some_and(|c| c % 97 == 0));
+            mutants.extend(bit_flips(&sources[i], 60));
+            for m in mutants {
+                let mut s: Vec<&[u8]> = sources.iter().map(Vec::as_slice).collect();
+                s[i] = &m.bytes;
+                guard("rebuild::context_and_template", &m.label, &m.bytes, || {
+                    let _ = rebuild::parse_yaml(&m.bytes);
+                    let _ = build(s, actions.as_deref());
+                });
+            }
+        }
+        if let Some(a) = &actions {
+            for m in bit_flips(a, 60) {
+                guard("rebuild actions.json", &m.label, &m.bytes, || {
+                    let _ = build(sources.iter().map(Vec::as_slice).collect(), Some(&m.bytes));
+                });
+            }
+        }
+    }
+}

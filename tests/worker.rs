@@ -2370,3 +2370,62 @@ async fn config_check_proves_the_ed25519_key_hidden_from_the_script() {
     }
     env.stop().await;
 }
+
+/// Check 9 in the worker: every seeded chain's decision task rebuilds from the template the
+/// dev queue serves (the other tests pass through it). Here the template changes one field,
+/// then disappears, then its host is unreachable: the first two are the task's input at fault
+/// (`malformed-payload`, with the check named), the last an outage (`resource-unavailable`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decision_task_its_template_does_not_render_is_refused() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let template = env
+        .material
+        .sources_dir
+        .join("github.com/example/product/raw")
+        .join(seed::REVISION)
+        .join(".taskcluster.yml");
+
+    // One changed field: the decision task was not what the tree asked for.
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    let mut t: Value = serde_json::from_slice(&std::fs::read(&template).unwrap()).unwrap();
+    t["tasks"][0]["payload"]["image"] = json!("example/other@sha256:00");
+    std::fs::write(&template, serde_json::to_vec(&t).unwrap()).unwrap();
+    let out = env.run_worker(1).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Exception, Some("malformed-payload".into()))
+    );
+    let cot = String::from_utf8(env.download(&id, "public/logs/chain_of_trust.log").await).unwrap();
+    assert!(
+        cot.contains("[FAIL] decision-rebuild") && cot.contains("/payload/image"),
+        "{cot}"
+    );
+
+    // No template at the revision.
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    std::fs::remove_file(&template).unwrap();
+    let _ = env.run_worker(1).await;
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Exception, Some("malformed-payload".into()))
+    );
+    let cot = String::from_utf8(env.download(&id, "public/logs/chain_of_trust.log").await).unwrap();
+    assert!(cot.contains("is not in the evidence"), "{cot}");
+
+    // The source host cannot be reached: an outage, not a verdict.
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    let policy = std::fs::read_to_string(&env.material.chain_policy).unwrap();
+    let dead = policy.replace(
+        &format!("{}/sources/", env.root_url),
+        "http://127.0.0.1:9/sources/",
+    );
+    assert_ne!(dead, policy);
+    std::fs::write(&env.material.chain_policy, dead).unwrap();
+    let _ = env.run_worker(1).await;
+    assert_eq!(
+        env.last_run(&id).await.1,
+        Some("resource-unavailable".into())
+    );
+    env.stop().await;
+}

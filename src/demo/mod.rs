@@ -144,11 +144,17 @@ async fn demo_body(data_dir: &Path) -> anyhow::Result<i32> {
         }],
     );
     cfg.claim_work_timeout = std::time::Duration::from_secs(5);
+    cfg.sources_dir = Some(material.sources_dir.clone());
     let queue = crate::devqueue::start(cfg).await?;
     let root_url = queue.root_url().to_owned();
+    material.serve_sources_from(&root_url)?;
     info(&format!(
         "dev queue (NOT a production queue) at {root_url}, state in {}",
         data_dir.join("queue").display()
+    ));
+    info(&format!(
+        "it also serves the demo repository's .taskcluster.yml at {root_url}/sources/ \
+         (the chain policy's rebuild rule points there)"
     ));
     let creds = Credentials::permanent(client_id, token);
     let client = QueueClient::new(&root_url, Some(creds.clone()), RetryPolicy::standard())?;

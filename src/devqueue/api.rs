@@ -439,6 +439,7 @@ pub(crate) fn router(app: App) -> Router {
             put(upload_blob),
         )
         .route("/dev-queue/blob/{task_id}/{run_id}/{*name}", get(get_blob))
+        .route("/sources/{*path}", get(get_source))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(app)
 }
@@ -1069,6 +1070,26 @@ async fn upload_blob(
     }
     app.persist(&q, std::slice::from_ref(&id)).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /sources/<path>`: a file of [`DevQueueConfig::sources_dir`](super::DevQueueConfig),
+/// for rebuild sources (the demo's `.taskcluster.yml`). Plain relative paths only.
+async fn get_source(State(app): State<App>, Path(path): Path<String>) -> ApiResult {
+    let not_found = || ApiError::new(404, "ResourceNotFound", "no such source".to_owned());
+    let Some(dir) = &app.0.cfg.sources_dir else {
+        return Err(not_found());
+    };
+    let rel = std::path::Path::new(&path);
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(not_found());
+    }
+    match tokio::fs::read(dir.join(rel)).await {
+        Ok(bytes) => Ok((axum::http::StatusCode::OK, bytes).into_response()),
+        Err(_) => Err(not_found()),
+    }
 }
 
 async fn get_blob(

@@ -55,6 +55,10 @@ pub struct DevQueueConfig {
     /// Fields added to every Azure message besides `taskId`, `runId` and `hintId` (a newer
     /// queue's additions, for tests of workers that must tolerate them). Default none.
     pub azure_message_extra: serde_json::Map<String, serde_json::Value>,
+    /// A read-only stand-in for the source hosts a chain policy's rebuild rules name (GitHub
+    /// raw content, its API, hg `raw-file`): `GET /sources/<path>` answers the file
+    /// `<sources_dir>/<path>`. Default none (404). Development and tests only.
+    pub sources_dir: Option<PathBuf>,
 }
 
 /// One request the dev queue answered (see [`DevQueueConfig::record_requests`]).
@@ -140,6 +144,7 @@ impl DevQueueConfig {
             azure_queue_endpoint: None,
             poll_url_validity: Duration::from_secs(30 * 60),
             azure_message_extra: serde_json::Map::new(),
+            sources_dir: None,
         }
     }
 }

@@ -120,6 +120,7 @@ impl WorkerEnv {
             cfg.claim_timeout = t;
         }
         cfg.claim_work_timeout = opts.claim_work_timeout;
+        cfg.sources_dir = Some(dir.join("material").join("sources"));
         configure(&mut cfg);
         let queue = chainlock::devqueue::start(cfg).await.unwrap();
         let root_url = queue.root_url().to_owned();
@@ -129,6 +130,8 @@ impl WorkerEnv {
         set_exec(&script);
         std::fs::write(dir.join("payload.schema.json"), &opts.payload_schema).unwrap();
         let material = Material::generate(&dir.join("material"), now()).unwrap();
+        // Every seeded decision task must rebuild from the template the dev queue serves.
+        material.serve_sources_from(&root_url).unwrap();
         let env = WorkerEnv {
             _tmp: tmp,
             dir,
@@ -249,6 +252,8 @@ impl WorkerEnv {
             self.client.create_task(&link.id, &link.def).await.unwrap();
             link.def = self.client.task(&link.id).await.unwrap();
         }
+        // What the repository host serves for this decision task (check decision-rebuild).
+        chain.write_sources(&self.material.sources_dir).unwrap();
         let children: Vec<&Link> = std::iter::once(&chain.build).chain(&tasks).collect();
         let graph = serde_json::to_vec_pretty(&seed::task_graph(&children)).unwrap();
         let key = DocumentKey::Ed25519(self.material.generic_worker_key());
