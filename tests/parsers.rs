@@ -1244,6 +1244,7 @@ fn rebuild_policy() -> ChainPolicy {
 /// Every rebuild seed plans and builds its context unchanged; truncated and bit-flipped
 /// templates, pushlogs and actions never panic (they parse or are refused).
 #[test]
+#[allow(clippy::result_large_err)] // VerifyError is the verifier's own, large, type.
 fn rebuild_inputs_survive_seeds_and_mutations() {
     use chainlock::verify::rebuild::{self, Inputs, NoRenderer, Planned};
     let policy = rebuild_policy();
