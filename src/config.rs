@@ -467,7 +467,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// Every configuration error is a usage error: exit 64, nothing claimed.
     pub fn exit_code(&self) -> i32 {
-        crate::cli::EX_USAGE
+        crate::exit::EX_USAGE
     }
 
     /// The JSON pointers the error is about (empty for read and TOML errors).

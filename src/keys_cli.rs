@@ -12,7 +12,7 @@
 //! operator names, worker keys to `--out-dir`), or make a change current without signatures.
 //! This is the CLI edge, so errors are `anyhow` with context.
 
-use crate::cli::UsageError;
+use crate::exit::UsageError;
 use crate::openpgp;
 use crate::trust::policy::{
     KeyType, Policy, PolicyFile, Revocation, RevocationReason, RootKey, RootRole, WorkerKey,
