@@ -67,7 +67,7 @@ pub enum Command {
     Config(ConfigCommand),
     /// Serve a small Taskcluster-queue-compatible server for development and tests only.
     ///
-    /// NOT a production queue: no HA, no object service, local artifact storage.
+    /// NOT a production queue: no HA, local artifact (and object) storage.
     DevQueue(crate::devqueue::DevQueueArgs),
     /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
     Demo(crate::demo::DemoArgs),

@@ -158,6 +158,22 @@ pub struct QueueConfig {
     /// only, `azure-poll`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Where artifact bytes go: `s3` (default; createArtifact answers with a presigned PUT
+    /// URL) or `object` (createArtifact answers with object-service credentials; the bytes go
+    /// through the object service's createUpload / finishUpload, then finishArtifact).
+    #[serde(default)]
+    pub artifact_storage: ArtifactStorage,
+}
+
+/// `[queue] artifact_storage`: how artifact bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactStorage {
+    /// `storageType: "s3"`: a presigned PUT URL from the queue.
+    #[default]
+    S3,
+    /// `storageType: "object"`: the object service, with the credentials the queue hands out.
+    Object,
 }
 
 /// `[queue] protocol`: how the worker finds and claims work.

@@ -5,12 +5,12 @@
 //! clients) can be exercised end to end without a Taskcluster deployment: it speaks the real
 //! paths, JSON shapes, status codes and Hawk authentication (including temporary task
 //! credentials), and keeps its state in a directory so it survives restarts. It has no
-//! scalability, no high availability, no object service, no index, no cancellation API, and its
-//! artifact store is a local directory reached through tokenised URLs. It must never be exposed
+//! scalability, no high availability and no index, and its artifact store (object-service
+//! objects included) is a local directory reached through tokenised URLs. It must never be exposed
 //! beyond a development machine.
 //!
 //! Layout: [`state`] holds the pure task state machine, `auth` verifies Hawk and scopes, `api`
-//! maps HTTP to both, `store` persists records (one JSON file per task, written atomically) and
+//! maps HTTP to both (`api::object`: the object service's upload and download routes), `store` persists records (one JSON file per task, written atomically) and
 //! artifact blobs (streamed to and from disk).
 
 mod api;
