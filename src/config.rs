@@ -958,6 +958,24 @@ policy = "chain-policy.toml"
         assert!(c.to_toml().contains("task_queue_id"));
         assert_eq!(c.source, Path::new("/etc/chainlock/test.toml"));
         assert_eq!(c.queue.protocol, Protocol::ClaimWork);
+        assert_eq!(c.queue.artifact_storage, ArtifactStorage::S3);
+    }
+
+    #[test]
+    fn artifact_storage_is_s3_or_object() {
+        let c = load(&GOOD.replace(
+            "worker_id = ",
+            "artifact_storage = \"object\"\nworker_id = ",
+        ))
+        .unwrap();
+        assert_eq!(c.queue.artifact_storage, ArtifactStorage::Object);
+        assert!(c.to_toml().contains("artifact_storage = \"object\""));
+        assert_eq!(
+            schema_pointers(
+                &GOOD.replace("worker_id = ", "artifact_storage = \"azure\"\nworker_id = ")
+            ),
+            vec!["/queue/artifact_storage"]
+        );
     }
 
     #[test]

@@ -1459,6 +1459,20 @@ fn put_headers(
         if reqwest::header::HeaderValue::from_str(value).is_err() {
             return Err(bad("the putUrl method gives an invalid header value"));
         }
+        // Framing, routing and encoding are ours to decide: we send the file's exact bytes,
+        // length-delimited, to the URL's own host.
+        if [
+            reqwest::header::HOST,
+            reqwest::header::TRANSFER_ENCODING,
+            reqwest::header::CONNECTION,
+            CONTENT_ENCODING,
+        ]
+        .contains(&name)
+        {
+            return Err(bad(
+                "the putUrl method asks for a framing or encoding header",
+            ));
+        }
         if name == CONTENT_LENGTH {
             if value.trim() != len.to_string() {
                 return Err(bad("the putUrl method asks for another Content-Length"));
@@ -1756,6 +1770,45 @@ mod tests {
         assert_eq!(c.root_url(), "https://TC.example.com");
         assert_eq!(c.inner.host, "tc.example.com");
         assert_eq!(c.inner.port, 443);
+    }
+
+    #[test]
+    fn put_headers_are_the_servers_except_framing_and_a_wrong_length() {
+        let h = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let ok = put_headers(
+            &h(&[
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "5"),
+                ("x-amz-acl", "private"),
+            ]),
+            "application/octet-stream",
+            5,
+            "u",
+        )
+        .unwrap();
+        let names: Vec<&str> = ok.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-amz-acl"]);
+        assert_eq!(ok[0].1, "text/plain");
+        let default = put_headers(&h(&[]), "application/octet-stream", 5, "u").unwrap();
+        assert_eq!(
+            default,
+            [(CONTENT_TYPE, "application/octet-stream".to_owned())]
+        );
+        for bad in [
+            ("Content-Length", "6"),
+            ("Transfer-Encoding", "chunked"),
+            ("Host", "elsewhere.example"),
+            ("Content-Encoding", "gzip"),
+            ("bad header", "x"),
+            ("x-ok", "line\nbreak"),
+        ] {
+            assert!(put_headers(&h(&[bad]), "t", 5, "u").is_err(), "{bad:?}");
+        }
     }
 
     #[test]
