@@ -161,6 +161,18 @@ pub fn worker_key(
     }
 }
 
+/// When a key stops producing signatures that verify, for the expiry gauges: the earlier of
+/// its window end and its certificate's own end (an unusable certificate: `now`). Revocations
+/// are not counted here: the gauges leave revoked keys out.
+pub fn key_end(key: &WorkerKey, cert: Option<&CertLifetime>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match cert {
+        None | Some(CertLifetime::Alive { until: None }) => key.valid_until,
+        Some(CertLifetime::Alive { until: Some(t) }) => key.valid_until.min(*t),
+        Some(CertLifetime::Expired { since, .. }) => key.valid_until.min(*since),
+        Some(CertLifetime::Unusable { .. }) => now.min(key.valid_until),
+    }
+}
+
 /// Judges an OpenPGP certificate on its own (root keys, which have no policy window): `None`
 /// when it can sign and never expires.
 pub fn certificate(cert: &CertLifetime, now: DateTime<Utc>, horizon: Duration) -> Option<Outlook> {
@@ -288,6 +300,13 @@ mod tests {
             Urgency::Broken
         );
         let h = Duration::days(30);
+        let k = key(-10, 300, None);
+        assert_eq!(key_end(&k, None, t(0)), t(300));
+        assert_eq!(key_end(&k, Some(&never), t(0)), t(300));
+        assert_eq!(key_end(&k, Some(&in10), t(0)), t(10));
+        assert_eq!(key_end(&key(-10, 5, None), Some(&in10), t(0)), t(5));
+        assert_eq!(key_end(&k, Some(&expired), t(0)), t(-2));
+        assert_eq!(key_end(&k, Some(&unusable), t(0)), t(0));
         assert_eq!(certificate(&never, t(0), h), None);
         assert_eq!(
             certificate(&alive(10), t(0), h).map(|o| o.urgency),
