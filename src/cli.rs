@@ -279,3 +279,35 @@ async fn run_dev_queue(args: crate::devqueue::DevQueueArgs) -> anyhow::Result<i3
     handle.shutdown().await;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    /// ARCHITECTURE.md: only `main` and `cli` know the command line as a whole. A module that
+    /// imports `cli` back ties itself into one cycle with every command.
+    #[test]
+    fn nothing_but_main_imports_cli() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|p| !p.ends_with("src/cli.rs") && !p.ends_with("src/main.rs"))
+            .filter(|p| {
+                let text = std::fs::read_to_string(p).expect("read");
+                text.contains("crate::cli::") || text.contains("crate::cli;")
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(offenders.is_empty(), "{offenders:?}");
+    }
+}
