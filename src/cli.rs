@@ -3,15 +3,8 @@
 //! Kept thin on purpose (ripgrep's `main.rs`): no queue, signing or verification logic lives here.
 //! Each subcommand's arguments are defined next to the code that runs them.
 
+use crate::exit::{EX_USAGE, UsageError};
 use clap::{Parser, Subcommand, ValueEnum};
-
-/// Exit code for bad usage or configuration (`EX_USAGE`).
-pub const EX_USAGE: i32 = 64;
-
-/// An error that should make the process exit with [`EX_USAGE`] (bad flags, bad config).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// Handles a command line clap refused: `--help` and `--version` print to stdout and exit 0;
 /// every other parse error (unknown flag, bad value, conflicting or missing argument, no
@@ -68,16 +61,16 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the worker: claim, verify, run the script, upload, report.
-    Run(RunArgs),
+    Run(crate::worker::RunArgs),
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Serve a small Taskcluster-queue-compatible server for development and tests only.
     ///
-    /// NOT a production queue: no HA, no object service, local artifact storage.
-    DevQueue(DevQueueArgs),
+    /// NOT a production queue: no HA, local artifact (and object) storage.
+    DevQueue(crate::devqueue::DevQueueArgs),
     /// Run the quickstart: a dev queue, a realistic task, the worker, and the result.
-    Demo(DemoArgs),
+    Demo(crate::demo::DemoArgs),
     /// Manage the keys/ trust store: root keys, worker keys, rotation, signatures.
     Keys(crate::keys_cli::KeysArgs),
     /// Run a script chainlock ships (the worker launches it; see the script contract).
@@ -122,17 +115,6 @@ pub enum ScriptCommand {
     },
 }
 
-/// Arguments of `chainlock run`.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Worker configuration file (TOML).
-    #[arg(long)]
-    pub config: std::path::PathBuf,
-    /// Stop after handling this many claimed tasks (used by the demo and tests).
-    #[arg(long)]
-    pub max_tasks: Option<u64>,
-}
-
 /// `chainlock config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -142,44 +124,6 @@ pub enum ConfigCommand {
         /// The config file.
         file: std::path::PathBuf,
     },
-}
-
-/// Arguments of `chainlock dev-queue`.
-#[derive(Debug, clap::Args)]
-pub struct DevQueueArgs {
-    /// Address to listen on (loopback only is recommended).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
-    /// Directory that keeps the queue's state and artifacts across restarts.
-    #[arg(long)]
-    pub data_dir: std::path::PathBuf,
-    /// TOML file listing clients (clientId, accessToken, scopes). Without it, the single client
-    /// in TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN is accepted.
-    #[arg(long)]
-    pub clients: Option<std::path::PathBuf>,
-    /// Claim duration in seconds (takenUntil = now + this).
-    #[arg(long, default_value_t = 1200)]
-    pub claim_timeout: u64,
-    /// Seconds claimWork waits for a task before answering with no tasks.
-    #[arg(long, default_value_t = 20)]
-    pub claim_work_timeout: u64,
-    /// Milliseconds added before every answer, to try a worker at internet-like latency.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Legacy Azure-queue protocol (for workers with `[queue] protocol = "azure-poll"`): a
-    /// path-style Azure Storage queue endpoint of the public development account, e.g.
-    /// Azurite's `http://127.0.0.1:10001/devstoreaccount1`. Each pending run gets a message
-    /// there, and pollTaskUrls hands out SAS URLs for it.
-    #[arg(long, value_name = "URL")]
-    pub azure_queue_endpoint: Option<String>,
-}
-
-/// Arguments of `chainlock demo`.
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Keep everything in this directory instead of a temporary one.
-    #[arg(long)]
-    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Sets up tracing on stderr: human-readable by default, JSON lines with `--log-format json`.
@@ -242,7 +186,7 @@ fn load_config(
     Ok((config, credentials))
 }
 
-async fn run_worker(args: RunArgs) -> anyhow::Result<i32> {
+async fn run_worker(args: crate::worker::RunArgs) -> anyhow::Result<i32> {
     let (config, credentials) = load_config(&args.config)?;
     let shutdown = crate::worker::Shutdown::new();
     shutdown.install_signal_handlers()?;
@@ -311,7 +255,7 @@ async fn config_check(file: &std::path::Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {
+async fn run_dev_queue(args: crate::devqueue::DevQueueArgs) -> anyhow::Result<i32> {
     use crate::devqueue;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -334,4 +278,36 @@ async fn run_dev_queue(args: DevQueueArgs) -> anyhow::Result<i32> {
     tokio::signal::ctrl_c().await?;
     handle.shutdown().await;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    /// ARCHITECTURE.md: only `main` and `cli` know the command line as a whole. A module that
+    /// imports `cli` back ties itself into one cycle with every command.
+    #[test]
+    fn nothing_but_main_imports_cli() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|p| !p.ends_with("src/cli.rs") && !p.ends_with("src/main.rs"))
+            .filter(|p| {
+                let text = std::fs::read_to_string(p).expect("read");
+                text.contains("crate::cli::") || text.contains("crate::cli;")
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(offenders.is_empty(), "{offenders:?}");
+    }
 }

@@ -158,6 +158,22 @@ pub struct QueueConfig {
     /// only, `azure-poll`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Where artifact bytes go: `s3` (default; createArtifact answers with a presigned PUT
+    /// URL) or `object` (createArtifact answers with object-service credentials; the bytes go
+    /// through the object service's createUpload / finishUpload, then finishArtifact).
+    #[serde(default)]
+    pub artifact_storage: ArtifactStorage,
+}
+
+/// `[queue] artifact_storage`: how artifact bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactStorage {
+    /// `storageType: "s3"`: a presigned PUT URL from the queue.
+    #[default]
+    S3,
+    /// `storageType: "object"`: the object service, with the credentials the queue hands out.
+    Object,
 }
 
 /// `[queue] protocol`: how the worker finds and claims work.
@@ -467,7 +483,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// Every configuration error is a usage error: exit 64, nothing claimed.
     pub fn exit_code(&self) -> i32 {
-        crate::cli::EX_USAGE
+        crate::exit::EX_USAGE
     }
 
     /// The JSON pointers the error is about (empty for read and TOML errors).
@@ -942,6 +958,24 @@ policy = "chain-policy.toml"
         assert!(c.to_toml().contains("task_queue_id"));
         assert_eq!(c.source, Path::new("/etc/chainlock/test.toml"));
         assert_eq!(c.queue.protocol, Protocol::ClaimWork);
+        assert_eq!(c.queue.artifact_storage, ArtifactStorage::S3);
+    }
+
+    #[test]
+    fn artifact_storage_is_s3_or_object() {
+        let c = load(&GOOD.replace(
+            "worker_id = ",
+            "artifact_storage = \"object\"\nworker_id = ",
+        ))
+        .unwrap();
+        assert_eq!(c.queue.artifact_storage, ArtifactStorage::Object);
+        assert!(c.to_toml().contains("artifact_storage = \"object\""));
+        assert_eq!(
+            schema_pointers(
+                &GOOD.replace("worker_id = ", "artifact_storage = \"azure\"\nworker_id = ")
+            ),
+            vec!["/queue/artifact_storage"]
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! operator names, worker keys to `--out-dir`), or make a change current without signatures.
 //! This is the CLI edge, so errors are `anyhow` with context.
 
-use crate::cli::UsageError;
+use crate::exit::UsageError;
 use crate::openpgp;
+use crate::trust::outlook::{self, Outlook, Urgency};
 use crate::trust::policy::{
     KeyType, Policy, PolicyFile, Revocation, RevocationReason, RootKey, RootRole, WorkerKey,
 };
@@ -150,6 +151,34 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 30)]
         horizon_days: i64,
     },
+    /// Propose removing a key (worker or root) that is no longer needed. Unlike `retire`, the
+    /// key's earlier signatures stop verifying too, so this is a dry run unless `--yes`; a
+    /// removal that would leave the policy invalid is refused either way.
+    Remove {
+        /// Key name.
+        #[arg(long)]
+        name: String,
+        /// Really do it (otherwise print a dry run).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// One line per key saying what will break and when: the policy, every trusted key, and
+    /// the worker's own keys if given. Exit 1 if the policy or one of the worker's own keys is
+    /// already broken, 0 otherwise.
+    Status {
+        /// The worker's OpenPGP private key file (`[chain_of_trust] signing_key`).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// The worker's ed25519 private key file (`[chain_of_trust] ed25519_key`).
+        #[arg(long)]
+        ed25519_key: Option<PathBuf>,
+        /// The worker implementation the worker's own keys must be trusted for.
+        #[arg(long, default_value = "chainlock")]
+        worker_impl: String,
+        /// Warn about what breaks within this many days.
+        #[arg(long, default_value_t = 30)]
+        horizon_days: i64,
+    },
     /// Rotate a worker key: generate a new one, add it, schedule the old one's retirement.
     Rotate {
         /// Worker implementation.
@@ -283,6 +312,22 @@ pub fn run(args: KeysArgs) -> Result<i32> {
         KeysCommand::Sign { root_key } => sign(k, &root_key, now),
         KeysCommand::Verify { pin_sha256 } => verify(k, pin_sha256, now),
         KeysCommand::List { horizon_days } => list(k, now, Duration::days(horizon_days)),
+        KeysCommand::Remove { name, yes } => remove(k, now, &name, yes),
+        KeysCommand::Status {
+            signing_key,
+            ed25519_key,
+            worker_impl,
+            horizon_days,
+        } => status(
+            k,
+            now,
+            OwnKeys {
+                signing_key: signing_key.as_deref(),
+                ed25519_key: ed25519_key.as_deref(),
+                worker_impl: &worker_impl,
+            },
+            Duration::days(horizon_days),
+        ),
         KeysCommand::Rotate {
             worker_impl,
             old,
@@ -488,17 +533,13 @@ fn load_current(k: &Path) -> Result<Policy> {
     Ok(Policy::parse(&bytes)?)
 }
 
-/// Applies `change` to the pending version (created from the current one if absent), writes
-/// it, and discards its signatures (they were over the old bytes).
-fn edit_pending(
-    k: &Path,
-    _now: DateTime<Utc>,
-    change: impl FnOnce(&mut PolicyFile) -> Result<String>,
-) -> Result<i32> {
+/// The current policy, and the version a change applies to: the pending one, or a copy of the
+/// current one numbered N+1.
+fn pending_base(k: &Path) -> Result<(Policy, PolicyFile)> {
     let current = load_current(k)?;
     let pending_dir = k.join("pending");
     let pending_path = pending_dir.join("trust.toml");
-    let mut file = if pending_path.exists() {
+    let file = if pending_path.exists() {
         read_policy_file(&pending_path)?
     } else {
         let mut f = current.file.clone();
@@ -513,6 +554,19 @@ fn edit_pending(
             pending_dir.display()
         );
     }
+    Ok((current, file))
+}
+
+/// Applies `change` to the pending version (created from the current one if absent), writes
+/// it, and discards its signatures (they were over the old bytes).
+fn edit_pending(
+    k: &Path,
+    _now: DateTime<Utc>,
+    change: impl FnOnce(&mut PolicyFile) -> Result<String>,
+) -> Result<i32> {
+    let (current, mut file) = pending_base(k)?;
+    let pending_dir = k.join("pending");
+    let pending_path = pending_dir.join("trust.toml");
     let what = change(&mut file)?;
     // Refuse to write a policy the worker would reject.
     Policy::check(file.clone())?;
@@ -744,6 +798,9 @@ fn list(k: &Path, now: DateTime<Utc>, horizon: Duration) -> Result<i32> {
     }
     for r in &f.root.keys {
         println!("  root {:<20} {}", r.name, r.fingerprint);
+        if let Some(w) = cert_warning(&r.name, &r.cert, now, horizon) {
+            println!("    {w}");
+        }
     }
     for (imp, keys) in &f.workers {
         println!("{imp}:");
@@ -780,10 +837,274 @@ fn list(k: &Path, now: DateTime<Utc>, horizon: Duration) -> Result<i32> {
                     horizon.num_days()
                 );
             }
+            // The certificate's own expiry, for keys that can still sign under the policy: a
+            // window that outlives the certificate does not keep the key usable.
+            let in_service = now < key.valid_until
+                && key
+                    .revocation
+                    .is_none_or(|rev| !rev.reason.is_hard() && now < rev.at);
+            if let (true, Some(cert)) = (in_service, &key.cert)
+                && let Some(w) = cert_warning(&key.name, cert, now, horizon)
+            {
+                println!("    {w}");
+            }
         }
     }
     if k.join("pending").join("trust.toml").exists() {
         println!("pending: a proposed next version is waiting for root signatures (keys sign)");
     }
     Ok(0)
+}
+
+/// The `keys list` warning about an OpenPGP certificate's own expiry, judged with sequoia's
+/// standard policy at `now`; `None` when it signs beyond the horizon.
+fn cert_warning(name: &str, cert: &str, now: DateTime<Utc>, horizon: Duration) -> Option<String> {
+    let lifetime = match openpgp::parse_public_cert(cert.as_bytes()) {
+        Ok(c) => openpgp::signing_lifetime(&c, now),
+        Err(e) => openpgp::CertLifetime::Unusable {
+            reason: e.to_string(),
+        },
+    };
+    let o = outlook::certificate(&lifetime, now, horizon)?;
+    match (o.urgency, lifetime) {
+        (Urgency::Fine, _) => None,
+        (Urgency::Soon, _) => Some(format!(
+            "WARNING: the certificate of {name} expires within {} days ({})",
+            horizon.num_days(),
+            rfc3339(o.at)
+        )),
+        (Urgency::Broken, openpgp::CertLifetime::Unusable { reason }) => Some(format!(
+            "WARNING: the certificate of {name} cannot sign: {reason}"
+        )),
+        (Urgency::Broken, _) => Some(format!(
+            "WARNING: the certificate of {name} expired at {}: its signatures are refused",
+            rfc3339(o.at)
+        )),
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Takes the key `name` out of `file`: a worker key (and its implementation's entry when it
+/// was the last key there) or a root key. Returns a description for the report.
+fn remove_key(file: &mut PolicyFile, name: &str) -> Result<String> {
+    let found = file.workers.iter().find_map(|(imp, keys)| {
+        keys.iter()
+            .position(|k| k.name == name)
+            .map(|i| (imp.clone(), i))
+    });
+    if let Some((imp, i)) = found {
+        let Some(keys) = file.workers.get_mut(&imp) else {
+            bail!("no worker key named {name:?}");
+        };
+        let key = keys.remove(i);
+        if keys.is_empty() {
+            file.workers.remove(&imp);
+        }
+        return Ok(format!("worker key {name} ({}) for {imp}", key.key_id()));
+    }
+    if let Some(i) = file.root.keys.iter().position(|k| k.name == name) {
+        let key = file.root.keys.remove(i);
+        return Ok(format!("root key {name} ({})", key.fingerprint));
+    }
+    bail!("no key named {name:?} in the policy")
+}
+
+fn remove(k: &Path, now: DateTime<Utc>, name: &str, yes: bool) -> Result<i32> {
+    // The same change on a copy first: an invalid result is refused with or without --yes.
+    let (current, mut file) = pending_base(k)?;
+    let still_active = file.workers.values().flatten().any(|key| {
+        key.name == name
+            && now < key.valid_until
+            && key
+                .revocation
+                .is_none_or(|rev| !rev.reason.is_hard() && now < rev.at)
+    });
+    let removed = remove_key(&mut file, name)?;
+    if let Err(e) = Policy::check(file.clone()) {
+        bail!("refused: removing {removed} would leave the policy invalid: {e}");
+    }
+    if !yes {
+        println!(
+            "dry run: would remove {removed} in pending version {} (current version {}). Once \
+             that version is current, signatures by it no longer verify, earlier ones \
+             included. Nothing written. Re-run with --yes.",
+            file.version,
+            current.version()
+        );
+        if still_active {
+            println!(
+                "  note: {name} is still in service; `chainlock keys retire --name {name}` \
+                 keeps its earlier signatures valid"
+            );
+        }
+        return Ok(0);
+    }
+    edit_pending(k, now, |file| {
+        Ok(format!("remove {}", remove_key(file, name)?))
+    })
+}
+
+/// The worker's own keys for `keys status`.
+struct OwnKeys<'a> {
+    signing_key: Option<&'a Path>,
+    ed25519_key: Option<&'a Path>,
+    worker_impl: &'a str,
+}
+
+fn status_line(label: &str, o: &Outlook, now: DateTime<Utc>, consequence: &str) {
+    let when = match o.urgency {
+        Urgency::Broken => "passed".to_owned(),
+        _ => format!("in {} days", (o.at - now).num_days()),
+    };
+    let start = o
+        .not_before
+        .map(|t| format!(" (not valid before {})", rfc3339(t)))
+        .unwrap_or_default();
+    println!(
+        "{:<6} {label}: {} {} ({when}): {consequence}{start}",
+        o.urgency.label(),
+        o.cause,
+        rfc3339(o.at)
+    );
+}
+
+fn worker_key_lifetime(key: &WorkerKey, now: DateTime<Utc>) -> Option<openpgp::CertLifetime> {
+    let cert = key.cert.as_ref()?;
+    Some(match openpgp::parse_public_cert(cert.as_bytes()) {
+        Ok(c) => openpgp::signing_lifetime(&c, now),
+        Err(e) => openpgp::CertLifetime::Unusable {
+            reason: e.to_string(),
+        },
+    })
+}
+
+fn status(k: &Path, now: DateTime<Utc>, own: OwnKeys<'_>, horizon: Duration) -> Result<i32> {
+    let current = load_current(k)?;
+    let f = &current.file;
+    let policy = (f.version, f.expires);
+    let p = outlook::policy(f.version, f.expires, now, horizon);
+    status_line(
+        &format!("policy version {}", f.version),
+        &p,
+        now,
+        "workers stop claiming and chains stop verifying until a newer version is signed",
+    );
+    let mut own_broken = p.urgency == Urgency::Broken;
+    for r in &f.root.keys {
+        let lifetime = match openpgp::parse_public_cert(r.cert.as_bytes()) {
+            Ok(c) => openpgp::signing_lifetime(&c, now),
+            Err(e) => openpgp::CertLifetime::Unusable {
+                reason: e.to_string(),
+            },
+        };
+        let label = format!("root {} {}", r.name, r.fingerprint);
+        match outlook::certificate(&lifetime, now, horizon) {
+            Some(o) => status_line(&label, &o, now, "it can no longer sign policy changes"),
+            None => println!("ok     {label}: certificate does not expire"),
+        }
+    }
+    for (imp, keys) in &f.workers {
+        for key in keys {
+            let o = outlook::worker_key(
+                key,
+                worker_key_lifetime(key, now).as_ref(),
+                policy,
+                now,
+                horizon,
+            );
+            let consequence = match o.cause {
+                outlook::Cause::Compromised => "every signature it ever made is refused",
+                _ => "its signatures from then on are refused",
+            };
+            status_line(
+                &format!("{imp}/{} {}", key.name, key.key_id()),
+                &o,
+                now,
+                consequence,
+            );
+        }
+    }
+    let own_consequence = "the worker stops claiming (its documents would not verify)";
+    let trusted = f
+        .workers
+        .get(own.worker_impl)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if let Some(path) = own.signing_key {
+        let cert = openpgp::load_signing_key_cert(path)?;
+        let fpr = cert.fingerprint().to_hex();
+        let label = format!("own signing key {fpr} ({})", path.display());
+        match trusted.iter().find(|key| {
+            key.fingerprint
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(&fpr))
+        }) {
+            None => {
+                own_broken = true;
+                println!(
+                    "BROKEN {label}: not trusted for {} by policy version {}: the worker refuses \
+                     to start",
+                    own.worker_impl, f.version
+                );
+            }
+            Some(key) => {
+                // The key file's certificate is what signs; the policy's copy is what
+                // verifiers judge. Whichever ends first ends the key.
+                let mine = openpgp::signing_lifetime(&cert, now);
+                let a = outlook::worker_key(key, Some(&mine), policy, now, horizon);
+                let b = outlook::worker_key(
+                    key,
+                    worker_key_lifetime(key, now).as_ref(),
+                    policy,
+                    now,
+                    horizon,
+                );
+                let o = if (b.urgency, std::cmp::Reverse(b.at))
+                    > (a.urgency, std::cmp::Reverse(a.at))
+                {
+                    b
+                } else {
+                    a
+                };
+                own_broken |= o.urgency == Urgency::Broken;
+                status_line(
+                    &format!("{label} = {}/{}", own.worker_impl, key.name),
+                    &o,
+                    now,
+                    own_consequence,
+                );
+            }
+        }
+    }
+    if let Some(path) = own.ed25519_key {
+        let public = crate::ed25519_key::Ed25519Key::load(path)?.public_key_base64();
+        let label = format!("own ed25519 key {public} ({})", path.display());
+        match trusted.iter().find(|key| {
+            key.key_type == KeyType::Ed25519
+                && key.public_key.as_deref().map(str::trim) == Some(public.as_str())
+        }) {
+            None => {
+                own_broken = true;
+                println!(
+                    "BROKEN {label}: not trusted for {} by policy version {}: the worker refuses \
+                     to start",
+                    own.worker_impl, f.version
+                );
+            }
+            Some(key) => {
+                let o = outlook::worker_key(key, None, policy, now, horizon);
+                own_broken |= o.urgency == Urgency::Broken;
+                status_line(
+                    &format!("{label} = {}/{}", own.worker_impl, key.name),
+                    &o,
+                    now,
+                    own_consequence,
+                );
+            }
+        }
+    }
+    Ok(if own_broken { 1 } else { 0 })
 }

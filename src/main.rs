@@ -30,8 +30,8 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("chainlock: {err:#}");
-            if err.downcast_ref::<chainlock::cli::UsageError>().is_some() {
-                chainlock::cli::EX_USAGE
+            if err.downcast_ref::<chainlock::exit::UsageError>().is_some() {
+                chainlock::exit::EX_USAGE
             } else {
                 1
             }

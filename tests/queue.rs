@@ -962,3 +962,129 @@ async fn gzip_bombs_are_too_large() {
     );
     assert!(!dest.exists() && !dir.path().join("a.part").exists());
 }
+
+/// Object artifacts (`storageType: "object"`): our client uploads through the dev queue's
+/// object service (createArtifact, createUpload, PUT, finishUpload, finishArtifact) and the
+/// official Python client reads the artifact back with its own downloader, which checks the
+/// hashes; the official uploader's artifact reads back through our client
+/// (`tests/interop/tc_object.py`, which also checks the refusals).
+#[tokio::test]
+async fn object_artifacts_round_trip_with_the_official_python_client() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path(), Duration::from_secs(1200)).await;
+    let q = admin(&h);
+    let (id, def) = create_task(&h, &[]).await;
+    let claim = q.claim_work(QUEUE, &claim_req()).await.unwrap();
+    let c = &claim.tasks[0];
+    let tq = q.with_credentials(Credentials::from_task_credentials(&c.credentials));
+    let expires: DateTime<Utc> = DateTime::parse_from_rfc3339(def["expires"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+
+    // Several upload buffers' worth, not a multiple of any of them.
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    let name = "public/build/big.bin";
+    let r = tq
+        .create_artifact(
+            &id,
+            0,
+            name,
+            &CreateArtifactRequest::Object {
+                expires,
+                content_type: "application/octet-stream".into(),
+                content_length: Some(data.len() as u64),
+            },
+        )
+        .await
+        .unwrap();
+    let CreateArtifactResponse::Object(object) = r else {
+        panic!("not object: {r:?}")
+    };
+    assert_eq!(object.name, format!("t/{id}/0/{name}"));
+    assert!(
+        !format!("{object:?}").contains(object.credentials.access_token.expose()),
+        "Debug shows the object credentials"
+    );
+    // Not present before finishArtifact.
+    let dest = dir.path().join("back.bin");
+    let e = q
+        .get_artifact_to_file(&id, 0, name, &dest, 1 << 30)
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+
+    let up = tq
+        .upload_object_artifact(&id, 0, name, &object, &src, "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(up.sent_bytes, data.len() as u64);
+    let info = q
+        .get_artifact_to_file(&id, 0, name, &dest, 1 << 30)
+        .await
+        .unwrap();
+    assert_eq!(info.storage_type.as_deref(), Some("object"));
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let listed = q.list_artifacts(&id, 0).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|a| a.name == name && a.storage_type == "object")
+    );
+    // Uploading the same object again is refused: it is immutable once finished.
+    let e = tq
+        .upload_object_artifact(&id, 0, name, &object, &src, "application/octet-stream")
+        .await
+        .unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+
+    let sha = hex::encode(sha2::Sha256::digest(&data));
+    let py_name = "public/py/object.txt";
+    run_python(
+        "tc_object.py",
+        &[
+            h.root_url(),
+            "admin",
+            TOKEN,
+            &id.to_string(),
+            name,
+            &sha,
+            py_name,
+        ],
+    )
+    .await;
+    let dest = dir.path().join("py.txt");
+    q.get_latest_artifact_to_file(&id, py_name, &dest, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"py-object\n".repeat(3000));
+    h.shutdown().await;
+}
+
+#[allow(clippy::disallowed_methods)] // running the official Python client is the point here
+async fn run_python(name: &str, args: &[&str]) {
+    let python = std::env::var("CHAINLOCK_TEST_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
+    let script = format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"));
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(&script)
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python interop failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.starts_with("OK "), "{stdout}");
+}

@@ -512,3 +512,249 @@ fn keys_cli_generates_and_adds_an_ed25519_worker_key() {
     let policy = std::fs::read_to_string(d.join("keys/trust.toml")).expect("policy");
     assert!(policy.contains(&key.public_key_base64()), "{policy}");
 }
+
+/// Every file under `dir`, by relative path, with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path.strip_prefix(base).expect("under base");
+                out.insert(
+                    rel.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Writes an OpenPGP key pair created at `now + created_days` that expires `validity_days`
+/// after its creation, as `<dir>/<name>.key.asc` and `.pub.asc`.
+fn key_with_expiry(dir: &Path, name: &str, created_days: i64, validity_days: i64) {
+    let now = chainlock::clock::now();
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let key = openpgp::generate_key(
+        name,
+        now + Duration::days(created_days),
+        Some(Duration::days(validity_days)),
+    )
+    .expect("generate");
+    openpgp::write_new_key(
+        &key,
+        &dir.join(format!("{name}.key.asc")),
+        &dir.join(format!("{name}.pub.asc")),
+    )
+    .expect("write");
+}
+
+fn line_with<'a>(out: &'a str, needle: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{out}"))
+}
+
+/// `keys list` warns about an OpenPGP certificate's own expiry with the window horizon (a
+/// policy window that outlives the certificate does not keep the key usable), and `keys status`
+/// says per key what breaks when; it exits 1 only when the policy or the worker's own key is
+/// broken.
+#[test]
+fn keys_list_and_status_report_certificate_expiry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    ok(d, &["init", "--root-key-dir", "roots", "--root", "alice"]);
+    // Expires in 3 days; expired 5 days ago. Each gets a 200-day policy window (the policy
+    // itself expires in 365 days).
+    key_with_expiry(&d.join("worker"), "short", -1, 4);
+    key_with_expiry(&d.join("worker"), "gone", -10, 5);
+    ok(
+        d,
+        &[
+            "generate",
+            "--ed25519",
+            "--name",
+            "ed",
+            "--out-dir",
+            "worker",
+        ],
+    );
+    for (name, flag, file) in [
+        ("short", "--cert", "worker/short.pub.asc"),
+        ("gone", "--cert", "worker/gone.pub.asc"),
+        ("ed", "--ed25519", "worker/ed.ed25519.pub"),
+    ] {
+        ok(
+            d,
+            &[
+                "add",
+                "--worker-impl",
+                "chainlock",
+                "--name",
+                name,
+                flag,
+                file,
+                "--valid-days",
+                "200",
+            ],
+        );
+    }
+    let out = ok(d, &["sign", "--root-key", "roots/alice.key.asc"]);
+    assert!(out.contains("version 2 is now current"), "{out}");
+
+    let out = ok(d, &["list"]);
+    assert!(
+        out.contains("WARNING: the certificate of short expires within 30 days"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING: the certificate of gone expired at"),
+        "{out}"
+    );
+    // The policy windows themselves are far off: no window warning.
+    assert!(!out.contains("WARNING: short expires"), "{out}");
+    // Same horizon as the window warnings: with one day, only the expired one is left.
+    let out = ok(d, &["list", "--horizon-days", "1"]);
+    assert!(!out.contains("certificate of short"), "{out}");
+    assert!(out.contains("certificate of gone expired"), "{out}");
+
+    let status = |args: &[&str]| {
+        let mut all = vec!["status"];
+        all.extend_from_slice(args);
+        let out = chainlock(d, &all);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, out) = status(&["--signing-key", "worker/short.key.asc"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        line_with(&out, "policy version 2").starts_with("ok "),
+        "{out}"
+    );
+    assert!(line_with(&out, "root alice").starts_with("ok "), "{out}");
+    let own = line_with(&out, "own signing key");
+    assert!(own.starts_with("WARN "), "{own}");
+    assert!(own.contains("= chainlock/short"), "{own}");
+    assert!(own.contains("certificate expiry (key)"), "{own}");
+    assert!(own.contains("the worker stops claiming"), "{own}");
+    let gone = line_with(&out, "chainlock/gone");
+    assert!(gone.starts_with("BROKEN "), "{gone}");
+    assert!(gone.contains("certificate expiry"), "{gone}");
+    assert!(gone.contains("(passed)"), "{gone}");
+    let ed = line_with(&out, "chainlock/ed ");
+    assert!(ed.starts_with("ok "), "{ed}");
+    assert!(ed.contains("policy window end"), "{ed}");
+
+    // Our own key expired: exit 1.
+    let (code, out) = status(&["--signing-key", "worker/gone.key.asc"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        line_with(&out, "own signing key").starts_with("BROKEN "),
+        "{out}"
+    );
+    // A key the policy does not list: the worker would refuse to start.
+    ok(
+        d,
+        &["generate", "--name", "stranger", "--out-dir", "worker"],
+    );
+    let (code, out) = status(&["--signing-key", "worker/stranger.key.asc"]);
+    assert_eq!(code, Some(1), "{out}");
+    let own = line_with(&out, "own signing key");
+    assert!(
+        own.starts_with("BROKEN ") && own.contains("not trusted for chainlock"),
+        "{own}"
+    );
+    // The ed25519 key is trusted and has no expiry of its own.
+    let (code, out) = status(&["--ed25519-key", "worker/ed.ed25519.key"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        line_with(&out, "own ed25519 key").starts_with("ok "),
+        "{out}"
+    );
+    let (code, out) = status(&[
+        "--ed25519-key",
+        "worker/ed.ed25519.key",
+        "--worker-impl",
+        "scriptworker",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+}
+
+/// `keys remove` is trust-reducing: without `--yes` it prints what would change and writes
+/// nothing; a removal that would leave the policy invalid is refused with or without `--yes`.
+#[test]
+fn keys_remove_is_a_dry_run_without_yes_and_refuses_an_invalid_policy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    ok(
+        d,
+        &[
+            "init",
+            "--root-key-dir",
+            "roots",
+            "--root",
+            "alice",
+            "--root",
+            "bob",
+            "--threshold",
+            "2",
+        ],
+    );
+    ok(d, &["generate", "--name", "cl1", "--out-dir", "worker"]);
+    ok(
+        d,
+        &[
+            "add",
+            "--worker-impl",
+            "chainlock",
+            "--name",
+            "cl1",
+            "--cert",
+            "worker/cl1.pub.asc",
+        ],
+    );
+    ok(d, &["sign", "--root-key", "roots/alice.key.asc"]);
+    ok(d, &["sign", "--root-key", "roots/bob.key.asc"]);
+    let keys = d.join("keys");
+    let before = snapshot(&keys);
+
+    let out = ok(d, &["remove", "--name", "cl1"]);
+    assert!(
+        out.contains("dry run: would remove worker key cl1"),
+        "{out}"
+    );
+    assert!(out.contains("still in service"), "{out}");
+    assert_eq!(snapshot(&keys), before, "a dry run wrote something");
+
+    // 2 of 2 roots: removing one leaves a threshold the policy cannot meet.
+    for args in [
+        &["remove", "--name", "bob"][..],
+        &["remove", "--name", "bob", "--yes"][..],
+        &["remove", "--name", "nobody", "--yes"][..],
+    ] {
+        let out = chainlock(d, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("would leave the policy invalid") || stderr.contains("no key named"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(snapshot(&keys), before, "{args:?} wrote something");
+    }
+
+    let out = ok(d, &["remove", "--name", "cl1", "--yes"]);
+    assert!(out.contains("changed: remove worker key cl1"), "{out}");
+    let pending = std::fs::read_to_string(keys.join("pending/trust.toml")).expect("pending");
+    assert!(!pending.contains("cl1"), "{pending}");
+    ok(d, &["sign", "--root-key", "roots/alice.key.asc"]);
+    let out = ok(d, &["sign", "--root-key", "roots/bob.key.asc"]);
+    assert!(out.contains("version 3 is now current"), "{out}");
+    let out = ok(d, &["list"]);
+    assert!(!out.contains("cl1"), "{out}");
+}

@@ -2429,3 +2429,57 @@ async fn a_decision_task_its_template_does_not_render_is_refused() {
     );
     env.stop().await;
 }
+
+/// `[queue] artifact_storage = "object"`: every artifact the run uploads goes through the
+/// object service (the `live.log` link stays a link), and each reads back with the sha256 the
+/// signed chain-of-trust document lists.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_storage_uploads_every_artifact_through_the_object_service() {
+    let env = WorkerEnv::start(Options {
+        token: TOKEN,
+        script: SCRIPT,
+        payload_schema: payload_schema(&[PAYLOAD_PROPERTIES, MAX_RUN_TIME, UPSTREAM_ARTIFACTS]),
+        claim_timeout: Some(Duration::from_secs(1200)),
+        claim_work_timeout: Duration::from_secs(2),
+        queue_extra: "artifact_storage = \"object\"\n",
+        timing: (0, 0, 1),
+        config_tail: String::new(),
+    })
+    .await;
+    let id = env
+        .create(json!({"behaviour": "ok", "maxRunTime": 60}))
+        .await;
+    let out = env.run_worker(1).await;
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Completed, Some("completed".into())),
+        "{}",
+        stderr(&out)
+    );
+    let listed = env.client.list_latest_artifacts(&id).await.unwrap();
+    let storage: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|a| (a.name.as_str(), a.storage_type.as_str()))
+        .collect();
+    for (name, kind) in &storage {
+        let expected = if *name == "public/logs/live.log" {
+            "link"
+        } else {
+            "object"
+        };
+        assert_eq!(*kind, expected, "{name}: {storage:?}");
+    }
+    assert!(
+        storage
+            .iter()
+            .any(|(n, _)| *n == "public/chain-of-trust.json.asc"),
+        "{storage:?}"
+    );
+    let doc_bytes = env.download(&id, "public/chain-of-trust.json").await;
+    let doc = chainlock::cot::parse_and_validate(&doc_bytes).unwrap();
+    assert!(!doc.artifacts.is_empty());
+    for (name, entry) in &doc.artifacts {
+        let bytes = env.download(&id, name).await;
+        assert_eq!(&sha256(&bytes), entry, "{name}");
+    }
+}

@@ -23,9 +23,9 @@
 
 pub mod seed;
 
-use crate::cli::{DemoArgs, UsageError};
 use crate::config::Config;
 use crate::devqueue::{Client, DevQueueConfig};
+use crate::exit::UsageError;
 use crate::ids::TaskId;
 use crate::queue::{Credentials, QueueClient, RetryPolicy};
 use crate::verify::{Limits, Mode};
@@ -45,6 +45,14 @@ fn step(n: u32, msg: &str) {
 
 fn info(msg: &str) {
     println!("    {msg}");
+}
+
+/// Arguments of `chainlock demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep everything in this directory instead of a temporary one.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the demo; exit code 0 when every stage succeeded, 1 otherwise.

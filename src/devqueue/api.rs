@@ -65,8 +65,23 @@ impl IntoResponse for ApiError {
 
 /// The real API method name of an API route, for `requestInfo.method` and the message trailer.
 fn api_method(method: &Method, route: &str) -> &'static str {
+    if let Some(tail) = route.strip_prefix("/api/object/v1/") {
+        return match tail.split('/').next() {
+            Some("upload") => "createUpload",
+            Some("finish-upload") => "finishUpload",
+            Some("start-download") => "startDownload",
+            _ => "unknown",
+        };
+    }
     let tail = route.strip_prefix("/api/queue/v1").unwrap_or(route);
     let get = *method == Method::GET;
+    if tail.contains("/artifact-content/") {
+        return if tail.contains("/runs/") {
+            "artifact"
+        } else {
+            "latestArtifact"
+        };
+    }
     match tail.rsplit('/').next().unwrap_or_default() {
         "ping" => "ping",
         "status" => "status",
@@ -83,6 +98,7 @@ fn api_method(method: &Method, route: &str) -> &'static str {
         "{task_id}" => "createTask",
         "artifacts" if tail.contains("/runs/") => "listArtifacts",
         "artifacts" => "listLatestArtifacts",
+        "{*name}" if *method == Method::PUT => "finishArtifact",
         "{*name}" if !get => "createArtifact",
         "{*name}" if tail.contains("/runs/") => "getArtifact",
         "{*name}" => "getLatestArtifact",
@@ -320,6 +336,24 @@ impl App {
         json!({"clientId": client_id, "accessToken": token.expose(), "certificate": cert.expose()})
     }
 
+    /// Temporary credentials issued by the dev queue, `{clientId, accessToken, certificate}`.
+    fn temporary_credentials(
+        &self,
+        client_id: &str,
+        scopes: Vec<String>,
+        until: DateTime<Utc>,
+    ) -> Value {
+        let (token, cert) = issue_temporary_credentials(
+            ISSUER_ID,
+            &self.0.issuer_token,
+            client_id,
+            scopes,
+            crate::clock::now(),
+            until,
+        );
+        json!({"clientId": client_id, "accessToken": token.expose(), "certificate": cert.expose()})
+    }
+
     fn blob_url(&self, kind: &str, t: &TaskId, run: u32, name: &str, token: &str) -> String {
         format!(
             "{}/dev-queue/{kind}/{t}/{run}/{}?token={token}",
@@ -375,6 +409,8 @@ impl FromRequestParts<App> for SignedGet {
     }
 }
 
+mod object;
+
 pub(crate) fn router(app: App) -> Router {
     let api = "/api/queue/v1";
     Router::new()
@@ -423,7 +459,26 @@ pub(crate) fn router(app: App) -> Router {
         )
         .route(
             &format!("{api}/task/{{task_id}}/runs/{{run_id}}/artifacts/{{*name}}"),
-            post(create_artifact).get(get_run_artifact),
+            post(create_artifact)
+                .get(get_run_artifact)
+                .put(object::finish_artifact),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/runs/{{run_id}}/artifact-content/{{*name}}"),
+            get(object::run_artifact_content),
+        )
+        .route(
+            &format!("{api}/task/{{task_id}}/artifact-content/{{*name}}"),
+            get(object::latest_artifact_content),
+        )
+        .route("/api/object/v1/upload/{*name}", put(object::create_upload))
+        .route(
+            "/api/object/v1/finish-upload/{*name}",
+            post(object::finish_upload),
+        )
+        .route(
+            "/api/object/v1/start-download/{*name}",
+            put(object::start_download),
         )
         .route(
             &format!("{api}/task/{{task_id}}/artifacts"),
@@ -839,8 +894,23 @@ async fn create_artifact(
         artifact: None,
         reason: None,
         message: None,
+        project_id: None,
+        upload_id: None,
+        hashes: Default::default(),
+        object_finished: false,
+        present: false,
     };
     match &req {
+        CreateArtifactRequest::Object {
+            expires,
+            content_type,
+            ..
+        } => {
+            new.storage_type = "object".into();
+            new.expires = *expires;
+            new.content_type = content_type.clone();
+            new.project_id = Some(rec.meta.project_id.clone());
+        }
         CreateArtifactRequest::S3 {
             expires,
             content_type,
@@ -919,6 +989,14 @@ async fn create_artifact(
                 "artifact {name} already exists with incompatible details"
             )));
         }
+        if new.storage_type == "object" {
+            // The same upload, as long as the artifact is the same: a retried createArtifact
+            // must not strand an upload in flight.
+            new = ArtifactRecord {
+                expires: new.expires,
+                ..old.clone()
+            };
+        }
         if new.storage_type == "s3" {
             new.uploaded = old.uploaded;
             new.content_length = old.content_length;
@@ -939,6 +1017,29 @@ async fn create_artifact(
             "putUrl": app.blob_url("upload", &id, run, &name, &token),
             "expires": format_time(put_expires),
             "contentType": new.content_type,
+        })
+    } else if new.storage_type == "object" {
+        if new.upload_id.is_none() {
+            new.upload_id = Some(TaskId::generate().to_string());
+            new.read_token = Some(random_token().expose().to_owned());
+        }
+        let object_name = object::object_name(&id, run, &name);
+        let project = new.project_id.clone().unwrap_or_default();
+        // Like the real queue: valid until the artifact expires or for 24 hours, whichever
+        // is first, for this one object only.
+        let until = new.expires.min(now + Duration::hours(24));
+        let credentials = app.temporary_credentials(
+            &format!("artifact-upload/{id}/{run}/on/dev-queue"),
+            vec![format!("object:upload:{project}:{object_name}")],
+            until,
+        );
+        json!({
+            "storageType": "object",
+            "name": object_name,
+            "projectId": project,
+            "uploadId": new.upload_id,
+            "expires": format_time(new.expires),
+            "credentials": credentials,
         })
     } else {
         json!({ "storageType": new.storage_type })
@@ -1170,27 +1271,7 @@ async fn serve_artifact(
     let q = app.lock_swept().await?;
     let rec = q.task(&id)?;
     let (run, table) = run_artifacts(rec, &id, run)?;
-    let now = crate::clock::now();
-    // Links are resolved here, server-side, as the real queue does.
-    let mut current = name.clone();
-    let mut seen = HashSet::new();
-    let art = loop {
-        let a = table.get(&current).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "artifact {current} of task {id} run {run} not found"
-            ))
-        })?;
-        if a.expires < now {
-            return Err(ApiError::new(410, "ResourceExpired", "Artifact expired"));
-        }
-        if a.storage_type != "link" {
-            break a;
-        }
-        if !seen.insert(current.clone()) || seen.len() > 10 {
-            return Err(ApiError::input(format!("link cycle at artifact {current}")));
-        }
-        current = a.artifact.clone().unwrap_or_default();
-    };
+    let art = follow_links(table, &id, run, &name, crate::clock::now())?;
     let storage = art.storage_type.as_str();
     let builder = Response::builder().header("x-taskcluster-artifact-storage-type", storage);
     let redirect = |url: String| {
@@ -1204,7 +1285,8 @@ async fn serve_artifact(
             .map_err(internal)
     };
     match storage {
-        "s3" => {
+        // The real queue redirects to the object service's `simple` download URL.
+        "s3" | "object" => {
             let token = art.read_token.clone().unwrap_or_default();
             redirect(app.blob_url("blob", &id, run, &art.name, &token))
         }
@@ -1218,6 +1300,39 @@ async fn serve_artifact(
             ))
             .map_err(internal),
         other => Err(internal(format!("unknown storage type {other}"))),
+    }
+}
+
+/// The artifact `name` names, links resolved server-side as the real queue does: 404 for a
+/// missing one (or an object artifact not finished yet), 410 for an expired one.
+fn follow_links<'a>(
+    table: &'a std::collections::BTreeMap<String, ArtifactRecord>,
+    id: &TaskId,
+    run: u32,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<&'a ArtifactRecord, ApiError> {
+    let mut current = name.to_owned();
+    let mut seen = HashSet::new();
+    loop {
+        let a = table
+            .get(&current)
+            .filter(|a| a.storage_type != "object" || a.present)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "artifact {current} of task {id} run {run} not found"
+                ))
+            })?;
+        if a.expires < now {
+            return Err(ApiError::new(410, "ResourceExpired", "Artifact expired"));
+        }
+        if a.storage_type != "link" {
+            return Ok(a);
+        }
+        if !seen.insert(current.clone()) || seen.len() > 10 {
+            return Err(ApiError::input(format!("link cycle at artifact {current}")));
+        }
+        current = a.artifact.clone().unwrap_or_default();
     }
 }
 
@@ -1271,8 +1386,10 @@ async fn list(
     let q = app.lock_swept().await?;
     let rec = q.task(&id)?;
     let (_, table) = run_artifacts(rec, &id, run)?;
+    // Object artifacts are listed once finished (finishArtifact), as by the real queue.
     let mut items = table
         .values()
+        .filter(|a| a.storage_type != "object" || a.present)
         .filter(|a| after.as_ref().is_none_or(|after| a.name > *after));
     let page: Vec<&ArtifactRecord> = items.by_ref().take(limit).collect();
     let more = items.next().is_some();

@@ -5,12 +5,12 @@
 //! clients) can be exercised end to end without a Taskcluster deployment: it speaks the real
 //! paths, JSON shapes, status codes and Hawk authentication (including temporary task
 //! credentials), and keeps its state in a directory so it survives restarts. It has no
-//! scalability, no high availability, no object service, no index, no cancellation API, and its
-//! artifact store is a local directory reached through tokenised URLs. It must never be exposed
+//! scalability, no high availability and no index, and its artifact store (object-service
+//! objects included) is a local directory reached through tokenised URLs. It must never be exposed
 //! beyond a development machine.
 //!
 //! Layout: [`state`] holds the pure task state machine, `auth` verifies Hawk and scopes, `api`
-//! maps HTTP to both, `store` persists records (one JSON file per task, written atomically) and
+//! maps HTTP to both (`api::object`: the object service's upload and download routes), `store` persists records (one JSON file per task, written atomically) and
 //! artifact blobs (streamed to and from disk).
 
 mod api;
@@ -26,6 +26,36 @@ use crate::secret::Secret;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Arguments of `chainlock dev-queue`.
+#[derive(Debug, clap::Args)]
+pub struct DevQueueArgs {
+    /// Address to listen on (loopback only is recommended).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Directory that keeps the queue's state and artifacts across restarts.
+    #[arg(long)]
+    pub data_dir: std::path::PathBuf,
+    /// TOML file listing clients (clientId, accessToken, scopes). Without it, the single client
+    /// in TASKCLUSTER_CLIENT_ID / TASKCLUSTER_ACCESS_TOKEN is accepted.
+    #[arg(long)]
+    pub clients: Option<std::path::PathBuf>,
+    /// Claim duration in seconds (takenUntil = now + this).
+    #[arg(long, default_value_t = 1200)]
+    pub claim_timeout: u64,
+    /// Seconds claimWork waits for a task before answering with no tasks.
+    #[arg(long, default_value_t = 20)]
+    pub claim_work_timeout: u64,
+    /// Milliseconds added before every answer, to try a worker at internet-like latency.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Legacy Azure-queue protocol (for workers with `[queue] protocol = "azure-poll"`): a
+    /// path-style Azure Storage queue endpoint of the public development account, e.g.
+    /// Azurite's `http://127.0.0.1:10001/devstoreaccount1`. Each pending run gets a message
+    /// there, and pollTaskUrls hands out SAS URLs for it.
+    #[arg(long, value_name = "URL")]
+    pub azure_queue_endpoint: Option<String>,
+}
 
 /// Configuration of a dev queue.
 #[derive(Debug, Clone)]

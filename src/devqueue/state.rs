@@ -84,7 +84,7 @@ pub struct TaskMeta {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactRecord {
-    /// `s3`, `reference`, `link` or `error`.
+    /// `s3`, `object`, `reference`, `link` or `error`.
     pub storage_type: String,
     /// Name.
     pub name: String,
@@ -122,6 +122,22 @@ pub struct ArtifactRecord {
     /// For `error`: message.
     #[serde(default)]
     pub message: Option<String>,
+    /// For `object`: the task's project.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// For `object`: the upload id createArtifact locked the object to.
+    #[serde(default)]
+    pub upload_id: Option<String>,
+    /// For `object`: content hashes given to createUpload / finishUpload (never changed once
+    /// given).
+    #[serde(default)]
+    pub hashes: std::collections::BTreeMap<String, String>,
+    /// For `object`: finishUpload checked the bytes against the hashes; no more uploads.
+    #[serde(default)]
+    pub object_finished: bool,
+    /// For `object`: finishArtifact was called; the artifact is listed and served.
+    #[serde(default)]
+    pub present: bool,
 }
 
 /// One task, as persisted in `DATA_DIR/tasks/<taskId>.json`.

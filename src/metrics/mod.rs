@@ -277,14 +277,15 @@ impl Metrics {
         );
         registry.register_with_unit(
             "chainlock_worker_key_expiry_remaining",
-            "Time until the policy window of this worker's signing key ends",
+            "Time until this worker's signing key stops verifying: its policy window ends or its \
+             certificate expires, whichever is first",
             Unit::Seconds,
             m.worker_key_expiry_left.clone(),
         );
         registry.register_with_unit(
             "chainlock_trusted_key_expiry_remaining",
-            "Time until each unrevoked key of the trust policy leaves its window, by worker \
-             implementation and key name",
+            "Time until each unrevoked key of the trust policy leaves its window or its \
+             certificate expires, whichever is first, by worker implementation and key name",
             Unit::Seconds,
             m.trusted_key_expiry_left.clone(),
         );
@@ -388,9 +389,18 @@ impl Metrics {
             self.trusted_key_expiry_left.clear();
         }
         let mut own = None;
-        for (implementation, keys) in &file.workers {
-            for key in keys.iter().filter(|k| k.revocation.is_none()) {
-                let remaining = left(key.valid_until);
+        for (implementation, keys) in &store.policy().workers {
+            for (key, material) in keys.iter().filter(|(k, _)| k.revocation.is_none()) {
+                // The certificate's own expiry counts as well as the window (sequoia's
+                // standard policy, as verification judges it).
+                let lifetime = match material {
+                    crate::trust::policy::KeyMaterial::OpenPgp(cert) => {
+                        Some(crate::openpgp::signing_lifetime(cert, now))
+                    }
+                    crate::trust::policy::KeyMaterial::Ed25519(_) => None,
+                };
+                let end = crate::trust::outlook::key_end(key, lifetime.as_ref(), now);
+                let remaining = left(end);
                 self.trusted_key_expiry_left
                     .get_or_create(&KeyLabels {
                         worker_impl: implementation.clone(),

@@ -430,6 +430,17 @@ pub fn write_new_key(
 /// Refuses ([`OpenPgpError::KeyFilePermissions`]) a file that group or others can access in any
 /// way: a key others can read is a key others may have copied.
 pub fn load_signing_key(path: &Path, at: DateTime<Utc>) -> Result<SigningKey, OpenPgpError> {
+    signing_key_from_tsk(read_private_key_file(path)?, at)
+}
+
+/// The public certificate of the private key file at `path`, whether or not it can still sign
+/// (`chainlock keys status` judges its expiry). The same file checks as [`load_signing_key`];
+/// the secret key material is dropped before this returns.
+pub fn load_signing_key_cert(path: &Path) -> Result<Cert, OpenPgpError> {
+    Ok(read_private_key_file(path)?.strip_secret_key_material())
+}
+
+fn read_private_key_file(path: &Path) -> Result<Cert, OpenPgpError> {
     use crate::secret::{PrivateFileError, check_private_file};
     let io = |source| OpenPgpError::Io {
         path: path.to_path_buf(),
@@ -463,7 +474,7 @@ pub fn load_signing_key(path: &Path, at: DateTime<Utc>) -> Result<SigningKey, Op
             path: path.to_path_buf(),
         });
     }
-    signing_key_from_tsk(tsk, at)
+    Ok(tsk)
 }
 
 fn read_capped(file: std::fs::File, path: &Path, limit: u64) -> Result<Vec<u8>, OpenPgpError> {
@@ -746,6 +757,93 @@ pub fn verify_with_cert(
         created: at,
         expires: sig.signature_expiration_time().map(to_utc),
     })
+}
+
+/// How long a certificate can still make signatures that [`verify_with_cert`] accepts, as seen
+/// at `at`: the certificate's own expiry, not any trust policy window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertLifetime {
+    /// It can sign at `at`, until `until`: the earlier of the primary key's expiry and the
+    /// latest expiry of its live signing-capable keys (`None`: it does not expire).
+    Alive {
+        /// When its last signature that can verify can be made.
+        until: Option<DateTime<Utc>>,
+    },
+    /// It cannot sign any more: `what` expired at `since`.
+    Expired {
+        /// When.
+        since: DateTime<Utc>,
+        /// `"primary key"` or `"signing subkeys"` (every signing-capable key expired).
+        what: &'static str,
+    },
+    /// It cannot sign at `at` for another reason: revoked, no policy-accepted self-signature,
+    /// or no signing-capable key.
+    Unusable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Judges `cert`'s own expiry at `at` with the same [`StandardPolicy`] rules as
+/// [`verify_with_cert`]: a valid self-signature, not revoked, the primary key alive, and at
+/// least one signing-capable, unrevoked, policy-accepted key alive.
+pub fn signing_lifetime(cert: &Cert, at: DateTime<Utc>) -> CertLifetime {
+    let policy = StandardPolicy::new();
+    let vc = match cert.with_policy(&policy, to_system(at)) {
+        Ok(vc) => vc,
+        Err(e) => {
+            return CertLifetime::Unusable {
+                reason: format!("no valid self-signature: {e}"),
+            };
+        }
+    };
+    if let RevocationStatus::Revoked(revs) = vc.revocation_status() {
+        let (_, reason) = revocation_details(&revs);
+        return CertLifetime::Unusable {
+            reason: format!("revoked ({reason})"),
+        };
+    }
+    let primary_expiry = vc.primary_key().key_expiration_time().map(to_utc);
+    if let Some(since) = primary_expiry.filter(|t| *t <= at) {
+        return CertLifetime::Expired {
+            since,
+            what: "primary key",
+        };
+    }
+    // `Some(None)`: a live signing key that never expires; `Some(Some(t))`: the latest expiry.
+    let mut live: Option<Option<DateTime<Utc>>> = None;
+    let mut expired: Option<DateTime<Utc>> = None;
+    for ka in vc.keys().for_signing().revoked(false) {
+        if policy.key(&ka).is_err() {
+            continue;
+        }
+        match ka.key_expiration_time().map(to_utc) {
+            Some(t) if t <= at => expired = Some(expired.map_or(t, |e| e.max(t))),
+            end => {
+                live = Some(match (live, end) {
+                    (Some(None), _) | (_, None) => None,
+                    (Some(Some(a)), Some(b)) => Some(a.max(b)),
+                    (None, Some(b)) => Some(b),
+                })
+            }
+        }
+    }
+    match (live, expired) {
+        (Some(until), _) => CertLifetime::Alive {
+            until: match (until, primary_expiry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        },
+        (None, Some(since)) => CertLifetime::Expired {
+            since,
+            what: "signing subkeys",
+        },
+        (None, None) => CertLifetime::Unusable {
+            reason: "no signing-capable key".into(),
+        },
+    }
 }
 
 /// When the earliest of the applicable revocation signatures was made, and its reason, for

@@ -6,8 +6,10 @@ use crate::queue::credentials::Credentials;
 use crate::queue::error::QueueError;
 use crate::queue::types::{
     ArtifactInfo, ClaimTaskRequest, ClaimWorkRequest, ClaimWorkResponse, CreateArtifactRequest,
-    CreateArtifactResponse, ExceptionReason, ExceptionRequest, ListArtifactsResponse,
-    PollTaskUrlsResponse, ReclaimResponse, TaskClaim, TaskStatus, TaskStatusResponse,
+    CreateArtifactResponse, CreateUploadRequest, CreateUploadResponse, ExceptionReason,
+    ExceptionRequest, FinishArtifactRequest, FinishUploadRequest, ListArtifactsResponse,
+    ObjectArtifact, ObjectHashes, PollTaskUrlsResponse, ProposedUploadMethods, PutUrlProposal,
+    ReclaimResponse, TaskClaim, TaskStatus, TaskStatusResponse,
 };
 use crate::secret::Secret;
 use backon::BackoffBuilder as _;
@@ -191,8 +193,10 @@ pub struct UploadInfo {
 #[derive(Clone)]
 struct Inner {
     http: reqwest::Client,
-    /// `<rootUrl>/api/queue/v1`, no trailing slash.
+    /// `<rootUrl>/api/queue/v1` (or `/api/object/v1`), no trailing slash.
     base: String,
+    /// The path `base` adds to the root URL, as errors show it.
+    service_path: &'static str,
     root_url: String,
     host: String,
     port: u16,
@@ -264,6 +268,7 @@ impl QueueClient {
             inner: Arc::new(Inner {
                 http,
                 base: format!("{trimmed}/api/queue/v1"),
+                service_path: "/api/queue/v1",
                 root_url: trimmed.to_owned(),
                 host,
                 port,
@@ -547,8 +552,13 @@ impl QueueClient {
             None => path.to_owned(),
         };
         let limit = self.inner.limits.upload_deadline;
-        let attempts = self.retrying("PUT", &shown, true, || {
-            self.put_once(&url, &shown, &body_path, content_type, gzip)
+        let mut headers = vec![(CONTENT_TYPE, content_type.to_owned())];
+        if gzip {
+            headers.push((CONTENT_ENCODING, "gzip".to_owned()));
+        }
+        let attempts = self.retrying("PUT", &shown, true, || async {
+            let len = file_len(&body_path).await?;
+            self.put_once(&url, &shown, &body_path, &headers, len).await
         });
         let sent_bytes = tokio::time::timeout(limit, attempts).await.map_err(|_| {
             QueueError::UploadDeadline {
@@ -565,22 +575,31 @@ impl QueueClient {
         })
     }
 
+    /// One PUT of `body_path`, whose length must be `len` (checked on the open file: a file
+    /// that changed since is not sent), with `headers` (`Content-Type` among them).
     async fn put_once(
         &self,
         url: &Url,
         shown: &str,
         body_path: &Path,
-        content_type: &str,
-        gzip: bool,
+        headers: &[(reqwest::header::HeaderName, String)],
+        len: u64,
     ) -> Result<u64, QueueError> {
         let file = tokio::fs::File::open(body_path)
             .await
             .map_err(|e| io_err("open", body_path, e))?;
-        let len = file
+        let actual = file
             .metadata()
             .await
             .map_err(|e| io_err("stat", body_path, e))?
             .len();
+        if actual != len {
+            return Err(io_err(
+                "upload",
+                body_path,
+                std::io::Error::other(format!("file is {actual} bytes, expected {len}")),
+            ));
+        }
         // Large reads: the default 4 KiB buffer made ~256k read calls per GiB and capped the
         // upload well below the link's speed. Memory stays flat (one buffer per upload).
         let stream = tokio_util::io::ReaderStream::with_capacity(
@@ -591,13 +610,12 @@ impl QueueClient {
             .inner
             .http
             .put(url.clone())
-            .header(CONTENT_TYPE, content_type)
             // An explicit length makes hyper send a length-delimited body, never chunked
             // (S3 refuses chunked uploads).
             .header(CONTENT_LENGTH, len)
             .body(reqwest::Body::wrap_stream(stream));
-        if gzip {
-            req = req.header(CONTENT_ENCODING, "gzip");
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
         let resp = req.send().await.map_err(|e| transport("PUT", shown, e))?;
         if resp.status().is_success() {
@@ -605,6 +623,139 @@ impl QueueClient {
         } else {
             Err(self.http_error(resp, "PUT", shown).await)
         }
+    }
+
+    /// The object service of the same deployment, signing with `credentials` (the temporary
+    /// ones createArtifact hands out for one object). Shares the connection pool.
+    fn object_service(&self, credentials: Credentials) -> QueueClient {
+        let mut inner = (*self.inner).clone();
+        inner.base = format!("{}/api/object/v1", inner.root_url);
+        inner.service_path = "/api/object/v1";
+        QueueClient {
+            inner: Arc::new(inner),
+            credentials: Some(Arc::new(credentials)),
+        }
+    }
+
+    /// A call whose answer carries nothing we need (`finishUpload` answers `{}`,
+    /// `finishArtifact` 204 with no body): the body is read within the response cap and dropped.
+    async fn api_ignoring_body(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Payload<'_>,
+    ) -> Result<(), QueueError> {
+        let shown = format!("{}{path}", self.inner.service_path);
+        let m = method.as_str().to_owned();
+        self.retrying(&m, &shown, false, || async {
+            self.api_once(&method, path, &payload, &shown, None)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Uploads `path` as an object artifact, after createArtifact answered `object` with
+    /// `object`: the object service's `createUpload` (proposing `putUrl`), the PUT, and
+    /// `finishUpload` with the content's sha256 and sha512, all signed with the temporary
+    /// credentials from createArtifact; then the queue's `finishArtifact`, signed with this
+    /// client's credentials. Streams from disk (hashing is one more streamed read); the bytes
+    /// are stored as they are (no `Content-Encoding`), so the hashes are over what a
+    /// downloader gets. Each step is idempotent for the same `uploadId`, so each is retried on
+    /// its own.
+    pub async fn upload_object_artifact(
+        &self,
+        task_id: &TaskId,
+        run_id: u32,
+        artifact: &str,
+        object: &ObjectArtifact,
+        path: &Path,
+        content_type: &str,
+    ) -> Result<UploadInfo, QueueError> {
+        let src = path.to_owned();
+        let (len, hashes) = tokio::task::spawn_blocking(move || hash_file(&src))
+            .await
+            .map_err(|e| io_err("hash", path, std::io::Error::other(e)))??;
+        let service = self.object_service(Credentials {
+            client_id: object.credentials.client_id.clone(),
+            access_token: object.credentials.access_token.clone(),
+            certificate: Some(object.credentials.certificate.clone()),
+        });
+        let name = encode_component(&object.name);
+        let create = to_json(&CreateUploadRequest {
+            project_id: object.project_id.clone(),
+            upload_id: object.upload_id.clone(),
+            expires: object.expires,
+            hashes: Some(hashes.clone()),
+            proposed_upload_methods: ProposedUploadMethods {
+                put_url: Some(PutUrlProposal {
+                    content_type: content_type.to_owned(),
+                    content_length: len,
+                }),
+                data_inline: None,
+            },
+        });
+        let answer: CreateUploadResponse = service
+            .api(
+                Method::PUT,
+                &format!("/upload/{name}"),
+                Payload::Json(&create),
+            )
+            .await?;
+        let method = answer
+            .upload_method
+            .put_url
+            .ok_or_else(|| QueueError::NoUploadMethod {
+                name: object.name.clone(),
+            })?;
+        let url = Url::parse(method.url.expose()).map_err(|_| QueueError::BadRedirect {
+            method: "PUT".into(),
+            path: "<putUrl>".into(),
+            reason: "the putUrl is not a URL",
+        })?;
+        let shown = display_url(&url);
+        let headers = put_headers(&method.headers, content_type, len, &shown)?;
+        let limit = self.inner.limits.upload_deadline;
+        let attempts = self.retrying("PUT", &shown, true, || {
+            self.put_once(&url, &shown, path, &headers, len)
+        });
+        let sent_bytes = tokio::time::timeout(limit, attempts).await.map_err(|_| {
+            QueueError::UploadDeadline {
+                url: shown.clone(),
+                limit,
+            }
+        })??;
+        if let Some(m) = &self.inner.metrics {
+            m.uploaded(sent_bytes);
+        }
+        let finish = to_json(&FinishUploadRequest {
+            project_id: object.project_id.clone(),
+            upload_id: object.upload_id.clone(),
+            hashes: Some(hashes),
+        });
+        service
+            .api_ignoring_body(
+                Method::POST,
+                &format!("/finish-upload/{name}"),
+                Payload::Json(&finish),
+            )
+            .await?;
+        let done = to_json(&FinishArtifactRequest {
+            upload_id: object.upload_id.clone(),
+        });
+        self.api_ignoring_body(
+            Method::PUT,
+            &format!(
+                "/task/{task_id}/runs/{run_id}/artifacts/{}",
+                encode_component(artifact)
+            ),
+            Payload::Json(&done),
+        )
+        .await?;
+        Ok(UploadInfo {
+            source_bytes: len,
+            sent_bytes,
+        })
     }
 
     // ---- read side ----
@@ -753,7 +904,8 @@ impl QueueClient {
         payload: Payload<'_>,
     ) -> Result<T, QueueError> {
         let shown = format!(
-            "/api/queue/v1{}",
+            "{}{}",
+            self.inner.service_path,
             path_and_query.split('?').next().unwrap_or_default()
         );
         let m = method.as_str().to_owned();
@@ -1201,6 +1353,13 @@ impl QueueClient {
 /// (`/api/queue/v1/...`, or the store's URL for an upload's PUT). A bounded set of names
 /// written here, never a path: the `endpoint` label of the retry counter.
 fn endpoint_name(method: &str, shown: &str) -> &'static str {
+    if let Some(path) = shown.strip_prefix("/api/object/v1/") {
+        return match (method, path.split('/').next()) {
+            ("PUT", Some("upload")) => "createUpload",
+            ("POST", Some("finish-upload")) => "finishUpload",
+            _ => "other",
+        };
+    }
     let Some(path) = shown.strip_prefix("/api/queue/v1/") else {
         return if method == "PUT" {
             "artifactUpload"
@@ -1223,6 +1382,7 @@ fn endpoint_name(method: &str, shown: &str) -> &'static str {
         ("GET", ["task", _, "runs", _, "artifacts"]) => "listArtifacts",
         ("GET", ["task", _, "runs", _, "artifacts", ..]) => "getArtifact",
         ("POST", ["task", _, "runs", _, "artifacts", ..]) => "createArtifact",
+        ("PUT", ["task", _, "runs", _, "artifacts", ..]) => "finishArtifact",
         _ => "other",
     }
 }
@@ -1292,6 +1452,78 @@ async fn file_len(path: &Path) -> Result<u64, QueueError> {
         .await
         .map_err(|e| io_err("stat", path, e))?
         .len())
+}
+
+/// The length, sha256 and sha512 (lowercase hex) of a file, in one streamed read.
+fn hash_file(path: &Path) -> Result<(u64, ObjectHashes), QueueError> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| io_err("open", path, e))?;
+    let (mut s256, mut s512) = (sha2::Sha256::new(), sha2::Sha512::new());
+    let mut buf = vec![0u8; UPLOAD_READ_BYTES];
+    let mut len: u64 = 0;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_err("read", path, e))?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            break;
+        };
+        s256.update(chunk);
+        s512.update(chunk);
+        len = len.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+    let mut hashes = ObjectHashes::new();
+    hashes.insert("sha256".into(), hex::encode(s256.finalize()));
+    hashes.insert("sha512".into(), hex::encode(s512.finalize()));
+    Ok((len, hashes))
+}
+
+/// The headers of a `putUrl` upload: the server's, verbatim, except `Content-Length`, which we
+/// send ourselves and which must then agree with the file (a server that asks for another
+/// length is refused, not obeyed). Without a server `Content-Type`, ours.
+fn put_headers(
+    given: &std::collections::BTreeMap<String, String>,
+    content_type: &str,
+    len: u64,
+    shown: &str,
+) -> Result<Vec<(reqwest::header::HeaderName, String)>, QueueError> {
+    let bad = |reason| QueueError::BadRedirect {
+        method: "PUT".into(),
+        path: shown.to_owned(),
+        reason,
+    };
+    let mut out = Vec::new();
+    for (name, value) in given {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad("the putUrl method names an invalid header"))?;
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(bad("the putUrl method gives an invalid header value"));
+        }
+        // Framing, routing and encoding are ours to decide: we send the file's exact bytes,
+        // length-delimited, to the URL's own host.
+        if [
+            reqwest::header::HOST,
+            reqwest::header::TRANSFER_ENCODING,
+            reqwest::header::CONNECTION,
+            CONTENT_ENCODING,
+        ]
+        .contains(&name)
+        {
+            return Err(bad(
+                "the putUrl method asks for a framing or encoding header",
+            ));
+        }
+        if name == CONTENT_LENGTH {
+            if value.trim() != len.to_string() {
+                return Err(bad("the putUrl method asks for another Content-Length"));
+            }
+            continue;
+        }
+        out.push((name, value.clone()));
+    }
+    if !out.iter().any(|(n, _)| *n == CONTENT_TYPE) {
+        out.push((CONTENT_TYPE, content_type.to_owned()));
+    }
+    Ok(out)
 }
 
 fn gzip_to_temp(src: &Path) -> Result<tempfile::NamedTempFile, QueueError> {
@@ -1577,6 +1809,45 @@ mod tests {
         assert_eq!(c.root_url(), "https://TC.example.com");
         assert_eq!(c.inner.host, "tc.example.com");
         assert_eq!(c.inner.port, 443);
+    }
+
+    #[test]
+    fn put_headers_are_the_servers_except_framing_and_a_wrong_length() {
+        let h = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let ok = put_headers(
+            &h(&[
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "5"),
+                ("x-amz-acl", "private"),
+            ]),
+            "application/octet-stream",
+            5,
+            "u",
+        )
+        .unwrap();
+        let names: Vec<&str> = ok.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-amz-acl"]);
+        assert_eq!(ok[0].1, "text/plain");
+        let default = put_headers(&h(&[]), "application/octet-stream", 5, "u").unwrap();
+        assert_eq!(
+            default,
+            [(CONTENT_TYPE, "application/octet-stream".to_owned())]
+        );
+        for bad in [
+            ("Content-Length", "6"),
+            ("Transfer-Encoding", "chunked"),
+            ("Host", "elsewhere.example"),
+            ("Content-Encoding", "gzip"),
+            ("bad header", "x"),
+            ("x-ok", "line\nbreak"),
+        ] {
+            assert!(put_headers(&h(&[bad]), "t", 5, "u").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

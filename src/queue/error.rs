@@ -127,6 +127,12 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+    /// The object service's createUpload chose none of the methods we proposed (`putUrl`).
+    #[error("object {name:?}: createUpload accepted none of the proposed upload methods")]
+    NoUploadMethod {
+        /// The object's name.
+        name: String,
+    },
     /// A listing returned more artifacts than the client accepts.
     #[error("task {task_id} lists more than {limit} artifacts")]
     TooManyArtifacts {

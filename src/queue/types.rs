@@ -379,6 +379,19 @@ pub enum CreateArtifactRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         content_length: Option<u64>,
     },
+    /// Upload through the object service (`createUpload`, `finishUpload`), then
+    /// `finishArtifact`.
+    #[serde(rename_all = "camelCase")]
+    Object {
+        /// Expiry (must not exceed the task's).
+        #[serde(with = "tc_time")]
+        expires: DateTime<Utc>,
+        /// Content type (advisory).
+        content_type: String,
+        /// Informational length of the content.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_length: Option<u64>,
+    },
     /// A redirect to an external URL.
     #[serde(rename_all = "camelCase")]
     Reference {
@@ -430,12 +443,129 @@ pub enum CreateArtifactResponse {
         /// Content type that must be sent.
         content_type: String,
     },
+    /// Upload to the object service, then call `finishArtifact`.
+    Object(ObjectArtifact),
     /// Nothing more to do.
     Reference {},
     /// Nothing more to do.
     Link {},
     /// Nothing more to do.
     Error {},
+}
+
+/// createArtifact's `object` answer: upload to the object service as `name`, with these
+/// temporary credentials (scoped to this one object; never logged), then call
+/// `finishArtifact` with `upload_id`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectArtifact {
+    /// The object's name on the object service (`t/<taskId>/<runId>/<artifact>`).
+    pub name: String,
+    /// The task's project.
+    pub project_id: String,
+    /// The upload this artifact is locked to.
+    pub upload_id: String,
+    /// The artifact's expiry, to be repeated to `createUpload`.
+    #[serde(with = "tc_time")]
+    pub expires: DateTime<Utc>,
+    /// Credentials for `createUpload` and `finishUpload` of this object.
+    pub credentials: TaskCredentials,
+}
+
+/// `{sha256, sha512}` (lowercase hex) of an object's content; other algorithms a server sends
+/// are kept so they can be compared, never trusted alone.
+pub type ObjectHashes = std::collections::BTreeMap<String, String>;
+
+/// Body of the object service's `createUpload`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUploadRequest {
+    /// The task's project (from createArtifact).
+    pub project_id: String,
+    /// The upload id (from createArtifact).
+    pub upload_id: String,
+    /// The artifact's expiry (from createArtifact).
+    #[serde(with = "tc_time")]
+    pub expires: DateTime<Utc>,
+    /// Content hashes, if known at this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes: Option<ObjectHashes>,
+    /// The methods the caller can do.
+    pub proposed_upload_methods: ProposedUploadMethods,
+}
+
+/// `proposedUploadMethods` (we only ever propose `putUrl`; `dataInline` is not needed).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposedUploadMethods {
+    /// A URL to PUT the bytes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub put_url: Option<PutUrlProposal>,
+    /// Bytes inline (base64) for small objects; parsed only so a server can refuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_inline: Option<Value>,
+}
+
+/// The `putUrl` proposal.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutUrlProposal {
+    /// Content type of the bytes.
+    pub content_type: String,
+    /// Exact length of the bytes.
+    pub content_length: u64,
+}
+
+/// Answer of `createUpload`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUploadResponse {
+    /// The method the server chose (none set: it refused every proposal).
+    pub upload_method: UploadMethod,
+}
+
+/// `uploadMethod`: at most one method is set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadMethod {
+    /// PUT the bytes here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub put_url: Option<PutUrlMethod>,
+}
+
+/// The `putUrl` method: a URL (a credential: never log its query), its expiry and headers to
+/// send verbatim.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PutUrlMethod {
+    /// Where to PUT.
+    pub url: Secret,
+    /// When the URL stops working.
+    #[serde(with = "tc_time")]
+    pub expires: DateTime<Utc>,
+    /// Headers to include verbatim.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Body of the object service's `finishUpload`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FinishUploadRequest {
+    /// The task's project.
+    pub project_id: String,
+    /// The upload id.
+    pub upload_id: String,
+    /// Content hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashes: Option<ObjectHashes>,
+}
+
+/// Body of the queue's `finishArtifact`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FinishArtifactRequest {
+    /// The upload id createArtifact returned.
+    pub upload_id: String,
 }
 
 /// One entry of `listArtifacts` / `listLatestArtifacts`.

@@ -19,6 +19,7 @@
 //! What it must not do: read the clock (times are arguments), read private keys, or accept a
 //! policy it cannot chain back to the operator's pin.
 
+pub mod outlook;
 pub mod policy;
 
 use crate::openpgp::{self, OpenPgpError};

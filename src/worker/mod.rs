@@ -38,6 +38,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use workdir::{WorkArea, WorkDirError};
 
+/// Arguments of `chainlock run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Worker configuration file (TOML).
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Stop after handling this many claimed tasks (used by the demo and tests).
+    #[arg(long)]
+    pub max_tasks: Option<u64>,
+}
+
 /// Options that are not part of the configuration file. The default: no task limit, the
 /// standard retry policy and the documented default limits.
 #[derive(Debug, Clone, Default)]

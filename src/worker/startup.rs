@@ -173,7 +173,7 @@ pub enum StartupError {
 impl StartupError {
     /// A worker that cannot start is misconfigured: exit 64, nothing claimed.
     pub fn exit_code(&self) -> i32 {
-        crate::cli::EX_USAGE
+        crate::exit::EX_USAGE
     }
 }
 

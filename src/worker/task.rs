@@ -35,6 +35,7 @@ use super::outcome::{FailReason, Resolution};
 use super::reclaim::TaskClient;
 use super::workdir::{TaskDirs, sorted_json};
 use crate::artifacts::{self, ArtifactError, CollectedArtifact};
+use crate::config::ArtifactStorage;
 use crate::config::Isolation;
 use crate::evidence::{self, ChainFailure};
 use crate::ids::TaskId;
@@ -830,10 +831,19 @@ pub(super) async fn upload_file(
     size: u64,
 ) -> Result<(), TaskError> {
     let client = ctx.client.current();
-    let req = CreateArtifactRequest::S3 {
-        expires: ctx.expires,
-        content_type: content_type.to_owned(),
-        content_length: Some(size),
+    let object = ctx.shared.config.queue.artifact_storage == ArtifactStorage::Object;
+    let req = if object {
+        CreateArtifactRequest::Object {
+            expires: ctx.expires,
+            content_type: content_type.to_owned(),
+            content_length: Some(size),
+        }
+    } else {
+        CreateArtifactRequest::S3 {
+            expires: ctx.expires,
+            content_type: content_type.to_owned(),
+            content_length: Some(size),
+        }
     };
     let err = |source| TaskError::Upload {
         name: name.to_owned(),
@@ -843,20 +853,31 @@ pub(super) async fn upload_file(
         .create_artifact(&ctx.task_id, ctx.run_id, name, &req)
         .await
         .map_err(err)?;
-    let CreateArtifactResponse::S3 {
-        put_url,
-        content_type: signed_type,
-        ..
-    } = resp
-    else {
-        return Err(TaskError::UnexpectedArtifactResponse {
-            name: name.to_owned(),
-        });
-    };
-    client
-        .upload_file(&put_url, path, &signed_type, gzip)
-        .await
-        .map_err(err)?;
+    match resp {
+        CreateArtifactResponse::S3 {
+            put_url,
+            content_type: signed_type,
+            ..
+        } if !object => {
+            client
+                .upload_file(&put_url, path, &signed_type, gzip)
+                .await
+                .map_err(err)?;
+        }
+        // Object storage keeps the bytes as they are (no gzip): its hashes are over what a
+        // downloader receives.
+        CreateArtifactResponse::Object(o) if object => {
+            client
+                .upload_object_artifact(&ctx.task_id, ctx.run_id, name, &o, path, content_type)
+                .await
+                .map_err(err)?;
+        }
+        _ => {
+            return Err(TaskError::UnexpectedArtifactResponse {
+                name: name.to_owned(),
+            });
+        }
+    }
     Ok(())
 }
 
