@@ -70,6 +70,11 @@ pub struct VerifyArgs {
     /// Write the fetched evidence to this (new or empty) directory.
     #[arg(long)]
     pub export_bundle: Option<PathBuf>,
+    /// With --bundle: a local git clone the auditor trusts; each decision task's
+    /// `.taskcluster.yml` is read from its object database at the decision's commit (check
+    /// decision-rebuild), instead of the bundle's unbound copy.
+    #[arg(long, value_name = "DIR", requires = "bundle")]
+    pub source: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -158,8 +163,13 @@ async fn judge(args: VerifyArgs) -> Result<i32, Refusal> {
         let Some((policy, trust)) = &judge else {
             return Err(usage("--bundle needs --policy and --keys"));
         };
-        let bundle =
+        let mut bundle =
             Bundle::open(dir, &limits).map_err(|e| Refusal::evidence(bundle_error(dir, &e)))?;
+        if let Some(src) = &args.source {
+            let clone = crate::git_checkout::GitCheckout::open(src)
+                .map_err(|e| usage(format!("--source {}: {e}", src.display())))?;
+            bundle = bundle.with_checkout(Box::new(clone));
+        }
         let named = bundle.index().target.clone();
         let header = match &requested {
             // A bundle cannot retarget itself: the auditor's TASK_ID wins, and a bundle.json

@@ -1033,16 +1033,51 @@ impl Chain {
         Ok(())
     }
 
+    /// The decision task's revision (`PRODUCT_HEAD_REV`; [`REVISION`] unless changed with
+    /// [`Chain::set_revision`]).
+    pub fn revision(&self) -> String {
+        self.decision
+            .def
+            .pointer("/payload/env/PRODUCT_HEAD_REV")
+            .and_then(Value::as_str)
+            .unwrap_or(REVISION)
+            .to_owned()
+    }
+
+    /// Moves the decision task to another revision (before [`Chain::create`]): its
+    /// `PRODUCT_HEAD_REV` and `metadata.source`.
+    pub fn set_revision(&mut self, revision: &str) {
+        let old = self.revision();
+        let def = &mut self.decision.def;
+        def["payload"]["env"]["PRODUCT_HEAD_REV"] = json!(revision);
+        if let Some(s) = def.pointer("/metadata/source").and_then(Value::as_str) {
+            let s = s.replace(&old, revision);
+            def["metadata"]["source"] = json!(s);
+        }
+    }
+
     /// The demo repository's `.taskcluster.yml` at [`REVISION`] for this chain: a json-e
     /// template rendering exactly the decision task (times from `now`, ids from `ownTaskId`).
     pub fn taskcluster_yml(&self) -> Value {
+        // The revision appears in the definition (env, metadata.source): the template names
+        // it as the push's `event.after`, so it renders the same task at any revision.
+        fn generic(v: &mut Value, rev: &str) {
+            match v {
+                Value::String(s) if !rev.is_empty() && s.contains(rev) => {
+                    *s = s.replace(rev, "${event.after}");
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| generic(x, rev)),
+                Value::Object(m) => m.values_mut().for_each(|x| generic(x, rev)),
+                _ => {}
+            }
+        }
         let mut t = self.decision.def.clone();
+        generic(&mut t, &self.revision());
         t["taskId"] = json!("${ownTaskId}");
         t["taskGroupId"] = json!("${ownTaskId}");
         t["created"] = json!({"$fromNow": ""});
         t["deadline"] = json!({"$fromNow": "2 hours"});
         t["expires"] = json!({"$fromNow": format!("{KEY_VALIDITY_DAYS} days")});
-        t["payload"]["env"]["PRODUCT_HEAD_REV"] = json!("${event.after}");
         t["extra"]["tasks_for"] = json!("${tasks_for}");
         json!({"version": 1, "tasks": [t]})
     }
@@ -1050,16 +1085,17 @@ impl Chain {
     /// Writes what the repository host serves for this chain into `dir` (the template and
     /// GitHub's commit answer for [`REVISION`]).
     pub fn write_sources(&self, dir: &Path) -> Result<(), SeedError> {
+        let revision = self.revision();
         let template = dir
             .join("github.com/example/product/raw")
-            .join(REVISION)
+            .join(&revision)
             .join(".taskcluster.yml");
         let yml = serde_json::to_vec_pretty(&self.taskcluster_yml()).unwrap_or_default();
         write_file(&template, &yml)?;
         let commit = dir
             .join("api.github.com/repos/example/product/commits")
-            .join(REVISION);
-        let answer = json!({"sha": REVISION, "committer": {"login": "release-bot"}});
+            .join(&revision);
+        let answer = json!({"sha": revision, "committer": {"login": "release-bot"}});
         write_file(&commit, answer.to_string().as_bytes())
     }
 

@@ -314,17 +314,23 @@ impl Evidence for Bundle {
         if request.kind == SourceKind::Template
             && let Some(c) = &self.checkout
         {
-            return match c.read_at(&request.repository, &request.revision, TEMPLATE_FILE) {
-                Ok(Some((bytes, place))) => Ok(Some(SourceFile {
-                    bytes,
-                    origin: SourceOrigin::Checkout(place),
-                })),
-                Ok(None) => Ok(None),
-                Err(detail) => Err(EvidenceReadError {
-                    detail,
-                    too_large: None,
-                }),
-            };
+            // A clone without that commit (or an hg revision) cannot vouch for the template:
+            // the bundle's copy is used, with its caveat.
+            match c.read_at(&request.repository, &request.revision, TEMPLATE_FILE) {
+                Ok(Some((bytes, place))) => {
+                    return Ok(Some(SourceFile {
+                        bytes,
+                        origin: SourceOrigin::Checkout(place),
+                    }));
+                }
+                Ok(None) => {}
+                Err(detail) => {
+                    return Err(EvidenceReadError {
+                        detail,
+                        too_large: None,
+                    });
+                }
+            }
         }
         let Some(entry) = self.index.sources.iter().find(|e| e.url == request.url) else {
             return Ok(None);

@@ -202,7 +202,17 @@ impl WorkerEnv {
         payloads: Vec<Value>,
         mutate: impl FnOnce(&mut Evidence, &Chain),
     ) -> Vec<TaskId> {
-        let (chain, tasks, evidence) = self.prepare_chain(payloads, mutate).await;
+        self.seed_at(payloads, mutate, None).await
+    }
+
+    /// [`WorkerEnv::seed`] with the decision task at `revision`.
+    pub async fn seed_at(
+        &self,
+        payloads: Vec<Value>,
+        mutate: impl FnOnce(&mut Evidence, &Chain),
+        revision: Option<&str>,
+    ) -> Vec<TaskId> {
+        let (chain, tasks, evidence) = self.prepare_chain_at(payloads, mutate, revision).await;
         let scratch = self.dir.join("scratch");
         for link in [&chain.decision, &chain.build] {
             seed::run_as_worker(
@@ -225,6 +235,17 @@ impl WorkerEnv {
         payloads: Vec<Value>,
         mutate: impl FnOnce(&mut Evidence, &Chain),
     ) -> (Chain, Vec<Link>, Evidence) {
+        self.prepare_chain_at(payloads, mutate, None).await
+    }
+
+    /// [`WorkerEnv::prepare_chain`] with the decision task at `revision` (default
+    /// `seed::REVISION`).
+    pub async fn prepare_chain_at(
+        &self,
+        payloads: Vec<Value>,
+        mutate: impl FnOnce(&mut Evidence, &Chain),
+        revision: Option<&str>,
+    ) -> (Chain, Vec<Link>, Evidence) {
         let mut chain = Chain::new(
             now(),
             ChainOptions {
@@ -232,6 +253,9 @@ impl WorkerEnv {
                 push: false,
             },
         );
+        if let Some(rev) = revision {
+            chain.set_revision(rev);
+        }
         let mut tasks = Vec::new();
         for mut payload in payloads {
             if payload.get("upstreamArtifacts").is_none() {
