@@ -18,6 +18,7 @@ pub mod demo;
 pub mod devqueue;
 pub mod ed25519_key;
 pub mod evidence;
+pub mod git_checkout;
 pub mod ids;
 pub mod jsone;
 pub mod keys_cli;
