@@ -19,6 +19,7 @@ pub mod devqueue;
 pub mod ed25519_key;
 pub mod evidence;
 pub mod exit;
+pub mod git_checkout;
 pub mod ids;
 pub mod jsone;
 pub mod keys_cli;
