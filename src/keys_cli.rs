@@ -175,6 +175,10 @@ pub enum KeysCommand {
         /// The worker implementation the worker's own keys must be trusted for.
         #[arg(long, default_value = "chainlock")]
         worker_impl: String,
+        /// The worker's config file: take `signing_key`, `ed25519_key`, `worker_impl` and
+        /// `keys_dir` from its `[chain_of_trust]` (instead of these flags and `--keys`).
+        #[arg(long, conflicts_with_all = ["signing_key", "ed25519_key", "worker_impl"])]
+        config: Option<PathBuf>,
         /// Warn about what breaks within this many days.
         #[arg(long, default_value_t = 30)]
         horizon_days: i64,
@@ -314,10 +318,30 @@ pub fn run(args: KeysArgs) -> Result<i32> {
         KeysCommand::List { horizon_days } => list(k, now, Duration::days(horizon_days)),
         KeysCommand::Remove { name, yes } => remove(k, now, &name, yes),
         KeysCommand::Status {
+            config: Some(config),
+            horizon_days,
+            ..
+        } => {
+            let config = crate::config::Config::load(&config, &crate::queue::ProcessEnv)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let cot = &config.chain_of_trust;
+            status(
+                &cot.keys_dir,
+                now,
+                OwnKeys {
+                    signing_key: Some(&cot.signing_key),
+                    ed25519_key: cot.ed25519_key.as_deref(),
+                    worker_impl: &cot.worker_impl,
+                },
+                Duration::days(horizon_days),
+            )
+        }
+        KeysCommand::Status {
             signing_key,
             ed25519_key,
             worker_impl,
             horizon_days,
+            config: None,
         } => status(
             k,
             now,

@@ -2598,3 +2598,41 @@ async fn offline_rebuild_binds_the_template_to_a_local_clone() {
     assert!(out.contains("does not match its sha256"), "{out}");
     env.stop().await;
 }
+
+/// `chainlock keys status --config` judges the worker's own signing key (and ed25519 key,
+/// when set) and the trust store named by the worker's config. The test policy expires in 30 days: within
+/// the default horizon that is a warning on every line (exit 0: nothing is broken yet);
+/// with a 7-day horizon every line is fine.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_status_reads_the_worker_config() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let status = |horizon: &str| {
+        let out = chainlock_bin()
+            .args(["keys", "status", "--horizon-days", horizon, "--config"])
+            .arg(env.dir.join("worker.toml"))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", stderr(&out));
+        stdout
+    };
+    for (horizon, label) in [("30", "WARN "), ("7", "ok ")] {
+        let stdout = status(horizon);
+        for needle in ["own signing key", "policy version"] {
+            let line = stdout
+                .lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} line:\n{stdout}"));
+            assert!(line.starts_with(label), "{horizon}: {line}");
+        }
+    }
+    // The flags that --config replaces cannot be given with it (usage error).
+    let out = chainlock_bin()
+        .args(["keys", "status", "--signing-key", "x", "--config"])
+        .arg(env.dir.join("worker.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
