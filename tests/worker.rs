@@ -2488,14 +2488,25 @@ async fn object_storage_uploads_every_artifact_through_the_object_service() {
 #[allow(clippy::disallowed_methods)] // tests build fixtures with the real git
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -2528,7 +2539,11 @@ async fn offline_rebuild_binds_the_template_to_a_local_clone() {
     let good = git(&repo, &["rev-parse", "HEAD"]);
     let mut t: Value = serde_json::from_slice(&template).unwrap();
     t["tasks"][0]["payload"]["image"] = json!("example/evil@sha256:00");
-    std::fs::write(repo.join(".taskcluster.yml"), serde_json::to_vec_pretty(&t).unwrap()).unwrap();
+    std::fs::write(
+        repo.join(".taskcluster.yml"),
+        serde_json::to_vec_pretty(&t).unwrap(),
+    )
+    .unwrap();
     git(&repo, &["commit", "-q", "-am", "changed"]);
     let changed = git(&repo, &["rev-parse", "HEAD"]);
     // An uncommitted work-tree edit is never read.
@@ -2540,9 +2555,16 @@ async fn offline_rebuild_binds_the_template_to_a_local_clone() {
     let cli = |args: Vec<String>| common::run_cli(&args);
     let export = |id: &TaskId, dir: &Path| {
         let (code, out, err) = cli(vec![
-            "verify".into(), id.to_string(), "--root-url".into(), root.clone(),
-            "--policy".into(), policy.clone(), "--keys".into(), keys.clone(),
-            "--export-bundle".into(), dir.display().to_string(),
+            "verify".into(),
+            id.to_string(),
+            "--root-url".into(),
+            root.clone(),
+            "--policy".into(),
+            policy.clone(),
+            "--keys".into(),
+            keys.clone(),
+            "--export-bundle".into(),
+            dir.display().to_string(),
         ]);
         assert_eq!(code, 0, "{out}\n{err}");
         let index: Value =
@@ -2551,13 +2573,22 @@ async fn offline_rebuild_binds_the_template_to_a_local_clone() {
         assert_eq!(sources.len(), 2, "{index}");
         for s in &sources {
             let bytes = std::fs::read(dir.join(s["file"].as_str().unwrap())).unwrap();
-            assert_eq!(s["sha256"], json!(hex::encode(sha2::Sha256::digest(&bytes))));
+            assert_eq!(
+                s["sha256"],
+                json!(hex::encode(sha2::Sha256::digest(&bytes)))
+            );
         }
     };
     let offline = |id: &TaskId, dir: &Path, source: Option<&Path>| {
         let mut args: Vec<String> = vec![
-            "verify".into(), id.to_string(), "--bundle".into(), dir.display().to_string(),
-            "--policy".into(), policy.clone(), "--keys".into(), keys.clone(),
+            "verify".into(),
+            id.to_string(),
+            "--bundle".into(),
+            dir.display().to_string(),
+            "--policy".into(),
+            policy.clone(),
+            "--keys".into(),
+            keys.clone(),
         ];
         if let Some(s) = source {
             args.extend(["--source".into(), s.display().to_string()]);
@@ -2566,29 +2597,47 @@ async fn offline_rebuild_binds_the_template_to_a_local_clone() {
     };
 
     // Decision task at the good commit.
-    let id = env.seed_at(vec![json!({"behaviour": "ok"})], |_, _| {}, Some(&good)).await.remove(0);
+    let id = env
+        .seed_at(vec![json!({"behaviour": "ok"})], |_, _| {}, Some(&good))
+        .await
+        .remove(0);
     let bundle = env.dir.join("bundle-good");
     export(&id, &bundle);
     let (code, out, err) = offline(&id, &bundle, None);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("[caveat] decision-rebuild: template taken from the bundle, not bound to the revision"), "{out}");
+    assert!(
+        out.contains(
+            "[caveat] decision-rebuild: template taken from the bundle, not bound to the revision"
+        ),
+        "{out}"
+    );
     let (code, out, err) = offline(&id, &bundle, Some(&repo));
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("[pass] decision-rebuild") && !out.contains("[caveat] decision-rebuild"), "{out}");
+    assert!(
+        out.contains("[pass] decision-rebuild") && !out.contains("[caveat] decision-rebuild"),
+        "{out}"
+    );
 
     // Decision task at the changed commit, served (and bundled) with the good template: the
     // bundle alone passes with its caveat; the clone shows the template at that commit differs.
-    let id = env.seed_at(vec![json!({"behaviour": "ok"})], |_, _| {}, Some(&changed)).await.remove(0);
+    let id = env
+        .seed_at(vec![json!({"behaviour": "ok"})], |_, _| {}, Some(&changed))
+        .await
+        .remove(0);
     let bundle = env.dir.join("bundle-changed");
     export(&id, &bundle);
     let (code, out, _) = offline(&id, &bundle, None);
     assert_eq!(code, 0, "{out}");
     let (code, out, _) = offline(&id, &bundle, Some(&repo));
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("[FAIL] decision-rebuild") && out.contains("/payload/image"), "{out}");
+    assert!(
+        out.contains("[FAIL] decision-rebuild") && out.contains("/payload/image"),
+        "{out}"
+    );
 
     // A bundle whose stored source does not match its recorded sha256 is refused.
-    let index: Value = serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
     let file = bundle.join(index["sources"][0]["file"].as_str().unwrap());
     let mut bytes = std::fs::read(&file).unwrap();
     bytes.push(b' ');

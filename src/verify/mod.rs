@@ -1386,9 +1386,11 @@ fn check_rebuilds(
         let outcome = rebuild_link(evidence, chain, states, policy, renderer, id, node, kind);
         if let Some(st) = states.get_mut(id) {
             match outcome {
-                Ok(None) => {}
-                Ok(Some(caveat)) => {
-                    st.caveated.insert(Check::DecisionRebuild, caveat);
+                Ok((caveat, notes)) => {
+                    if let Some(c) = caveat {
+                        st.caveated.insert(Check::DecisionRebuild, c);
+                    }
+                    st.caveats.extend(notes);
                 }
                 Err(e) => st.errors.push(e),
             }
@@ -1396,7 +1398,8 @@ fn check_rebuilds(
     }
 }
 
-/// One link's rebuild: `Ok(None)` passed, `Ok(Some(caveat))` passed with a caveat.
+/// One link's rebuild: passed, with the check's caveat (the template was not bound to the
+/// revision, or no rule applied) and the link's notes (push facts read from a bundle).
 #[allow(clippy::too_many_arguments)]
 fn rebuild_link(
     evidence: &dyn Evidence,
@@ -1407,7 +1410,7 @@ fn rebuild_link(
     id: &TaskId,
     node: &Node,
     kind: LinkKind,
-) -> Result<Option<String>, VerifyError> {
+) -> Result<(Option<String>, Vec<String>), VerifyError> {
     let fail = |detail: String| VerifyError::RebuildFailed {
         task_id: id.clone(),
         detail: clip(&detail),
@@ -1421,7 +1424,7 @@ fn rebuild_link(
     })?;
     let plan = match rebuild::plan(policy, id, &node.raw, &decision_id, &decision.raw)? {
         rebuild::Planned::Rebuild(p) => p,
-        rebuild::Planned::NotConfigured(why) => return Ok(Some(why)),
+        rebuild::Planned::NotConfigured(why) => return Ok((Some(why), Vec::new())),
     };
     let mut bytes = Vec::new();
     let mut unbound = Vec::new();
@@ -1443,9 +1446,8 @@ fn rebuild_link(
                     clip(&s.url)
                 ))
             })?;
-        match &file.origin {
-            rebuild::SourceOrigin::Fetched | rebuild::SourceOrigin::Checkout(_) => {}
-            rebuild::SourceOrigin::Bundled => unbound.push(s.url.clone()),
+        if file.origin == rebuild::SourceOrigin::Bundled {
+            unbound.push(s);
         }
         bytes.push(file.bytes);
     }
@@ -1490,13 +1492,27 @@ fn rebuild_link(
         parameters_yml: params.as_deref(),
     };
     rebuild::rebuild(&plan, &inputs, renderer)?;
-    if unbound.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(format!(
-            "template taken from the bundle, not bound to the revision {} ({})",
-            plan.revision,
-            unbound.join(", ")
-        )))
-    }
+    let caveat = unbound
+        .iter()
+        .find(|s| s.kind == rebuild::SourceKind::Template)
+        .map(|s| {
+            format!(
+                "template taken from the bundle, not bound to the revision {} ({}; give --source \
+                 with a clone holding that commit)",
+                plan.revision,
+                rebuild::shown_url(&s.url)
+            )
+        });
+    let notes = unbound
+        .iter()
+        .filter(|s| s.kind != rebuild::SourceKind::Template)
+        .map(|s| {
+            format!(
+                "push facts for the rebuild ({}) read from the bundle, where nothing signs them ({})",
+                s.kind.describe(),
+                rebuild::shown_url(&s.url)
+            )
+        })
+        .collect();
+    Ok((caveat, notes))
 }

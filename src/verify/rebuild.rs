@@ -57,6 +57,19 @@ pub enum SourceKind {
     PullRequest,
 }
 
+impl SourceKind {
+    /// For reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SourceKind::Template => ".taskcluster.yml",
+            SourceKind::Pushlog => "pushlog",
+            SourceKind::Commit => "commit API answer",
+            SourceKind::Release => "release API answer",
+            SourceKind::PullRequest => "pull-request API answer",
+        }
+    }
+}
+
 /// One source a rebuild needs, as the fetcher must request it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRequest {
