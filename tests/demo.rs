@@ -376,6 +376,10 @@ fn demo_with_data_dir_signs_verifies_publishes_and_keeps_everything() {
             .ends_with(&format!("everything is kept in {}", dir.display()))
     );
     assert!(out.contains("DEMO OK"), "{out}");
+    // The decision task was rebuilt from the demo repository's .taskcluster.yml (served over
+    // loopback), in the auditor's tree.
+    assert!(out.contains("[pass] decision-rebuild"), "{out}");
+    assert!(!out.contains("[caveat] decision-rebuild"), "{out}");
     // Nothing the demo started is left running (a gpg-agent for its gnupg home was).
     let left = processes_mentioning(&dir);
     assert!(left.is_empty(), "left running: {left:?}");

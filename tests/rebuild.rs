@@ -554,3 +554,169 @@ async fn hostile_templates_are_refused_within_their_budget() {
         .unwrap_err();
     assert!(detail(&e).contains("not valid YAML"), "{e}");
 }
+
+// ---- GitHub contexts beyond the reference's fixtures: release, pull request, cron ----
+
+fn git_policy(base: &str) -> ChainPolicy {
+    let text = format!(
+        "version = 1\n[worker_implementations.gw]\nsignature = \"ed25519\"\n\
+         [[queues]]\ntask_queue_id = \"p/decision\"\nworker_implementation = \"gw\"\nkind = \"decision\"\n\
+         [[repositories]]\nalias = \"r\"\nurl = \"https://github.com/o/r\"\n\
+         [repositories.rebuild]\nvcs = \"git\"\nenv_prefix = \"R\"\n\
+         template_url = \"{base}/gh-raw/o/r/{{revision}}/.taskcluster.yml\"\n\
+         release_url = \"{base}/gh-api/repos/o/r/releases/tags/{{tag}}\"\n\
+         pull_request_url = \"{base}/gh-api/repos/o/r/pulls/{{pull_request}}\"\n\
+         level = \"1\"\ntasks_for = [\"github-release\", \"github-pull-request\", \"cron\"]\n\
+         [[restricted_scopes]]\nscope = \"x:*\"\nrepositories = [\"r\"]\n\
+         [untrusted]\npull_request_tasks_for = []\nrepositories = []\nscheduler_ids = []\n\
+         [docker]\nprebuilt_image_kinds = []\n"
+    );
+    ChainPolicy::from_toml(&text).unwrap()
+}
+
+/// A template whose one task spells out the context fields each `tasks_for` provides.
+const GIT_TEMPLATE: &str = r#"
+version: 1
+tasks:
+  - $let:
+      rev:
+        $switch:
+          'tasks_for == "github-release"': '${event.release.tag_name}'
+          'tasks_for == "github-pull-request"': '${event.pull_request.head.sha}'
+          'tasks_for == "cron"': '${push.revision}'
+      more:
+        $switch:
+          'tasks_for == "github-release"':
+            WHO: '${event.sender.login}'
+            AT: '${event.release.target_commitish} ${event.release.published_at}'
+          'tasks_for == "github-pull-request"':
+            WHO: '${event.sender.login}'
+            R_PULL_REQUEST_NUMBER: '${event.pull_request.number}'
+            R_BASE_REV: '${event.pull_request.base.sha}'
+            PR: '${event.pull_request.number} ${event.repository.full_name} ${event.pull_request.base.sha}'
+          'tasks_for == "cron"':
+            WHO: '${event.sender.login}'
+            R_HEAD_BRANCH: '${push.branch}'
+            CRON: '${cron.job_name} ${repository.level} ${push.branch}'
+    in:
+      taskGroupId: '${ownTaskId}'
+      created: {$fromNow: ''}
+      deadline: {$fromNow: '1 day'}
+      expires: {$fromNow: '1 year'}
+      provisionerId: p
+      workerType: decision
+      scopes: []
+      payload:
+        env:
+          $merge:
+            - R_HEAD_REPOSITORY: https://github.com/o/r
+              R_HEAD_REV: '${rev}'
+            - $eval: more
+      metadata:
+        name: '${tasks_for}'
+        owner: someone@example.invalid
+        description: d
+        source: 'https://github.com/o/r/raw/${rev}/.taskcluster.yml'
+      extra:
+        $merge:
+          - tasks_for: '${tasks_for}'
+          - $if: 'tasks_for == "cron"'
+            then: {cron: {$json: {$eval: cron}}}
+            else: {}
+"#;
+
+fn git_decision(tasks_for: &str, rev: &str, env: Value) -> Value {
+    let mut e = json!({"R_HEAD_REPOSITORY": "https://github.com/o/r", "R_HEAD_REV": rev});
+    e.as_object_mut()
+        .unwrap()
+        .extend(env.as_object().unwrap().clone());
+    json!({
+        "taskGroupId": "VQU9QMO4Teq7zr91FhBusg",
+        "created": "2026-11-30T10:00:00.000Z",
+        "deadline": "2026-12-01T10:00:00.000Z",
+        "expires": "2027-11-30T10:00:00.000Z",
+        "provisionerId": "p", "workerType": "decision", "scopes": [],
+        "payload": {"env": e},
+        "metadata": {"name": tasks_for, "owner": "someone@example.invalid", "description": "d",
+                     "source": format!("https://github.com/o/r/raw/{rev}/.taskcluster.yml")},
+        "extra": {"tasks_for": tasks_for},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_release_pull_request_and_cron_contexts_rebuild() {
+    const SHA: &str = "1111111111111111111111111111111111111111";
+    let release = json!({"target_commitish": "main", "published_at": "2026-11-30T09:00:00Z",
+                         "author": {"login": "releaser"}});
+    let pr = json!({"number": 7, "head": {"sha": "stale", "user": {"login": "dev"}},
+                    "base": {"sha": "stale", "repo": {"full_name": "o/r"}}});
+    let h = host(vec![
+        (
+            "/gh-raw/o/r/v1.2.3/.taskcluster.yml".into(),
+            GIT_TEMPLATE.as_bytes().to_vec(),
+        ),
+        (
+            format!("/gh-raw/o/r/{SHA}/.taskcluster.yml"),
+            GIT_TEMPLATE.as_bytes().to_vec(),
+        ),
+        (
+            "/gh-api/repos/o/r/releases/tags/v1.2.3".into(),
+            release.to_string().into_bytes(),
+        ),
+        (
+            "/gh-api/repos/o/r/pulls/7".into(),
+            pr.to_string().into_bytes(),
+        ),
+    ])
+    .await;
+    let p = git_policy(&h.base);
+    let case = |def: Value| Case {
+        link_id: "VQU9QMO4Teq7zr91FhBusg",
+        link: def.clone(),
+        decision_id: "VQU9QMO4Teq7zr91FhBusg",
+        decision: def,
+        actions: None,
+        parameters: None,
+    };
+    let release_def = git_decision(
+        "github-release",
+        "v1.2.3",
+        json!({"WHO": "releaser", "AT": "main 2026-11-30T09:00:00Z"}),
+    );
+    case(release_def.clone())
+        .run(&p)
+        .await
+        .expect("github-release");
+    let mut forged = release_def;
+    forged["payload"]["env"]["WHO"] = json!("mallory");
+    let e = case(forged).run(&p).await.unwrap_err();
+    assert!(detail(&e).contains("/payload/env/WHO"), "{e}");
+
+    // The pull request: head and base shas come from the decision task, the rest from the API.
+    let pr_def = git_decision(
+        "github-pull-request",
+        SHA,
+        json!({"R_PULL_REQUEST_NUMBER": "7", "R_BASE_REV": "2222222222222222222222222222222222222222",
+               "WHO": "dev", "PR": "7 o/r 2222222222222222222222222222222222222222"}),
+    );
+    case(pr_def.clone())
+        .run(&p)
+        .await
+        .expect("github-pull-request");
+    let mut no_number = pr_def;
+    no_number["payload"]["env"]["R_PULL_REQUEST_NUMBER"] = json!("7/../../x");
+    let e = case(no_number).run(&p).await.unwrap_err();
+    assert!(
+        detail(&e).contains("PULL_REQUEST_NUMBER is missing or not a number"),
+        "{e}"
+    );
+
+    // git cron: the hook's cron context, the sender defaulting to TaskclusterHook.
+    let mut cron_def = git_decision(
+        "cron",
+        SHA,
+        json!({"R_HEAD_BRANCH": "main", "WHO": "TaskclusterHook", "CRON": "nightly 1 main"}),
+    );
+    cron_def["extra"]["cron"] = json!("{\"job_name\":\"nightly\"}");
+    case(cron_def).run(&p).await.expect("cron");
+}
