@@ -1226,19 +1226,7 @@ fn azure_poll_answers_survive_mutations() {
 
 /// The policy of the `rebuild_inputs` fuzz target: hg and git rules for the seeds' repository.
 fn rebuild_policy() -> ChainPolicy {
-    ChainPolicy::from_toml(
-        "version = 1\n[worker_implementations.gw]\nsignature = \"ed25519\"\n\
-         [[queues]]\ntask_queue_id = \"p/decision\"\nworker_implementation = \"gw\"\nkind = \"decision\"\n\
-         [[repositories]]\nalias = \"hg\"\nurl = \"https://hg.example/repo\"\n\
-         [repositories.rebuild]\nvcs = \"hg\"\nenv_prefix = \"GECKO\"\n\
-         template_url = \"https://hg.example/repo/raw-file/{revision}/.taskcluster.yml\"\n\
-         pushlog_url = \"https://hg.example/repo/json-pushes?changeset={revision}\"\n\
-         level = \"3\"\ntasks_for = [\"hg-push\", \"cron\", \"action\", \"pr-action\"]\n\
-         [[restricted_scopes]]\nscope = \"x:*\"\nrepositories = [\"hg\"]\n\
-         [untrusted]\npull_request_tasks_for = []\nrepositories = []\nscheduler_ids = []\n\
-         [docker]\nprebuilt_image_kinds = []\n",
-    )
-    .unwrap()
+    ChainPolicy::from_toml(&String::from_utf8(seed("chain-policy/rebuild.toml")).unwrap()).unwrap()
 }
 
 /// Every rebuild seed plans and builds its context unchanged; truncated and bit-flipped

@@ -17,25 +17,9 @@ use std::sync::OnceLock;
 fn policy() -> &'static ChainPolicy {
     static P: OnceLock<ChainPolicy> = OnceLock::new();
     P.get_or_init(|| {
-        ChainPolicy::from_toml(
-            "version = 1\n[worker_implementations.gw]\nsignature = \"ed25519\"\n\
-             [[queues]]\ntask_queue_id = \"p/decision\"\nworker_implementation = \"gw\"\nkind = \"decision\"\n\
-             [[repositories]]\nalias = \"hg\"\nurl = \"https://hg.example/repo\"\n\
-             [repositories.rebuild]\nvcs = \"hg\"\nenv_prefix = \"GECKO\"\n\
-             template_url = \"https://hg.example/repo/raw-file/{revision}/.taskcluster.yml\"\n\
-             pushlog_url = \"https://hg.example/repo/json-pushes?changeset={revision}\"\n\
-             level = \"3\"\ntasks_for = [\"hg-push\", \"cron\", \"action\", \"pr-action\"]\n\
-             [[repositories]]\nalias = \"gh\"\nurl = \"https://github.com/o/r\"\n\
-             [repositories.rebuild]\nvcs = \"git\"\nenv_prefix = \"GECKO\"\n\
-             template_url = \"https://raw.example/o/r/{revision}/.taskcluster.yml\"\n\
-             commit_url = \"https://api.example/commits/{revision}\"\n\
-             release_url = \"https://api.example/releases/{tag}\"\n\
-             pull_request_url = \"https://api.example/pulls/{pull_request}\"\n\
-             level = \"1\"\ntasks_for = [\"github-push\", \"github-release\", \"github-pull-request\", \"cron\", \"action\"]\n\
-             [[restricted_scopes]]\nscope = \"x:*\"\nrepositories = [\"hg\"]\n\
-             [untrusted]\npull_request_tasks_for = []\nrepositories = []\nscheduler_ids = []\n\
-             [docker]\nprebuilt_image_kinds = []\n",
-        )
+        ChainPolicy::from_toml(include_str!(
+            "../../tests/data/seeds/chain-policy/rebuild.toml"
+        ))
         .expect("a valid constant policy")
     })
 }
