@@ -499,16 +499,17 @@ fn rewrite_slugids(v: &mut Value, names: &mut Vec<String>) {
     }
 }
 
-/// The reference's `remove_empty_keys`: drop object members and array items whose value is
-/// `{}`, `null`, `[]` or the string `"null"` (json-e drops empty values; the runtime
-/// definition may carry them), recursively, judged before recursing.
+/// The reference's `remove_empty_keys`, stricter: drop object members and array items whose
+/// value is `{}`, `null` or `[]` (json-e drops empty values; the queue fills defaults such as
+/// `routes: []`), recursively, judged before recursing. The reference also drops the string
+/// `"null"`; we do not, so a runtime-only `FOO: "null"` (an environment variable, a scope) is
+/// a difference.
 pub fn remove_empty(v: &Value) -> Value {
     fn empty(v: &Value) -> bool {
         match v {
             Value::Null => true,
             Value::Object(m) => m.is_empty(),
             Value::Array(a) => a.is_empty(),
-            Value::String(s) => s == "null",
             _ => false,
         }
     }
@@ -1115,7 +1116,10 @@ mod tests {
     #[test]
     fn empty_values_are_dropped_as_the_reference_does() {
         let v = json!({"a": null, "b": {}, "c": [], "d": "null", "e": [1, null, {}], "f": {"g": {"h": null}}});
-        assert_eq!(remove_empty(&v), json!({"e": [1], "f": {"g": {}}}));
+        assert_eq!(
+            remove_empty(&v),
+            json!({"d": "null", "e": [1], "f": {"g": {}}})
+        );
     }
 
     #[test]
