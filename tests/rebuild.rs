@@ -591,6 +591,8 @@ tasks:
             AT: '${event.release.target_commitish} ${event.release.published_at}'
           'tasks_for == "github-pull-request"':
             WHO: '${event.sender.login}'
+            R_HEAD_REPOSITORY: '${event.pull_request.head.repo.html_url}'
+            R_BASE_REPOSITORY: 'https://github.com/${event.repository.full_name}'
             R_PULL_REQUEST_NUMBER: '${event.pull_request.number}'
             R_BASE_REV: '${event.pull_request.base.sha}'
             PR: '${event.pull_request.number} ${event.repository.full_name} ${event.pull_request.base.sha}'
@@ -648,8 +650,11 @@ async fn github_release_pull_request_and_cron_contexts_rebuild() {
     const SHA: &str = "1111111111111111111111111111111111111111";
     let release = json!({"target_commitish": "main", "published_at": "2026-11-30T09:00:00Z",
                          "author": {"login": "releaser"}});
-    let pr = json!({"number": 7, "head": {"sha": "stale", "user": {"login": "dev"}},
-                    "base": {"sha": "stale", "repo": {"full_name": "o/r"}}});
+    let pr = |n: u32, head_repo: &str| {
+        json!({"number": n, "head": {"sha": "stale", "user": {"login": "dev"},
+                                     "repo": {"html_url": head_repo}},
+               "base": {"sha": "stale", "repo": {"full_name": "o/r"}}})
+    };
     let h = host(vec![
         (
             "/gh-raw/o/r/v1.2.3/.taskcluster.yml".into(),
@@ -665,7 +670,11 @@ async fn github_release_pull_request_and_cron_contexts_rebuild() {
         ),
         (
             "/gh-api/repos/o/r/pulls/7".into(),
-            pr.to_string().into_bytes(),
+            pr(7, "https://github.com/o/r").to_string().into_bytes(),
+        ),
+        (
+            "/gh-api/repos/o/r/pulls/8".into(),
+            pr(8, "https://github.com/fork/r").to_string().into_bytes(),
         ),
     ])
     .await;
@@ -697,12 +706,33 @@ async fn github_release_pull_request_and_cron_contexts_rebuild() {
         "github-pull-request",
         SHA,
         json!({"R_PULL_REQUEST_NUMBER": "7", "R_BASE_REV": "2222222222222222222222222222222222222222",
+               "R_BASE_REPOSITORY": "https://github.com/o/r",
                "WHO": "dev", "PR": "7 o/r 2222222222222222222222222222222222222222"}),
     );
     case(pr_def.clone())
         .run(&p)
         .await
         .expect("github-pull-request");
+    // From a fork: the head repository has no rule; the base repository's applies.
+    let mut fork = git_decision(
+        "github-pull-request",
+        SHA,
+        json!({"R_PULL_REQUEST_NUMBER": "8", "R_BASE_REV": "2222222222222222222222222222222222222222",
+               "R_BASE_REPOSITORY": "https://github.com/o/r",
+               "WHO": "dev", "PR": "8 o/r 2222222222222222222222222222222222222222"}),
+    );
+    fork["payload"]["env"]["R_HEAD_REPOSITORY"] = json!("https://github.com/fork/r");
+    case(fork.clone())
+        .run(&p)
+        .await
+        .expect("github-pull-request from a fork");
+    // ... but only for pull requests: a push from the fork has no rule.
+    fork["extra"]["tasks_for"] = json!("github-push");
+    let e = case(fork).run(&p).await.unwrap_err();
+    assert!(
+        detail(&e).contains("no rebuild rule for repository https://github.com/fork/r"),
+        "{e}"
+    );
     let mut no_number = pr_def;
     no_number["payload"]["env"]["R_PULL_REQUEST_NUMBER"] = json!("7/../../x");
     let e = case(no_number).run(&p).await.unwrap_err();

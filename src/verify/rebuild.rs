@@ -281,7 +281,30 @@ pub fn plan<'p>(
             format!("decision task {decision} names no repository to rebuild from"),
         ));
     };
-    let Some(rule) = rule_for(policy, &repo_norm) else {
+    let tasks_for = link_raw
+        .pointer("/extra/tasks_for")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(link, "extra.tasks_for is missing or not a string"))?;
+    // A pull request from a fork names the fork as its head repository: its rule is the base
+    // repository's, the one the pull request was made to (`<PREFIX>_BASE_REPOSITORY`).
+    let is_pr = tasks_for.starts_with("github-pull-request");
+    let rule = rule_for(policy, &repo_norm).or_else(|| {
+        policy
+            .repositories
+            .iter()
+            .filter(|_| is_pr)
+            .filter_map(|r| r.rebuild.as_ref().map(|rule| (r, rule)))
+            .find(|(r, rule)| {
+                env_str(
+                    decision_raw,
+                    &format!("{}_BASE_REPOSITORY", rule.env_prefix),
+                )
+                .map(super::source::normalize_url)
+                    == Some(super::source::normalize_url(&r.url))
+            })
+            .map(|(_, rule)| rule)
+    });
+    let Some(rule) = rule else {
         let why = format!(
             "the chain policy has no rebuild rule for repository {repo_norm} (unknown project)"
         );
@@ -291,10 +314,6 @@ pub fn plan<'p>(
             Ok(Planned::NotConfigured(why))
         };
     };
-    let tasks_for = link_raw
-        .pointer("/extra/tasks_for")
-        .and_then(Value::as_str)
-        .ok_or_else(|| fail(link, "extra.tasks_for is missing or not a string"))?;
     if !rule.tasks_for.iter().any(|t| t == tasks_for) {
         return Err(fail(
             link,
