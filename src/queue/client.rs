@@ -551,24 +551,13 @@ impl QueueClient {
             Some(t) => t.path().to_owned(),
             None => path.to_owned(),
         };
-        let limit = self.inner.limits.upload_deadline;
         let mut headers = vec![(CONTENT_TYPE, content_type.to_owned())];
         if gzip {
             headers.push((CONTENT_ENCODING, "gzip".to_owned()));
         }
-        let attempts = self.retrying("PUT", &shown, true, || async {
-            let len = file_len(&body_path).await?;
-            self.put_once(&url, &shown, &body_path, &headers, len).await
-        });
-        let sent_bytes = tokio::time::timeout(limit, attempts).await.map_err(|_| {
-            QueueError::UploadDeadline {
-                url: shown.clone(),
-                limit,
-            }
-        })??;
-        if let Some(m) = &self.inner.metrics {
-            m.uploaded(sent_bytes);
-        }
+        let sent_bytes = self
+            .put_file(&url, &shown, &body_path, &headers, None)
+            .await?;
         Ok(UploadInfo {
             source_bytes,
             sent_bytes,
@@ -577,6 +566,36 @@ impl QueueClient {
 
     /// One PUT of `body_path`, whose length must be `len` (checked on the open file: a file
     /// that changed since is not sent), with `headers` (`Content-Type` among them).
+    /// PUTs `body_path` to `url`, retried as a whole within the upload deadline, and counts
+    /// the bytes sent. `len`: the length to declare (`None`: the file's, read per attempt).
+    async fn put_file(
+        &self,
+        url: &Url,
+        shown: &str,
+        body_path: &Path,
+        headers: &[(reqwest::header::HeaderName, String)],
+        len: Option<u64>,
+    ) -> Result<u64, QueueError> {
+        let limit = self.inner.limits.upload_deadline;
+        let attempts = self.retrying("PUT", shown, true, || async {
+            let len = match len {
+                Some(l) => l,
+                None => file_len(body_path).await?,
+            };
+            self.put_once(url, shown, body_path, headers, len).await
+        });
+        let sent_bytes = tokio::time::timeout(limit, attempts).await.map_err(|_| {
+            QueueError::UploadDeadline {
+                url: shown.to_owned(),
+                limit,
+            }
+        })??;
+        if let Some(m) = &self.inner.metrics {
+            m.uploaded(sent_bytes);
+        }
+        Ok(sent_bytes)
+    }
+
     async fn put_once(
         &self,
         url: &Url,
@@ -715,19 +734,9 @@ impl QueueClient {
         })?;
         let shown = display_url(&url);
         let headers = put_headers(&method.headers, content_type, len, &shown)?;
-        let limit = self.inner.limits.upload_deadline;
-        let attempts = self.retrying("PUT", &shown, true, || {
-            self.put_once(&url, &shown, path, &headers, len)
-        });
-        let sent_bytes = tokio::time::timeout(limit, attempts).await.map_err(|_| {
-            QueueError::UploadDeadline {
-                url: shown.clone(),
-                limit,
-            }
-        })??;
-        if let Some(m) = &self.inner.metrics {
-            m.uploaded(sent_bytes);
-        }
+        let sent_bytes = self
+            .put_file(&url, &shown, path, &headers, Some(len))
+            .await?;
         let finish = to_json(&FinishUploadRequest {
             project_id: object.project_id.clone(),
             upload_id: object.upload_id.clone(),
