@@ -1260,18 +1260,7 @@ async fn serve_artifact(
     name: String,
     req: &SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(req)?;
-    let id = task_id(&id)?;
-    // `public/` artifacts need no scope, authenticated or not (the real queue's anonymous role
-    // applies to every client): a worker fetching upstream evidence with task credentials
-    // must not be refused.
-    if !name.starts_with("public/") {
-        caller.require(&[format!("queue:get-artifact:{name}")])?;
-    }
-    let q = app.lock_swept().await?;
-    let rec = q.task(&id)?;
-    let (run, table) = run_artifacts(rec, &id, run)?;
-    let art = follow_links(table, &id, run, &name, crate::clock::now())?;
+    let (id, run, art) = readable_artifact(&app, &id, run, &name, req, crate::clock::now()).await?;
     let storage = art.storage_type.as_str();
     let builder = Response::builder().header("x-taskcluster-artifact-storage-type", storage);
     let redirect = |url: String| {
@@ -1305,6 +1294,30 @@ async fn serve_artifact(
 
 /// The artifact `name` names, links resolved server-side as the real queue does: 404 for a
 /// missing one (or an object artifact not finished yet), 410 for an expired one.
+/// The artifact `name` of a run (the latest when `run` is `None`) as the caller of `req` may
+/// read it, links followed at `now`: `public/` artifacts need no scope, authenticated or not
+/// (the real queue's anonymous role applies to every client), so a worker fetching upstream
+/// evidence with task credentials is never refused.
+async fn readable_artifact(
+    app: &App,
+    id: &str,
+    run: Option<u32>,
+    name: &str,
+    req: &SignedRequest,
+    now: DateTime<Utc>,
+) -> Result<(TaskId, u32, ArtifactRecord), ApiError> {
+    let caller = app.authenticate(req)?;
+    let id = task_id(id)?;
+    if !name.starts_with("public/") {
+        caller.require(&[format!("queue:get-artifact:{name}")])?;
+    }
+    let q = app.lock_swept().await?;
+    let rec = q.task(&id)?;
+    let (run, table) = run_artifacts(rec, &id, run)?;
+    let art = follow_links(table, &id, run, name, now)?.clone();
+    Ok((id, run, art))
+}
+
 fn follow_links<'a>(
     table: &'a std::collections::BTreeMap<String, ArtifactRecord>,
     id: &TaskId,

@@ -340,16 +340,8 @@ async fn artifact_content(
     name: String,
     req: &SignedRequest,
 ) -> ApiResult {
-    let caller = app.authenticate(req)?;
-    let id = task_id(&id)?;
-    if !name.starts_with("public/") {
-        caller.require(&[format!("queue:get-artifact:{name}")])?;
-    }
-    let q = app.lock_swept().await?;
-    let rec = q.task(&id)?;
-    let (run, table) = run_artifacts(rec, &id, run)?;
     let now = crate::clock::now();
-    let a = follow_links(table, &id, run, &name, now)?;
+    let (id, run, a) = readable_artifact(&app, &id, run, &name, req, now).await?;
     let body = match a.storage_type.as_str() {
         "object" => {
             let object = object_name(&id, run, &a.name);
