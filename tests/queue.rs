@@ -604,6 +604,8 @@ async fn state_survives_a_restart() {
         .with_timezone(&Utc);
     let src = dir.path().join("f");
     std::fs::write(&src, b"persisted").unwrap();
+    let record = data.join("tasks").join(format!("{id}.json"));
+    let before = std::fs::read(&record).unwrap();
     let CreateArtifactResponse::S3 { put_url, .. } = tq
         .create_artifact(
             &id,
@@ -624,6 +626,14 @@ async fn state_survives_a_restart() {
         .await
         .unwrap();
     h.shutdown().await;
+    // Issue 11: artifact changes are journal lines (createArtifact, the finished upload), not
+    // rewrites of the task record. A torn last line (a crash during an append that was never
+    // acknowledged) is ignored when the queue starts again.
+    assert_eq!(std::fs::read(&record).unwrap(), before);
+    let journal = data.join("tasks").join(format!("{id}.artifacts.jsonl"));
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    std::fs::write(&journal, format!("{text}{{\"run\":0,\"artif")).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -654,6 +664,15 @@ async fn state_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"persisted");
+    // A run transition saves the whole record, artifacts included, and ends the journal.
+    tq.report_completed(&id, 0).await.unwrap();
+    assert!(!journal.exists());
+    h.shutdown().await;
+    let h = start(&data, Duration::from_secs(1200)).await;
+    admin(&h)
+        .get_artifact_to_file(&id, 0, "private/f", &dest, 100)
+        .await
+        .unwrap();
     h.shutdown().await;
 }
 

@@ -571,6 +571,82 @@ async fn cancel_task_kills_the_script_and_reports_nothing() {
     a_lost_run_kills_the_script(TakenAway::Cancelled, (TaskState::Exception, "canceled")).await;
 }
 
+/// Issue 11: after a claim is lost, nothing more goes to that run. Someone resolves the run
+/// while its script finishes, long before the worker's next reclaim (a 20-minute claim), so
+/// the worker learns of it only from the queue's 409 on the first wave's createArtifact. The
+/// second wave (live.log, the chain-of-trust document and its signatures) and the report must
+/// not reach the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_lost_before_the_uploads_gets_no_second_wave_and_no_report() {
+    let env = WorkerEnv::start_in(
+        tempfile::tempdir().unwrap(),
+        Options {
+            token: TOKEN,
+            script: SCRIPT,
+            payload_schema: payload_schema(&[PAYLOAD_PROPERTIES, MAX_RUN_TIME, UPSTREAM_ARTIFACTS]),
+            claim_timeout: Some(Duration::from_secs(1200)),
+            claim_work_timeout: Duration::from_secs(2),
+            queue_extra: "",
+            timing: (0, 0, 1),
+            config_tail: String::new(),
+        },
+        |cfg| cfg.record_requests = true,
+    )
+    .await;
+    let marker = env.dir.join("started");
+    let id = env
+        .create(json!({"behaviour": "sleep", "secs": 2, "marker": marker}))
+        .await;
+    let child = env.spawn_worker(&["--max-tasks", "1"]);
+    wait_for_file(&marker).await;
+    env.client.report_failed(&id, 0).await.unwrap();
+    let out = wait_output(child).await;
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("createArtifact refused (409)"), "{log}");
+    assert!(log.contains("run lost"), "{log}");
+    assert!(
+        !log.contains("reclaim refused"),
+        "no reclaim was due: {log}"
+    );
+    assert_eq!(
+        env.last_run(&id).await,
+        (TaskState::Failed, Some("failed".into()))
+    );
+    let requests = env.queue.as_ref().unwrap().requests();
+    let run_path = format!("/api/queue/v1/task/{id}/runs/0/");
+    let to_run: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with(&run_path))
+        .map(|r| r.path[run_path.len()..].to_owned())
+        .collect();
+    // Our own reportFailed, and the first wave's createArtifact calls (all started together,
+    // each refused); nothing of the second wave and no report from the worker.
+    assert_eq!(
+        to_run.iter().filter(|p| *p == "failed").count(),
+        1,
+        "{to_run:?}"
+    );
+    for path in &to_run {
+        assert!(
+            path == "failed" || path.starts_with("artifacts/"),
+            "{to_run:?}"
+        );
+        for second_wave in ["live.log", "chain-of-trust.json"] {
+            assert!(
+                !path.contains(second_wave),
+                "{path} after the loss: {to_run:?}"
+            );
+        }
+    }
+    assert!(
+        to_run.iter().any(|p| p.starts_with("artifacts/")),
+        "the first wave was tried: {to_run:?}"
+    );
+    assert!(env.artifact_names(&id).await.is_empty());
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_uploads_and_reports_worker_shutdown() {
     let env = Env::new(Duration::from_secs(1200)).await;

@@ -160,7 +160,8 @@ pub fn canonical(s: &Settings) -> Vec<Row> {
 
 /// `chainlock script sign` (the release binary, as the worker runs it) over `n` × 1 MiB
 /// verified files, against a `gpg --detach-sign --armor` loop over the same files with a key
-/// of the same kind (ed25519), one gpg process per file as a shell loop would.
+/// of the same kind (ed25519), one gpg process per file as a shell loop would. Each side is
+/// the best of 3 runs.
 #[allow(clippy::disallowed_methods)] // the benchmark runs the real binary and real gpg
 pub fn sign_vs_gpg(settings: &Settings) -> Vec<Row> {
     use sha2::Digest as _;
@@ -227,22 +228,28 @@ pub fn sign_vs_gpg(settings: &Settings) -> Vec<Row> {
         ),
     )
     .expect("sign.toml");
-    let start = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
-        .args(["script", "sign", "--config"])
-        .arg(&config)
-        .env_clear()
-        .env("TASK_ID", "Wm2tTUqhS7aCgeSeAMnPJg")
-        .env("RUN_ID", "0")
-        .env("TASKCLUSTER_ROOT_URL", "http://127.0.0.1:1")
-        .env("CHAINLOCK_WORK_DIR", &work)
-        .env("CHAINLOCK_ARTIFACT_DIR", &out)
-        .current_dir(&work)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("chainlock script sign");
-    let ours = start.elapsed();
-    assert!(status.success(), "chainlock script sign failed");
+    // Best of 3 for both sides: the machine is shared, and one slow run says little.
+    let mut ours = std::time::Duration::MAX;
+    for _ in 0..3 {
+        std::fs::remove_dir_all(&out).expect("clear the artifact dir");
+        std::fs::create_dir_all(&out).expect("artifact dir");
+        let start = Instant::now();
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_chainlock"))
+            .args(["script", "sign", "--config"])
+            .arg(&config)
+            .env_clear()
+            .env("TASK_ID", "Wm2tTUqhS7aCgeSeAMnPJg")
+            .env("RUN_ID", "0")
+            .env("TASKCLUSTER_ROOT_URL", "http://127.0.0.1:1")
+            .env("CHAINLOCK_WORK_DIR", &work)
+            .env("CHAINLOCK_ARTIFACT_DIR", &out)
+            .current_dir(&work)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("chainlock script sign");
+        ours = ours.min(start.elapsed());
+        assert!(status.success(), "chainlock script sign failed");
+    }
     let mb = (n as u64) << 20;
     let mut rows = vec![Row {
         name: format!("script sign {n} x 1 MiB"),
@@ -287,21 +294,24 @@ pub fn sign_vs_gpg(settings: &Settings) -> Vec<Row> {
         });
         return rows;
     }
-    let start = Instant::now();
-    for i in 0..n {
-        let file = cot.join(format!("f{i:03}.bin"));
-        let sig = tmp.path().join(format!("g{i:03}.asc"));
-        let ok = gpg(&[
-            "--yes".as_ref(),
-            "--detach-sign".as_ref(),
-            "--armor".as_ref(),
-            "-o".as_ref(),
-            sig.as_os_str(),
-            file.as_os_str(),
-        ]);
-        assert!(ok.is_ok_and(|s| s.success()), "gpg --detach-sign");
+    let mut theirs = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        for i in 0..n {
+            let file = cot.join(format!("f{i:03}.bin"));
+            let sig = tmp.path().join(format!("g{i:03}.asc"));
+            let ok = gpg(&[
+                "--yes".as_ref(),
+                "--detach-sign".as_ref(),
+                "--armor".as_ref(),
+                "-o".as_ref(),
+                sig.as_os_str(),
+                file.as_os_str(),
+            ]);
+            assert!(ok.is_ok_and(|s| s.success()), "gpg --detach-sign");
+        }
+        theirs = theirs.min(start.elapsed());
     }
-    let theirs = start.elapsed();
     let _ = std::process::Command::new("gpgconf")
         .env("GNUPGHOME", &home)
         .args(["--kill", "all"])

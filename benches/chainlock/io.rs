@@ -219,7 +219,106 @@ async fn transfer_async(s: &Settings, upload: bool, download: bool) -> Vec<Row> 
         }
         std::fs::remove_file(&src).ok();
     }
+    if upload {
+        rows.extend(upload_against_curl(&tq, &id, s.large_mib, dir.path(), expires).await);
+    }
     handle.shutdown().await;
+    rows
+}
+
+/// Issue 11: an uncompressed upload of the large (incompressible) file by
+/// `QueueClient::upload_file`, and `curl -T` of the same file to another presigned URL of the
+/// same dev queue, alternating, best of 2 each. Both hit the same in-process server, so the
+/// ratio is the client's share.
+async fn upload_against_curl(
+    tq: &QueueClient,
+    id: &TaskId,
+    mib: u64,
+    dir: &Path,
+    expires: chrono::DateTime<chrono::Utc>,
+) -> Vec<Row> {
+    let src = dir.join(format!("target-{mib}.bin"));
+    write_binary(&src, mib * MIB);
+    // On disk before either side runs: otherwise the first upload shares the disk with the
+    // write-back of its own source (the dev queue fsyncs each blob it stores).
+    std::fs::File::open(&src)
+        .and_then(|f| f.sync_all())
+        .expect("sync bench file");
+    let ct = "application/octet-stream";
+    let put_url = |name: String| async move {
+        let r = tq
+            .create_artifact(
+                id,
+                0,
+                &name,
+                &CreateArtifactRequest::S3 {
+                    expires,
+                    content_type: ct.into(),
+                    content_length: Some(mib * MIB),
+                },
+            )
+            .await
+            .expect("createArtifact");
+        let CreateArtifactResponse::S3 { put_url, .. } = r else {
+            panic!("the dev queue answers s3 for s3 requests")
+        };
+        put_url
+    };
+    // Alternating, best of 2 each: neither side always runs on a warmer (or busier) machine.
+    let (mut took, mut curl_took, mut rss) = (Duration::MAX, Duration::MAX, None);
+    let mut curl = Ok(std::process::ExitStatus::default());
+    for round in 0..2 {
+        let ours = put_url(format!("public/build/ours-{mib}-{round}.bin")).await;
+        let start = Instant::now();
+        let (up, grew) = with_peak_rss_async(tq.upload_file(&ours, &src, ct, false)).await;
+        took = took.min(start.elapsed());
+        rss = rss.max(grew);
+        let up = up.expect("upload");
+        assert_eq!(up.sent_bytes, mib * MIB, "uploaded length");
+        let theirs = put_url(format!("public/build/curl-{mib}-{round}.bin")).await;
+        let start = Instant::now();
+        #[allow(clippy::disallowed_methods)] // the reference client, not a script
+        let status = tokio::process::Command::new("curl")
+            .args(["-sS", "-f", "-o", "/dev/null", "-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {ct}"))
+            // No `Expect: 100-continue` round trip: chainlock does not make one either.
+            .args(["-H", "Expect:", "-T"])
+            .arg(&src)
+            .arg(theirs.expose())
+            .status()
+            .await;
+        curl_took = curl_took.min(start.elapsed());
+        match status {
+            Ok(s) if s.success() => {}
+            other => {
+                curl = other;
+                break;
+            }
+        }
+    }
+    let mut rows = vec![Row {
+        name: format!("upload raw {mib} MiB"),
+        time: took,
+        rate: mb_per_s(mib * MIB, took),
+        rss,
+        note: "QueueClient::upload_file, no gzip; RSS includes the dev queue".into(),
+    }];
+    match curl {
+        Ok(status) if status.success() => {
+            rows.push(Row {
+                name: format!("curl PUT {mib} MiB"),
+                time: curl_took,
+                rate: mb_per_s(mib * MIB, curl_took),
+                rss: None,
+                note: format!(
+                    "the same dev queue; chainlock at {:.0}% of curl's throughput (goal >= 90%)",
+                    100.0 * curl_took.as_secs_f64() / took.as_secs_f64().max(1e-9)
+                ),
+            });
+        }
+        other => eprintln!("curl PUT skipped: {other:?}"),
+    }
+    std::fs::remove_file(&src).ok();
     rows
 }
 

@@ -1044,8 +1044,12 @@ async fn create_artifact(
     } else {
         json!({ "storageType": new.storage_type })
     };
+    app.0
+        .store
+        .append_artifact(&id, run as usize, &new)
+        .await
+        .map_err(internal)?;
     slot.insert(name, new);
-    app.persist(&q, std::slice::from_ref(&id)).await?;
     Ok(json_response(response))
 }
 
@@ -1168,8 +1172,13 @@ async fn upload_blob(
         a.uploaded = true;
         a.content_length = Some(n);
         a.content_encoding = encoding;
+        let a = a.clone();
+        app.0
+            .store
+            .append_artifact(&id, run as usize, &a)
+            .await
+            .map_err(internal)?;
     }
-    app.persist(&q, std::slice::from_ref(&id)).await?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -1,14 +1,28 @@
 //! Persistence of the dev queue: one JSON file per task (written to a temporary file and
-//! renamed, so a crash never leaves a half-written record) and artifact blobs on disk.
+//! renamed, so a crash never leaves a half-written record), an append-only artifact journal per
+//! task, and artifact blobs on disk.
+//!
+//! Artifact changes (createArtifact, a finished upload) are frequent and small: each is one line
+//! appended to `tasks/<id>.artifacts.jsonl` and flushed (`fdatasync`), not a rewrite and fsync
+//! of the whole task record. Loading replays the journal over the record; the next full save of
+//! the record (any run transition) holds every artifact and removes the journal. A torn last
+//! line (a crash during its append, so never acknowledged) is ignored.
 
 use crate::devqueue::DevQueueError;
-use crate::devqueue::state::TaskRecord;
+use crate::devqueue::state::{ArtifactRecord, TaskRecord};
 use crate::ids::TaskId;
 use crate::secret::Secret;
 use sha2::Digest as _;
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+
+/// One line of an artifact journal: the artifact's whole new state in run `run`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalEntry {
+    run: usize,
+    artifact: ArtifactRecord,
+}
 
 /// The data directory.
 #[derive(Debug, Clone)]
@@ -68,6 +82,73 @@ impl Store {
         self.dir.join("tasks").join(format!("{id}.json"))
     }
 
+    fn journal_path(&self, id: &TaskId) -> PathBuf {
+        self.dir.join("tasks").join(format!("{id}.artifacts.jsonl"))
+    }
+
+    /// Appends one artifact's new state to its task's journal and flushes it to disk.
+    pub(crate) async fn append_artifact(
+        &self,
+        id: &TaskId,
+        run: usize,
+        artifact: &ArtifactRecord,
+    ) -> Result<(), DevQueueError> {
+        use tokio::io::AsyncWriteExt as _;
+        let path = self.journal_path(id);
+        let entry = JournalEntry {
+            run,
+            artifact: artifact.clone(),
+        };
+        // Records are plain data; serializing them cannot fail.
+        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        line.push(b'\n');
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .await
+            .map_err(io("open", &path))?;
+        f.write_all(&line).await.map_err(io("append", &path))?;
+        f.sync_data().await.map_err(io("sync", &path))
+    }
+
+    /// Replays `id`'s journal (if any) over `rec`.
+    async fn replay_journal(&self, rec: &mut TaskRecord) -> Result<(), DevQueueError> {
+        let path = self.journal_path(&rec.task_id);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        let last = lines.len().saturating_sub(1);
+        for (i, line) in lines.iter().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let entry: JournalEntry = match serde_json::from_slice(line) {
+                Ok(e) => e,
+                // Only the unterminated last line can be torn; anything else is corruption.
+                Err(_) if i == last => break,
+                Err(source) => return Err(DevQueueError::CorruptState { path, source }),
+            };
+            let Some(slot) = rec.artifacts.get_mut(entry.run) else {
+                return Err(DevQueueError::CorruptState {
+                    path,
+                    source: serde::de::Error::custom(format!(
+                        "journal line {} names run {} of a task with {} runs",
+                        i + 1,
+                        entry.run,
+                        rec.artifacts.len()
+                    )),
+                });
+            };
+            slot.insert(entry.artifact.name.clone(), entry.artifact);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn load_tasks(&self) -> Result<HashMap<TaskId, TaskRecord>, DevQueueError> {
         let dir = self.dir.join("tasks");
         let mut out = HashMap::new();
@@ -78,8 +159,9 @@ impl Store {
                 continue; // leftovers of an interrupted write
             }
             let bytes = tokio::fs::read(&path).await.map_err(io("read", &path))?;
-            let rec: TaskRecord = serde_json::from_slice(&bytes)
+            let mut rec: TaskRecord = serde_json::from_slice(&bytes)
                 .map_err(|source| DevQueueError::CorruptState { path, source })?;
+            self.replay_journal(&mut rec).await?;
             out.insert(rec.task_id.clone(), rec);
         }
         Ok(out)
@@ -95,7 +177,14 @@ impl Store {
             .map_err(io("write", &tmp))?;
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(io("rename", &tmp))
+            .map_err(io("rename", &tmp))?;
+        // The record now holds every artifact the journal had.
+        let journal = self.journal_path(&rec.task_id);
+        match tokio::fs::remove_file(&journal).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &journal)(e)),
+        }
     }
 
     /// Where the bytes of an `s3` artifact live. The name is hashed so any artifact name maps

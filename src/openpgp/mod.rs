@@ -540,23 +540,128 @@ pub fn sign_detached_armored(
         .map_err(crypto("signing"))?
         .sign_message(&mut signer, bytes)
         .map_err(crypto("signing"))?;
-    let mut out = Vec::new();
-    {
-        let mut w =
-            pgp::armor::Writer::new(&mut out, pgp::armor::Kind::Signature).map_err(|e| {
-                OpenPgpError::Crypto {
-                    operation: "armoring",
+    armor_signature(sig)
+}
+
+/// What one read of a file gives the sign script: its detached signature and the digests it
+/// publishes (`SHA256SUMS`, `SHA512SUMS`) and checks against the verified manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedFile {
+    /// ASCII-armored detached signature.
+    pub armored: Vec<u8>,
+    /// sha256 of the bytes signed.
+    pub sha256: [u8; 32],
+    /// sha512 of the bytes signed.
+    pub sha512: [u8; 64],
+    /// Number of bytes signed.
+    pub size: u64,
+}
+
+/// Read size of [`sign_detached_with_digests`].
+const SIGN_READ: usize = 256 * 1024;
+
+/// Signs what `data` yields (detached, binary, created at `at`) and takes its sha256 and sha512
+/// in the same single read. The signature's own hash context is fed directly and signed with
+/// [`SignatureBuilder::sign_hash`]; when it is SHA-512 (sequoia's default, as for the streaming
+/// signer) its state is cloned at the end of the data to give the file's sha512, so each byte
+/// goes through two hash functions, not three. A v6 key's salt is hashed first, as RFC 9580
+/// wants, and put into the signature.
+pub fn sign_detached_with_digests(
+    key: &SigningKey,
+    mut data: impl Read,
+    at: DateTime<Utc>,
+) -> Result<SignedFile, OpenPgpError> {
+    use pgp::types::HashAlgorithm;
+    let algo = HashAlgorithm::default();
+    let version = key.keypair.public().version();
+    let mut sig_ctx = algo
+        .context()
+        .map_err(crypto("signing"))?
+        .for_signature(version);
+    let mut builder = SignatureBuilder::new(SignatureType::Binary)
+        .set_hash_algo(algo)
+        .set_signature_creation_time(to_system(at))
+        .map_err(crypto("signing"))?;
+    if version == 6 {
+        let mut salt = vec![0; algo.salt_size().map_err(crypto("signing"))?];
+        pgp::crypto::random(&mut salt).map_err(crypto("signing"))?;
+        sig_ctx.update(&salt);
+        builder = builder.set_prefix_salt(salt).0;
+    }
+    let mut sha256 = HashAlgorithm::SHA256
+        .context()
+        .map_err(crypto("hashing"))?
+        .for_digest();
+    // Only when the signature does not hash with SHA-512 already.
+    let mut sha512 = if algo == HashAlgorithm::SHA512 && version == 4 {
+        None
+    } else {
+        Some(
+            HashAlgorithm::SHA512
+                .context()
+                .map_err(crypto("hashing"))?
+                .for_digest(),
+        )
+    };
+    let mut buf = vec![0u8; SIGN_READ];
+    let mut size: u64 = 0;
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(OpenPgpError::Crypto {
+                    operation: "reading the data to sign",
                     reason: e.to_string(),
-                }
-            })?;
-        Packet::from(sig)
-            .serialize(&mut w)
-            .map_err(crypto("armoring"))?;
-        w.finalize().map_err(|e| OpenPgpError::Crypto {
+                });
+            }
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        sig_ctx.update(chunk);
+        sha256.update(chunk);
+        if let Some(h) = sha512.as_mut() {
+            h.update(chunk);
+        }
+        size = size.saturating_add(n as u64);
+    }
+    let mut digest256 = [0u8; 32];
+    sha256.digest(&mut digest256).map_err(crypto("hashing"))?;
+    let mut digest512 = [0u8; 64];
+    match sha512 {
+        Some(mut h) => h.digest(&mut digest512),
+        // The signature context holds exactly the file's bytes so far (v4: no salt).
+        None => sig_ctx.clone().digest(&mut digest512),
+    }
+    .map_err(crypto("hashing"))?;
+    let mut signer = key.keypair.clone();
+    let sig = builder
+        .sign_hash(&mut signer, sig_ctx)
+        .map_err(crypto("signing"))?;
+    Ok(SignedFile {
+        armored: armor_signature(sig)?,
+        sha256: digest256,
+        sha512: digest512,
+        size,
+    })
+}
+
+/// The ASCII armor of one signature packet.
+fn armor_signature(sig: Signature) -> Result<Vec<u8>, OpenPgpError> {
+    let mut out = Vec::new();
+    let mut w = pgp::armor::Writer::new(&mut out, pgp::armor::Kind::Signature).map_err(|e| {
+        OpenPgpError::Crypto {
             operation: "armoring",
             reason: e.to_string(),
-        })?;
-    }
+        }
+    })?;
+    Packet::from(sig)
+        .serialize(&mut w)
+        .map_err(crypto("armoring"))?;
+    w.finalize().map_err(|e| OpenPgpError::Crypto {
+        operation: "armoring",
+        reason: e.to_string(),
+    })?;
     Ok(out)
 }
 
@@ -913,6 +1018,44 @@ mod tests {
         assert_eq!(v.created, t(10));
         let err = verify_detached(&[&cert], b"hellO", &sig).expect_err("tampered");
         assert!(matches!(err, OpenPgpError::BadSignature { .. }), "{err:?}");
+    }
+
+    /// The one-pass signer: the signature verifies over the bytes read, and the digests are
+    /// those of the same bytes (for a v4 key the sha512 is a copy of the signature's state,
+    /// taken before the signature trailer is hashed). A v6 key's signature is salted.
+    #[test]
+    fn one_pass_signature_and_digests() {
+        use sha2::Digest as _;
+        let v4 = generate_key("v4 <t@example.org>", t(0), None).expect("generate");
+        let (v6_cert, _) = CertBuilder::new()
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .set_profile(pgp::Profile::RFC9580)
+            .expect("profile")
+            .set_creation_time(to_system(t(0)))
+            .add_userid("v6")
+            .add_signing_subkey()
+            .generate()
+            .expect("generate v6");
+        let v6 = signing_key_from_tsk(v6_cert, t(0)).expect("v6 key");
+        assert_eq!(v6.keypair.public().version(), 6);
+        // Longer than one read, and empty.
+        let long: Vec<u8> = (0..SIGN_READ * 2 + 17).map(|i| (i % 251) as u8).collect();
+        for key in [&v4, &v6] {
+            for data in [&long[..], b""] {
+                let signed = sign_detached_with_digests(key, data, t(10)).expect("sign");
+                assert_eq!(signed.size, data.len() as u64);
+                assert_eq!(signed.sha256[..], sha2::Sha256::digest(data)[..]);
+                assert_eq!(signed.sha512[..], sha2::Sha512::digest(data)[..]);
+                let cert = key.public_cert();
+                let v = verify_detached(&[&cert], data, &signed.armored).expect("verify");
+                assert_eq!(v.signing_fingerprint, key.signing_fingerprint());
+                assert_eq!(v.created, t(10));
+                let mut other = data.to_vec();
+                other.push(0);
+                let err = verify_detached(&[&cert], &other, &signed.armored).expect_err("tamper");
+                assert!(matches!(err, OpenPgpError::BadSignature { .. }), "{err:?}");
+            }
+        }
     }
 
     #[test]

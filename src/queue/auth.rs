@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Why a request could not be signed or a certificate could not be built or checked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
     /// The certificate of temporary credentials is not a JSON object.
@@ -118,7 +118,76 @@ pub fn normalized_string(
     )
 }
 
-/// Builds the `Authorization` header value (`Hawk id="…", …`).
+/// One credential set, ready to sign: the HMAC key is built once (not per request) and the
+/// `ext` carrying a temporary credential's certificate is encoded once. `Debug` shows the
+/// clientId only.
+pub struct HawkSigner {
+    credentials: hawk::Credentials,
+    ext: Option<String>,
+}
+
+impl std::fmt::Debug for HawkSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HawkSigner")
+            .field("client_id", &self.credentials.id)
+            .field("temporary", &self.ext.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HawkSigner {
+    /// Prepares `client_id`/`access_token` (and the certificate of temporary credentials).
+    pub fn new(
+        client_id: &str,
+        access_token: &Secret,
+        certificate: Option<&Secret>,
+    ) -> Result<HawkSigner, AuthError> {
+        if client_id.contains(['"', '\\']) {
+            return Err(AuthError::BadHeaderComponent { field: "id" });
+        }
+        Ok(HawkSigner {
+            credentials: hawk::Credentials {
+                id: client_id.to_owned(),
+                key: hawk::Key::new(
+                    access_token.expose().as_bytes(),
+                    hawk::DigestAlgorithm::Sha256,
+                )?,
+            },
+            ext: ext_for_certificate(certificate)?,
+        })
+    }
+
+    /// The `Authorization` header value (`Hawk id="…", …`) for `req` at `ts` with `nonce`.
+    pub fn header(
+        &self,
+        req: &HawkRequest<'_>,
+        hash: Option<&[u8]>,
+        ts: DateTime<Utc>,
+        nonce: &str,
+    ) -> Result<String, AuthError> {
+        header_with(&self.credentials, req, hash, self.ext.as_deref(), ts, nonce)
+    }
+}
+
+fn header_with(
+    credentials: &hawk::Credentials,
+    req: &HawkRequest<'_>,
+    hash: Option<&[u8]>,
+    ext: Option<&str>,
+    ts: DateTime<Utc>,
+    nonce: &str,
+) -> Result<String, AuthError> {
+    let secs = u64::try_from(ts.timestamp()).map_err(|_| AuthError::TimeBeforeEpoch(ts))?;
+    let header = hawk::RequestBuilder::new(req.method, req.host, req.port, req.resource)
+        .hash(hash)
+        .ext(ext)
+        .request()
+        .make_header_full(credentials, UNIX_EPOCH + Duration::from_secs(secs), nonce)?;
+    Ok(format!("Hawk {header}"))
+}
+
+/// Builds the `Authorization` header value (`Hawk id="…", …`) for a one-off request (tests,
+/// reference vectors); clients sign through a [`HawkSigner`] made once per credential set.
 pub fn authorization_header(
     client_id: &str,
     access_token: &Secret,
@@ -131,7 +200,6 @@ pub fn authorization_header(
     if client_id.contains(['"', '\\']) {
         return Err(AuthError::BadHeaderComponent { field: "id" });
     }
-    let secs = u64::try_from(ts.timestamp()).map_err(|_| AuthError::TimeBeforeEpoch(ts))?;
     let credentials = hawk::Credentials {
         id: client_id.to_owned(),
         key: hawk::Key::new(
@@ -139,12 +207,7 @@ pub fn authorization_header(
             hawk::DigestAlgorithm::Sha256,
         )?,
     };
-    let header = hawk::RequestBuilder::new(req.method, req.host, req.port, req.resource)
-        .hash(hash)
-        .ext(ext)
-        .request()
-        .make_header_full(&credentials, UNIX_EPOCH + Duration::from_secs(secs), nonce)?;
-    Ok(format!("Hawk {header}"))
+    header_with(&credentials, req, hash, ext, ts, nonce)
 }
 
 /// A fresh random nonce (URL-safe, 12 characters).
@@ -331,6 +394,52 @@ mod tests {
             hmac_b64(b"my-access-token", norm.as_bytes(), false),
             header_mac(&h)
         );
+    }
+
+    /// Issue 11: one HMAC key per credential set. The prepared signer gives the same header
+    /// as the one-off function (permanent and temporary credentials), its `Debug` shows neither
+    /// the access token nor the certificate, and a bad certificate fails when it is prepared.
+    #[test]
+    fn a_prepared_signer_matches_the_one_off_header_and_hides_its_secrets() {
+        let req = HawkRequest {
+            method: "POST",
+            host: "tc.example.com",
+            port: 443,
+            resource: "/api/queue/v1/task/abc/runs/0/completed",
+        };
+        let token = Secret::new("my-access-token");
+        for cert in [None, Some(Secret::new(CERT_B))] {
+            let signer = HawkSigner::new("my-client", &token, cert.as_ref()).unwrap();
+            let ext = ext_for_certificate(cert.as_ref()).unwrap();
+            for (ts, nonce) in [(1700000100, "abc123"), (1700000200, "xyz789")] {
+                let one_off = authorization_header(
+                    "my-client",
+                    &token,
+                    &req,
+                    Some(b"h"),
+                    ext.as_deref(),
+                    at(ts),
+                    nonce,
+                )
+                .unwrap();
+                assert_eq!(
+                    signer.header(&req, Some(b"h"), at(ts), nonce).unwrap(),
+                    one_off
+                );
+            }
+            let shown = format!("{signer:?}");
+            assert!(shown.contains("my-client"), "{shown}");
+            assert!(!shown.contains("my-access-token"), "{shown}");
+            assert!(!shown.contains("signature"), "{shown}");
+        }
+        assert!(matches!(
+            HawkSigner::new("my-client", &token, Some(&Secret::new("not json"))),
+            Err(AuthError::CertificateNotJson)
+        ));
+        assert!(matches!(
+            HawkSigner::new("my\"client", &token, None),
+            Err(AuthError::BadHeaderComponent { field: "id" })
+        ));
     }
 
     const CERT_B: &str = r#"{"version":1,"scopes":["queue:reclaim-task:abc/0"],"start":1700000000000,"expiry":1700001200000,"seed":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","issuer":"static/taskcluster/queue","signature":"BYJDCGeIeM8lGOEJt+QGMC8wB61UOWczy/Vsmekc+Yc="}"#;

@@ -212,7 +212,28 @@ struct Inner {
 #[derive(Clone)]
 pub struct QueueClient {
     inner: Arc<Inner>,
-    credentials: Option<Arc<Credentials>>,
+    credentials: Option<Arc<Signing>>,
+}
+
+/// A credential set and its prepared Hawk signer (one HMAC key per credential set, not per
+/// request). A certificate that cannot be used fails each request with the same error.
+struct Signing {
+    credentials: Credentials,
+    signer: Result<auth::HawkSigner, auth::AuthError>,
+}
+
+impl Signing {
+    fn new(credentials: Credentials) -> Arc<Signing> {
+        let signer = auth::HawkSigner::new(
+            &credentials.client_id,
+            &credentials.access_token,
+            credentials.certificate.as_ref(),
+        );
+        Arc::new(Signing {
+            credentials,
+            signer,
+        })
+    }
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -221,7 +242,10 @@ impl std::fmt::Debug for QueueClient {
             .field("root_url", &self.inner.root_url)
             .field(
                 "client_id",
-                &self.credentials.as_ref().map(|c| c.client_id.as_str()),
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|c| c.credentials.client_id.as_str()),
             )
             .finish()
     }
@@ -276,7 +300,7 @@ impl QueueClient {
                 limits: ClientLimits::default(),
                 metrics: None,
             }),
-            credentials: credentials.map(Arc::new),
+            credentials: credentials.map(Signing::new),
         })
     }
 
@@ -306,7 +330,7 @@ impl QueueClient {
     pub fn with_credentials(&self, credentials: Credentials) -> QueueClient {
         QueueClient {
             inner: self.inner.clone(),
-            credentials: Some(Arc::new(credentials)),
+            credentials: Some(Signing::new(credentials)),
         }
     }
 
@@ -325,7 +349,9 @@ impl QueueClient {
 
     /// The clientId requests are signed with, if any.
     pub fn client_id(&self) -> Option<&str> {
-        self.credentials.as_ref().map(|c| c.client_id.as_str())
+        self.credentials
+            .as_ref()
+            .map(|c| c.credentials.client_id.as_str())
     }
 
     // ---- worker calls ----
@@ -652,7 +678,7 @@ impl QueueClient {
         inner.service_path = "/api/object/v1";
         QueueClient {
             inner: Arc::new(inner),
-            credentials: Some(Arc::new(credentials)),
+            credentials: Some(Signing::new(credentials)),
         }
     }
 
@@ -1060,27 +1086,19 @@ impl QueueClient {
 
     fn sign(
         &self,
-        creds: &Credentials,
+        creds: &Signing,
         method: &Method,
         resource: &str,
         hash: Option<&[u8]>,
     ) -> Result<String, auth::AuthError> {
-        let ext = auth::ext_for_certificate(creds.certificate.as_ref())?;
+        let signer = creds.signer.as_ref().map_err(Clone::clone)?;
         let req = HawkRequest {
             method: method.as_str(),
             host: &self.inner.host,
             port: self.inner.port,
             resource,
         };
-        auth::authorization_header(
-            &creds.client_id,
-            &creds.access_token,
-            &req,
-            hash,
-            ext.as_deref(),
-            crate::clock::now(),
-            &auth::random_nonce(),
-        )
+        signer.header(&req, hash, crate::clock::now(), &auth::random_nonce())
     }
 
     async fn read_limited(

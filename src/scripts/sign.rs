@@ -8,7 +8,9 @@
 //!
 //! Every file is read once: the same pass feeds the signature, the sha256 checked against the
 //! verified manifest, and both checksum files, so the signed bytes are exactly the checked
-//! bytes. Signatures are held until every file of the task has matched; a single mismatch stops
+//! bytes. Each byte goes through two hash functions, not three: the signature's SHA-512 context
+//! also gives the file's sha512 ([`openpgp::sign_detached_with_digests`]). The key is loaded
+//! and unlocked once per run. Signatures are held until every file of the task has matched; a single mismatch stops
 //! the task with nothing written. Files are streamed, so memory does not grow with file size;
 //! up to `parallelism` files (default: the machine's cores) are processed at once.
 //!
@@ -25,9 +27,7 @@ use crate::validate::path::check_relative_path;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256, Sha512};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -81,26 +81,6 @@ pub async fn run(config_path: &Path) -> i32 {
     }
 }
 
-/// A reader that hashes what passes through it, for the manifest check and both checksum
-/// files, while the signer hashes the same bytes for the signature.
-struct HashingReader<R> {
-    inner: R,
-    sha256: Sha256,
-    sha512: Sha512,
-    size: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let chunk = buf.get(..n).unwrap_or_default();
-        self.sha256.update(chunk);
-        self.sha512.update(chunk);
-        self.size = self.size.saturating_add(n as u64);
-        Ok(n)
-    }
-}
-
 /// Signs one verified file in a single read: the bytes signed are the bytes whose sha256 is
 /// checked against the verified manifest (and whose digests go into the checksum files). The
 /// signature is returned, never written, until every file of the task has checked out.
@@ -111,25 +91,18 @@ fn sign_one(
     at: DateTime<Utc>,
 ) -> Result<(Vec<u8>, super::FileDigests), ScriptError> {
     let file = open_input(env, input)?;
-    let mut reader = HashingReader {
-        inner: std::io::BufReader::with_capacity(256 * 1024, file),
-        sha256: Sha256::new(),
-        sha512: Sha512::new(),
-        size: 0,
-    };
-    let (sig, _) = openpgp::sign_detached_armored_reader(key, &mut reader, at).map_err(|e| {
-        ScriptError::Signing {
+    let signed =
+        openpgp::sign_detached_with_digests(key, file, at).map_err(|e| ScriptError::Signing {
             path: input.path.as_str().to_owned(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     let digests = super::FileDigests {
-        sha256: hex::encode(reader.sha256.finalize()),
-        sha512: hex::encode(reader.sha512.finalize()),
-        size: reader.size,
+        sha256: hex::encode(signed.sha256),
+        sha512: hex::encode(signed.sha512),
+        size: signed.size,
     };
     check_digest(input, &digests.sha256, digests.size)?;
-    Ok((sig, digests))
+    Ok((signed.armored, digests))
 }
 
 async fn blocking<T: Send + 'static>(

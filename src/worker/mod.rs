@@ -30,7 +30,7 @@ use crate::metrics::{Stage, Telemetry};
 use crate::queue::types::{ClaimWorkRequest, ExceptionReason, TaskClaim};
 use crate::queue::{Credentials, EnvSource, QueueClient, QueueError, RetryPolicy};
 use outcome::Resolution;
-use reclaim::{Reclaimer, TaskClient};
+use reclaim::{ClaimState, Reclaimer, TaskClient};
 use std::sync::Arc;
 use std::time::Duration;
 use task::{RunCtx, TaskReport};
@@ -436,7 +436,7 @@ async fn process_claim_inner(
             .queue
             .with_credentials(Credentials::from(&claim.credentials)),
     );
-    let lost = CancellationToken::new();
+    let claim_state = ClaimState::new(claim.taken_until);
     let done = CancellationToken::new();
     let reclaimer = Reclaimer {
         task_id: task_id.clone(),
@@ -449,7 +449,7 @@ async fn process_claim_inner(
             .run(
                 client.clone(),
                 claim.taken_until,
-                lost.clone(),
+                claim_state.clone(),
                 done.clone(),
             )
             .instrument(tracing::Span::current()),
@@ -483,7 +483,7 @@ async fn process_claim_inner(
             worker: area.root().join("unavailable"),
         }),
         client,
-        lost: lost.clone(),
+        claim: claim_state.clone(),
         abort: shutdown.abort.clone(),
     });
 
@@ -547,11 +547,8 @@ async fn process_claim_inner(
         }
     };
 
-    if lost.is_cancelled() {
-        shared.telemetry.metrics.resolved("lost", "claim-lost");
-        tracing::warn!("run lost (reclaim refused): nothing more uploaded or reported");
-        cleanup(&ctx, &log_path, shared);
-        return TaskReport::Lost { task_id, run_id };
+    if claim_state.is_lost(crate::clock::now()) {
+        return give_up_run(&ctx, &log_path, shared, Vec::new());
     }
 
     let telemetry = &shared.telemetry;
@@ -609,19 +606,20 @@ async fn process_claim_inner(
     // Stage 7: upload, in two concurrent waves. First everything our document lists (the
     // script's artifacts, the audit report, the task log); then the live.log link and our
     // signed document with its signature, so a verifier that finds the document finds
-    // everything it lists. Each upload checks the claim before it starts: after a lost claim
-    // nothing more goes to the run.
+    // everything it lists. The claim is checked before each wave (locally: lost, or
+    // `takenUntil` passed) and before each upload starts; after a lost claim nothing more
+    // goes to the run and nothing is reported.
     let upload_timer = telemetry.stage(Stage::Upload, Some((&task_id, run_id)));
     let chain_log = task::chain_log_path(&ctx.dirs);
     let mut wave = Vec::new();
     for artifact in &artifacts {
-        let (ctx, lost) = (&ctx, &lost);
+        let (ctx, lost) = (&ctx, claim_state.token());
         wave.push(upload_job(lost, artifact.name.clone(), async move {
             task::upload(ctx, artifact).await
         }));
     }
     if chain_log.exists() {
-        let (ctx, lost, path) = (&ctx, &lost, &chain_log);
+        let (ctx, lost, path) = (&ctx, claim_state.token(), &chain_log);
         wave.push(upload_job(
             lost,
             task::CHAIN_OF_TRUST_LOG.to_owned(),
@@ -629,7 +627,7 @@ async fn process_claim_inner(
         ));
     }
     if log_ok {
-        let (ctx, lost, path) = (&ctx, &lost, &log_path);
+        let (ctx, lost, path) = (&ctx, claim_state.token(), &log_path);
         wave.push(upload_job(
             lost,
             task::LIVE_BACKING_LOG.to_owned(),
@@ -637,7 +635,13 @@ async fn process_claim_inner(
         ));
     }
     let mut uploaded = Vec::new();
+    if claim_state.is_lost(crate::clock::now()) {
+        return give_up_run(&ctx, &log_path, shared, uploaded);
+    }
     let first = run_wave(shared, wave, &mut uploaded, &mut resolution).await;
+    if claim_state.is_lost(crate::clock::now()) {
+        return give_up_run(&ctx, &log_path, shared, uploaded);
+    }
     // After a failed verification, live.log shows the verification report (scriptworker
     // 63.2.0), the task log stays available as live_backing.log. The link never dangles.
     let live_target = if verification_failed && first.contains(task::CHAIN_OF_TRUST_LOG) {
@@ -649,7 +653,7 @@ async fn process_claim_inner(
     };
     let mut wave = Vec::new();
     if let Some(target) = live_target {
-        let (ctx, lost) = (&ctx, &lost);
+        let (ctx, lost) = (&ctx, claim_state.token());
         wave.push(upload_job(lost, task::LIVE_LOG.to_owned(), async move {
             task::link_live_log(ctx, target).await
         }));
@@ -660,7 +664,7 @@ async fn process_claim_inner(
             cot_files.push((task::COT_SIG, sig));
         }
         for (name, path) in cot_files {
-            let (ctx, lost) = (&ctx, &lost);
+            let (ctx, lost) = (&ctx, claim_state.token());
             wave.push(upload_job(lost, name.to_owned(), async move {
                 task::upload_worker_file(ctx, name, path).await
             }));
@@ -668,15 +672,16 @@ async fn process_claim_inner(
     }
     run_wave(shared, wave, &mut uploaded, &mut resolution).await;
     drop(upload_timer);
+    if claim_state.is_lost(crate::clock::now()) {
+        return give_up_run(&ctx, &log_path, shared, uploaded);
+    }
 
     // Stage 8: report.
-    if !lost.is_cancelled() {
+    {
         let _timer = telemetry.stage(Stage::Report, Some((&task_id, run_id)));
         task::report(&ctx, &resolution).await;
         let (outcome, reason) = resolution.metric_labels();
         telemetry.metrics.resolved(outcome, reason);
-    } else {
-        telemetry.metrics.resolved("lost", "claim-lost");
     }
     tracing::info!(resolution = %resolution.label(), ?uploaded, "task done");
     cleanup(&ctx, &log_path, shared);
@@ -685,6 +690,27 @@ async fn process_claim_inner(
         run_id,
         resolution,
         uploaded,
+    }
+}
+
+/// The end of a run that is no longer ours: nothing more is uploaded or reported.
+/// `uploaded` is what went up before the loss was known (logged for the operator).
+fn give_up_run(
+    ctx: &RunCtx,
+    log_path: &std::path::Path,
+    shared: &Shared,
+    uploaded: Vec<String>,
+) -> TaskReport {
+    shared.telemetry.metrics.resolved("lost", "claim-lost");
+    tracing::warn!(
+        ?uploaded,
+        "run lost (reclaim or createArtifact refused, or the claim expired): nothing more \
+         uploaded or reported"
+    );
+    cleanup(ctx, log_path, shared);
+    TaskReport::Lost {
+        task_id: ctx.task_id.clone(),
+        run_id: ctx.run_id,
     }
 }
 

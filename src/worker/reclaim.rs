@@ -7,10 +7,15 @@
 //! the client's general backoff: each attempt is one request bounded by half the time left,
 //! and the pause between attempts shrinks as expiry nears (at most a quarter of the time
 //! left), so a queue that comes back shortly before `takenUntil` still gets several attempts.
+//!
+//! [`ClaimState`] is what the loop shares with the pipeline: the lost signal and the current
+//! `takenUntil`. The pipeline asks it before each upload wave, so a claim that has expired is
+//! known as lost at once, without a round trip and without waiting for the loop's next attempt.
 
 use crate::ids::TaskId;
 use crate::queue::{Credentials, QueueClient};
 use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +49,55 @@ impl TaskClient {
     }
 }
 
+/// Whether the run is still ours, as far as the worker knows without asking the queue: shared
+/// by the reclaim loop (which extends or gives it up) and the pipeline (which checks it before
+/// each upload wave and gives it up on a 409 from the queue).
+#[derive(Debug, Clone)]
+pub struct ClaimState {
+    lost: CancellationToken,
+    /// `takenUntil` of the newest claim or reclaim, in milliseconds since the epoch.
+    taken_until_ms: Arc<AtomicI64>,
+}
+
+impl ClaimState {
+    /// The state right after claimWork.
+    pub fn new(taken_until: DateTime<Utc>) -> ClaimState {
+        ClaimState {
+            lost: CancellationToken::new(),
+            taken_until_ms: Arc::new(AtomicI64::new(taken_until.timestamp_millis())),
+        }
+    }
+
+    /// Fires once the run is known lost (the script is killed on it).
+    pub fn token(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// The run is no longer ours (the queue said so, or the claim ran out).
+    pub fn give_up(&self) {
+        self.lost.cancel();
+    }
+
+    /// Lost already, or `takenUntil` has passed at `now` (then it is given up here: the queue
+    /// takes an expired claim away whether or not the loop has noticed yet).
+    pub fn is_lost(&self, now: DateTime<Utc>) -> bool {
+        if self.lost.is_cancelled() {
+            return true;
+        }
+        if now.timestamp_millis() >= self.taken_until_ms.load(Ordering::SeqCst) {
+            tracing::error!("the claim has expired (takenUntil passed): giving the run up");
+            self.lost.cancel();
+            return true;
+        }
+        false
+    }
+
+    fn extend(&self, taken_until: DateTime<Utc>) {
+        self.taken_until_ms
+            .store(taken_until.timestamp_millis(), Ordering::SeqCst);
+    }
+}
+
 /// Shortest and longest wait for one reclaim answer.
 const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 const MAX_ATTEMPT: Duration = Duration::from_secs(30);
@@ -64,12 +118,12 @@ pub struct Reclaimer {
 }
 
 impl Reclaimer {
-    /// Runs until `done` fires or the run is lost (then `lost` is cancelled).
+    /// Runs until `done` fires or the run is lost (then `claim` is given up).
     pub async fn run(
         self,
         client: TaskClient,
         mut taken_until: DateTime<Utc>,
-        lost: CancellationToken,
+        claim: ClaimState,
         done: CancellationToken,
     ) {
         let mut retrying = false;
@@ -105,7 +159,7 @@ impl Reclaimer {
                 Ok(Err(e)) if e.is_conflict() => {
                     tracing::warn!(task_id = %self.task_id, run_id = self.run_id, error = %e,
                         "reclaim refused (409): the run is no longer ours");
-                    lost.cancel();
+                    claim.give_up();
                     return;
                 }
                 Ok(Err(e)) => Err(e.to_string()),
@@ -119,6 +173,7 @@ impl Reclaimer {
                         .with_credentials(Credentials::from(&r.credentials));
                     client.swap(fresh);
                     taken_until = r.taken_until;
+                    claim.extend(taken_until);
                     tracing::info!(task_id = %self.task_id, run_id = self.run_id,
                         taken_until = %crate::queue::types::format_time(taken_until),
                         "reclaimed; task credentials replaced");
@@ -130,7 +185,7 @@ impl Reclaimer {
                     if left.is_zero() {
                         tracing::error!(task_id = %self.task_id, run_id = self.run_id, error = %e,
                             "reclaim failed and the claim has expired: giving the run up");
-                        lost.cancel();
+                        claim.give_up();
                         return;
                     }
                     // Retry sooner as expiry nears: several attempts fit in the last margin.
@@ -151,5 +206,34 @@ impl Reclaimer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).map_or_else(|e| panic!("{e}"), |t| t.to_utc())
+    }
+
+    #[test]
+    fn an_expired_claim_is_lost_without_asking_the_queue() {
+        let claim = ClaimState::new(t("2026-01-01T00:00:10Z"));
+        assert!(!claim.is_lost(t("2026-01-01T00:00:09.999Z")));
+        assert!(!claim.token().is_cancelled());
+        assert!(claim.is_lost(t("2026-01-01T00:00:10Z")));
+        // Given up for good: the script is killed on the token, and it stays lost.
+        assert!(claim.token().is_cancelled());
+        assert!(claim.is_lost(t("2026-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_reclaim_extends_the_claim_and_a_409_ends_it() {
+        let claim = ClaimState::new(t("2026-01-01T00:00:10Z"));
+        claim.extend(t("2026-01-01T00:20:10Z"));
+        assert!(!claim.is_lost(t("2026-01-01T00:10:00Z")));
+        claim.give_up();
+        assert!(claim.is_lost(t("2026-01-01T00:10:00Z")));
     }
 }

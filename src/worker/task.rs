@@ -32,7 +32,7 @@
 
 use super::Shared;
 use super::outcome::{FailReason, Resolution};
-use super::reclaim::TaskClient;
+use super::reclaim::{ClaimState, TaskClient};
 use super::workdir::{TaskDirs, sorted_json};
 use crate::artifacts::{self, ArtifactError, CollectedArtifact};
 use crate::config::ArtifactStorage;
@@ -270,8 +270,8 @@ pub(super) struct RunCtx {
     pub trust: Arc<TrustStore>,
     pub dirs: TaskDirs,
     pub client: TaskClient,
-    /// The queue took the run away.
-    pub lost: CancellationToken,
+    /// Whether the run is still ours (the queue took it away, or the claim ran out).
+    pub claim: ClaimState,
     /// SIGTERM: stop the script now.
     pub abort: CancellationToken,
 }
@@ -350,7 +350,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
 
     // Stage 4: launch the script (unless we are already shutting down or lost the run).
     let script_timer = telemetry.stage(Stage::Script, run);
-    let end = if ctx.abort.is_cancelled() || ctx.lost.is_cancelled() {
+    let end = if ctx.abort.is_cancelled() || ctx.claim.token().is_cancelled() {
         log.notice("not starting the script: the worker is shutting down")
             .await?;
         ScriptEnd::Cancelled
@@ -378,7 +378,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
         }
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
-        let (lost, abort, c) = (ctx.lost.clone(), ctx.abort.clone(), cancel.clone());
+        let (lost, abort, c) = (ctx.claim.token().clone(), ctx.abort.clone(), cancel.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = lost.cancelled() => c.cancel(),
@@ -391,7 +391,7 @@ pub(super) async fn pipeline(ctx: &RunCtx, log: &mut TaskLog) -> Result<Staged, 
         end
     };
     drop(script_timer);
-    if ctx.lost.is_cancelled() {
+    if ctx.claim.token().is_cancelled() {
         return Ok(Staged {
             resolution: Resolution::Exception(ExceptionReason::WorkerShutdown),
             artifacts: Vec::new(),
@@ -486,7 +486,7 @@ async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<Option<Verified
                 .await?;
             return Ok(None);
         }
-        () = ctx.lost.cancelled() => {
+        () = ctx.claim.token().cancelled() => {
             log.notice("chain-of-trust verification cancelled: the run was lost").await?;
             return Ok(None);
         }
@@ -849,10 +849,23 @@ pub(super) async fn upload_file(
         name: name.to_owned(),
         source: Box::new(source),
     };
-    let resp = client
+    let resp = match client
         .create_artifact(&ctx.task_id, ctx.run_id, name, &req)
         .await
-        .map_err(err)?;
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // 409: the run no longer takes artifacts (resolved by someone else, or past the
+            // grace the queue gives an exception). It is not ours any more: nothing more goes
+            // to it, and nothing is reported.
+            if e.is_conflict() {
+                tracing::warn!(artifact = name, error = %e,
+                    "createArtifact refused (409): the run is no longer ours");
+                ctx.claim.give_up();
+            }
+            return Err(err(e));
+        }
+    };
     match resp {
         CreateArtifactResponse::S3 {
             put_url,
