@@ -10,7 +10,9 @@
 //! goes wrong (budget, crash, stack overflow) is a [`RenderError`], so the check fails closed.
 //!
 //! The child reads nothing but its stdin: no file, no network, no secret (the environment is
-//! cleared and every descriptor the parent holds is close-on-exec).
+//! cleared, and the descriptors std and tokio open are close-on-exec, so it inherits only its
+//! three standard streams). It runs with the worker's user: a resource bound, not a privilege
+//! boundary.
 
 use crate::verify::rebuild::{Render, RenderError};
 use serde_json::{Value, json};

@@ -149,6 +149,17 @@ impl Env {
         std::fs::read(dest).unwrap()
     }
 
+    /// The trust store's verdict on a chainlock document signature (key name, key id).
+    fn accept_cot_signature(&self, doc: &[u8], sig: CotSignature<'_>) -> (String, String) {
+        let accepted = self
+            .material
+            .trust_store(now())
+            .unwrap()
+            .verify_cot_signature("chainlock", doc, sig, now(), chrono::Duration::minutes(5))
+            .unwrap();
+        (accepted.key_name, accepted.key_id)
+    }
+
     async fn task_log(&self, id: &TaskId) -> String {
         String::from_utf8(self.download(id, "public/logs/live_backing.log").await).unwrap()
     }
@@ -246,19 +257,8 @@ async fn completed_task_is_signed_uploads_everything_and_leaks_no_secret() {
     // The signature verifies through the trust store for our worker implementation, and with
     // GnuPG against the exported certificate.
     let asc = env.download(&id, "public/chain-of-trust.json.asc").await;
-    let accepted = env
-        .material
-        .trust_store(now())
-        .unwrap()
-        .verify_cot_signature(
-            "chainlock",
-            &doc_bytes,
-            CotSignature::OpenPgpArmored(&asc),
-            now(),
-            chrono::Duration::minutes(5),
-        )
-        .unwrap();
-    assert_eq!(accepted.key_id, env.material.worker_fingerprint);
+    let (_, key_id) = env.accept_cot_signature(&doc_bytes, CotSignature::OpenPgpArmored(&asc));
+    assert_eq!(key_id, env.material.worker_fingerprint);
     gpg_verify(&env, &doc_bytes, &asc);
 
     // The script's environment: nothing but the allowlist and the task variables.
@@ -2226,19 +2226,8 @@ async fn dual_signatures_verify_either_way_and_a_tampered_sig_fails() {
     let doc = env.download(&id, "public/chain-of-trust.json").await;
     let sig = env.download(&id, "public/chain-of-trust.json.sig").await;
     assert_eq!(sig.len(), 64);
-    let accepted = env
-        .material
-        .trust_store(now())
-        .unwrap()
-        .verify_cot_signature(
-            "chainlock",
-            &doc,
-            CotSignature::Ed25519Raw(&sig),
-            now(),
-            chrono::Duration::minutes(5),
-        )
-        .unwrap();
-    assert_eq!(accepted.key_name, "chainlock-ed25519");
+    let (key_name, _) = env.accept_cot_signature(&doc, CotSignature::Ed25519Raw(&sig));
+    assert_eq!(key_name, "chainlock-ed25519");
     // The key never shows anywhere the worker writes.
     let seed_text = std::fs::read_to_string(&key_path).unwrap();
     let log = stderr(&out);
