@@ -463,6 +463,31 @@ impl ChainPolicy {
         })
     }
 
+    /// The signature formats every queue of a kind `allowed` accepts, when they all accept the
+    /// same ones; `None` when no such queue exists or two of them differ. The evidence fetcher
+    /// uses it to request a link's signature as soon as the link is named (by a role that fixes
+    /// its kind: a decision task, a docker image), before its definition says which queue it
+    /// ran on. The verifier still judges the link by its own queue.
+    pub fn common_signature_formats(
+        &self,
+        allowed: impl Fn(LinkKind) -> bool,
+    ) -> Option<&[SignatureFormat]> {
+        let mut common: Option<&[SignatureFormat]> = None;
+        for q in self.queues.iter().filter(|q| allowed(q.kind)) {
+            let formats = self
+                .worker_implementations
+                .get(&q.worker_implementation)?
+                .signature
+                .as_slice();
+            match common {
+                None => common = Some(formats),
+                Some(c) if c == formats => {}
+                Some(_) => return None,
+            }
+        }
+        common
+    }
+
     /// The restricted-scope rules a held scope can reach, by Taskcluster's satisfaction rule
     /// (a trailing `*` satisfies every scope with that prefix): `project:releng:push:*`,
     /// `project:*` and `*` reach `project:releng:push:bucket`. An `assume:` scope (or one that
@@ -555,6 +580,37 @@ mod tests {
         for bad in ["[]", "[\"openpgp\", \"openpgp\"]", "[\"x509\"]", "\"both\""] {
             assert!(ChainPolicy::from_toml(&text(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn common_signature_formats_only_when_every_queue_of_the_kinds_agrees() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/chain-policy.example.toml"
+        ))
+        .unwrap();
+        let p = ChainPolicy::from_toml(&text).unwrap();
+        use SignatureFormat::Ed25519;
+        let images = p.common_signature_formats(|k| k == LinkKind::DockerImage);
+        assert_eq!(images, Some([Ed25519].as_slice()));
+        let roots = p.common_signature_formats(LinkKind::is_graph_creator);
+        assert_eq!(roots, Some([Ed25519].as_slice()));
+        // Builds (generic-worker, ed25519) and signing tasks (chainlock, openpgp) differ.
+        assert_eq!(p.common_signature_formats(|_| true), None);
+        // No queue of the kind: nothing to predict.
+        assert_eq!(p.common_signature_formats(|k| k == LinkKind::Test), None);
+        // One queue of the kind that is the odd one out makes the kind unpredictable.
+        let mixed = text.replace(
+            "task_queue_id = \"example-3/images\"\nworker_implementation = \"generic-worker\"",
+            "task_queue_id = \"example-3/images\"\nworker_implementation = \"chainlock\"",
+        ) + "\n[[queues]]\ntask_queue_id = \"example-3/images-2\"\n\
+             worker_implementation = \"generic-worker\"\nkind = \"docker-image\"\n";
+        assert_ne!(mixed, text);
+        let p = ChainPolicy::from_toml(&mixed).unwrap();
+        assert_eq!(
+            p.common_signature_formats(|k| k == LinkKind::DockerImage),
+            None
+        );
     }
 
     #[test]

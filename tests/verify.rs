@@ -2519,10 +2519,37 @@ mod online {
     /// and no signature format a link's worker implementation does not use is requested. The
     /// queue answers every request 20 ms late so the order of requests is what the fetcher
     /// chose, not scheduling noise. The fixture's deepest path is target -> build -> image:
-    /// the build's definition (1), then the image's definition (2), then the image's
-    /// signature through the artifact redirect (3, 4).
+    /// the build's definition (1), then the image's definition and, because every docker-image
+    /// queue of the policy signs with ed25519, its signature at the same time, through the
+    /// artifact redirect (2, 3).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn evidence_is_fetched_in_as_few_round_trips_as_the_chain_allows() {
+        let (rounds, early) = fetch_round_trips(policy()).await;
+        assert!(rounds <= 3, "{rounds} sequential round trips");
+        assert!(early, "the image's signature waited for its definition");
+    }
+
+    /// The signature is requested ahead of the definition only when the policy fixes it: with
+    /// a second docker-image queue whose implementation signs with OpenPGP, the image's format
+    /// is unknown until its definition names its queue, and nothing is guessed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signature_format_the_policy_does_not_fix_waits_for_the_definition() {
+        let text = policy_text()
+            + "\n[[queues]]\ntask_queue_id = \"example-3/images-openpgp\"\n\
+               worker_implementation = \"chainlock\"\nkind = \"docker-image\"\n";
+        let (rounds, early) = fetch_round_trips(ChainPolicy::from_toml(&text).unwrap()).await;
+        assert!(
+            !early,
+            "a signature requested before its link's queue was known"
+        );
+        assert!(rounds <= 4, "{rounds} sequential round trips");
+    }
+
+    /// Fetches and verifies the fixture chain under `policy` from a queue answering 20 ms late;
+    /// returns the sequential round trips and whether the image's signature was asked for
+    /// before its definition was answered. Asserts that no OpenPGP signature (which no link of
+    /// the fixture uses) and no definition twice was requested.
+    async fn fetch_round_trips(policy: ChainPolicy) -> (usize, bool) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = chainlock::devqueue::DevQueueConfig::new(
             "127.0.0.1:0".parse().unwrap(),
@@ -2544,7 +2571,7 @@ mod online {
             &fx.s.id,
             &fx.s.def,
             &dir.path().join("work/cot"),
-            &policy(),
+            &policy,
             &trust,
             chainlock::clock::now(),
             &Limits::default(),
@@ -2571,9 +2598,13 @@ mod online {
                 "{shown:#?}"
             );
         }
+        let image_def = format!("/api/queue/v1/task/{}", fx.i.id);
+        let image_sig = format!("{image_def}/artifacts/public%2Fchain-of-trust.json.sig");
+        let def_answered = log.iter().find(|r| r.path == image_def).unwrap().finished;
+        let sig_asked = log.iter().find(|r| r.path == image_sig).unwrap().started;
         let rounds = chainlock::devqueue::sequential_round_trips(&log);
-        assert!(rounds <= 4, "{rounds} sequential round trips:\n{shown:#?}");
         h.shutdown().await;
+        (rounds, sig_asked < def_answered)
     }
 
     /// Why a corpus row cannot be replayed on a queue, or `None` when it can: the queue

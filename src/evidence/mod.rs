@@ -236,11 +236,17 @@ pub async fn fetch_bundle(
             };
             // A link named but not yet fetched: its status and document do not depend on its
             // definition, so they go with it.
+            // Its signature goes too when the role naming it fixes the signature format.
+            let roles = incoming_roles(&chain);
             for id in chain.unresolved.difference(&not_found) {
                 want(id, Job::Definition);
                 if id != target || include_target {
                     want(id, Job::Status);
                     want(id, Job::Artifact(constant_path(COT_DOCUMENT)));
+                    let named_as = roles.get(id).map(Vec::as_slice).unwrap_or_default();
+                    for name in predicted_signature_artifacts(policy, named_as) {
+                        want(id, Job::Artifact(constant_path(name)));
+                    }
                 }
             }
             for (id, node) in &chain.nodes {
@@ -467,6 +473,49 @@ fn signature_artifacts(policy: Option<&ChainPolicy>, raw: &Value) -> Vec<&'stati
     names.sort_unstable();
     names.dedup();
     names
+}
+
+/// For each task the chain names, the roles it is named in (one pass over the edges).
+fn incoming_roles(chain: &chain::Chain) -> BTreeMap<&TaskId, Vec<&chain::LinkRole>> {
+    let mut roles: BTreeMap<&TaskId, Vec<&chain::LinkRole>> = BTreeMap::new();
+    for node in chain.nodes.values() {
+        for edge in &node.edges {
+            roles.entry(&edge.to).or_default().push(&edge.role);
+        }
+    }
+    roles
+}
+
+/// The signature artifacts of a link whose definition has not arrived yet, predicted from the
+/// roles it is named in: a decision task must run on a decision or action queue, a docker
+/// image's builder on a docker-image queue (the verifier enforces both). When every queue of
+/// those kinds in the policy uses the same formats, the link can use no other, so its
+/// signature is requested with its definition instead of one round trip later. Nothing is
+/// predicted without a policy, for a link named only as an upstream or input (any kind), or
+/// when the queues disagree; the definition then decides ([`signature_artifacts`]).
+fn predicted_signature_artifacts(
+    policy: Option<&ChainPolicy>,
+    named_as: &[&chain::LinkRole],
+) -> Vec<&'static str> {
+    use crate::chain_policy::LinkKind;
+    let Some(policy) = policy else {
+        return Vec::new();
+    };
+    let admits = |role: &chain::LinkRole, kind: LinkKind| match role {
+        chain::LinkRole::Decision => kind.is_graph_creator(),
+        chain::LinkRole::Image { .. } => kind == LinkKind::DockerImage,
+        chain::LinkRole::UpstreamArtifacts { .. } | chain::LinkRole::Input { .. } => true,
+    };
+    let constrained = named_as
+        .iter()
+        .any(|r| matches!(r, chain::LinkRole::Decision | chain::LinkRole::Image { .. }));
+    if !constrained {
+        return Vec::new();
+    }
+    policy
+        .common_signature_formats(|kind| named_as.iter().all(|r| admits(r, kind)))
+        .map(|formats| formats.iter().map(|f| f.artifact_name()).collect())
+        .unwrap_or_default()
 }
 
 type JobResult = Result<Option<(TaskId, Fetched)>, EvidenceError>;
