@@ -1044,12 +1044,15 @@ async fn create_artifact(
     } else {
         json!({ "storageType": new.storage_type })
     };
-    app.0
+    let journal = app
+        .0
         .store
         .append_artifact(&id, run as usize, &new)
         .await
         .map_err(internal)?;
     slot.insert(name, new);
+    drop(q);
+    journal.flush().await.map_err(internal)?;
     Ok(json_response(response))
 }
 
@@ -1070,6 +1073,9 @@ async fn upload_blob(
     body: Body,
 ) -> ApiResult {
     let (id, run) = (task_id(&id)?, run_id(&run)?);
+    if app.0.cfg.refuse_uploads_of.as_deref() == Some(name.as_str()) {
+        return Err(s3_error(403, "AccessDenied", "refused by fault injection"));
+    }
     let now = crate::clock::now();
     let record = {
         let q = app.0.state.lock().await;
@@ -1173,11 +1179,14 @@ async fn upload_blob(
         a.content_length = Some(n);
         a.content_encoding = encoding;
         let a = a.clone();
-        app.0
+        let journal = app
+            .0
             .store
             .append_artifact(&id, run as usize, &a)
             .await
             .map_err(internal)?;
+        drop(q);
+        journal.flush().await.map_err(internal)?;
     }
     Ok(StatusCode::OK.into_response())
 }

@@ -89,6 +89,9 @@ pub struct DevQueueConfig {
     /// raw content, its API, hg `raw-file`): `GET /sources/<path>` answers the file
     /// `<sources_dir>/<path>`. Default none (404). Development and tests only.
     pub sources_dir: Option<PathBuf>,
+    /// Fault injection, for tests only: every presigned PUT of an artifact with this name is
+    /// refused (403, as S3 refuses a URL it does not accept). Default none.
+    pub refuse_uploads_of: Option<String>,
 }
 
 /// One request the dev queue answered (see [`DevQueueConfig::record_requests`]).
@@ -175,6 +178,7 @@ impl DevQueueConfig {
             poll_url_validity: Duration::from_secs(30 * 60),
             azure_message_extra: serde_json::Map::new(),
             sources_dir: None,
+            refuse_uploads_of: None,
         }
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! Artifact changes (createArtifact, a finished upload) are frequent and small: each is one line
 //! appended to `tasks/<id>.artifacts.jsonl` and flushed (`fdatasync`), not a rewrite and fsync
-//! of the whole task record. Loading replays the journal over the record; the next full save of
+//! of the whole task record. The line is appended while the queue's state is locked (so lines
+//! keep the order of the changes) but flushed after the lock is released and before the change
+//! is acknowledged: concurrent uploads share the disk's flushes instead of queueing behind each
+//! other's, and nothing acknowledged is lost. Loading replays the journal over the record; the next full save of
 //! the record (any run transition) holds every artifact and removes the journal. A torn last
 //! line (a crash during its append, so never acknowledged) is ignored.
 
@@ -22,6 +25,20 @@ use std::path::{Path, PathBuf};
 struct JournalEntry {
     run: usize,
     artifact: ArtifactRecord,
+}
+
+/// A journal line written but not yet flushed: [`JournalSync::flush`] before acknowledging.
+#[must_use = "a journal line is durable only once flushed"]
+pub(crate) struct JournalSync {
+    file: tokio::fs::File,
+    path: PathBuf,
+}
+
+impl JournalSync {
+    /// `fdatasync` of the journal: this line and every one before it.
+    pub(crate) async fn flush(self) -> Result<(), DevQueueError> {
+        self.file.sync_data().await.map_err(io("sync", &self.path))
+    }
 }
 
 /// The data directory.
@@ -86,13 +103,14 @@ impl Store {
         self.dir.join("tasks").join(format!("{id}.artifacts.jsonl"))
     }
 
-    /// Appends one artifact's new state to its task's journal and flushes it to disk.
+    /// Appends one artifact's new state to its task's journal; the change is durable once the
+    /// returned [`JournalSync`] is flushed (after the caller released the state lock).
     pub(crate) async fn append_artifact(
         &self,
         id: &TaskId,
         run: usize,
         artifact: &ArtifactRecord,
-    ) -> Result<(), DevQueueError> {
+    ) -> Result<JournalSync, DevQueueError> {
         use tokio::io::AsyncWriteExt as _;
         let path = self.journal_path(id);
         let entry = JournalEntry {
@@ -110,7 +128,7 @@ impl Store {
             .await
             .map_err(io("open", &path))?;
         f.write_all(&line).await.map_err(io("append", &path))?;
-        f.sync_data().await.map_err(io("sync", &path))
+        Ok(JournalSync { file: f, path })
     }
 
     /// Replays `id`'s journal (if any) over `rec`.
