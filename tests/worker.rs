@@ -101,16 +101,32 @@ type Env = WorkerEnv;
 
 impl Env {
     async fn new(claim_timeout: Duration) -> Env {
-        WorkerEnv::start(Options {
-            token: TOKEN,
-            script: SCRIPT,
-            payload_schema: payload_schema(&[PAYLOAD_PROPERTIES, MAX_RUN_TIME, UPSTREAM_ARTIFACTS]),
-            claim_timeout: Some(claim_timeout),
-            claim_work_timeout: Duration::from_secs(2),
-            queue_extra: "",
-            timing: (0, 0, 1),
-            config_tail: String::new(),
-        })
+        Env::with_queue(claim_timeout, |_| {}).await
+    }
+
+    /// As [`Env::new`], with the dev queue's config changed by `configure`.
+    async fn with_queue(
+        claim_timeout: Duration,
+        configure: impl FnOnce(&mut chainlock::devqueue::DevQueueConfig),
+    ) -> Env {
+        WorkerEnv::start_in(
+            tempfile::tempdir().unwrap(),
+            Options {
+                token: TOKEN,
+                script: SCRIPT,
+                payload_schema: payload_schema(&[
+                    PAYLOAD_PROPERTIES,
+                    MAX_RUN_TIME,
+                    UPSTREAM_ARTIFACTS,
+                ]),
+                claim_timeout: Some(claim_timeout),
+                claim_work_timeout: Duration::from_secs(2),
+                queue_extra: "",
+                timing: (0, 0, 1),
+                config_tail: String::new(),
+            },
+            configure,
+        )
         .await
     }
 
@@ -574,8 +590,8 @@ async fn cancel_task_kills_the_script_and_reports_nothing() {
 /// Issue 11: after a claim is lost, nothing more goes to that run. Someone resolves the run
 /// while its script finishes, long before the worker's next reclaim (a 20-minute claim), so
 /// the worker learns of it only from the queue's 409 on the first wave's createArtifact. The
-/// second wave (live.log, the chain-of-trust document and its signatures) and the report must
-/// not reach the queue.
+/// second wave (live.log, the chain-of-trust document's and signatures' bytes) and the report
+/// must not reach the queue.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_lost_before_the_uploads_gets_no_second_wave_and_no_report() {
     let env = WorkerEnv::start_in(
@@ -620,6 +636,13 @@ async fn a_run_lost_before_the_uploads_gets_no_second_wave_and_no_report() {
         .filter(|r| r.method == "POST" && r.path.starts_with(&run_path))
         .map(|r| r.path[run_path.len()..].to_owned())
         .collect();
+    // The first wave's createArtifact calls (the listed files, and our document's and
+    // signatures' reservations) were all refused; no bytes went to the run.
+    let uploads = format!("/dev-queue/upload/{id}/0/");
+    assert!(
+        !requests.iter().any(|r| r.path.starts_with(&uploads)),
+        "bytes uploaded to a lost run: {requests:?}"
+    );
     // Our own reportFailed, and the first wave's createArtifact calls (all started together,
     // each refused); nothing of the second wave and no report from the worker.
     assert_eq!(
@@ -632,18 +655,97 @@ async fn a_run_lost_before_the_uploads_gets_no_second_wave_and_no_report() {
             path == "failed" || path.starts_with("artifacts/"),
             "{to_run:?}"
         );
-        for second_wave in ["live.log", "chain-of-trust.json"] {
-            assert!(
-                !path.contains(second_wave),
-                "{path} after the loss: {to_run:?}"
-            );
-        }
+        assert!(
+            !path.contains("live.log"),
+            "{path} after the loss: {to_run:?}"
+        );
     }
     assert!(
         to_run.iter().any(|p| p.starts_with("artifacts/")),
         "the first wave was tried: {to_run:?}"
     );
     assert!(env.artifact_names(&id).await.is_empty());
+    env.stop().await;
+}
+
+/// Our chain-of-trust document and its signature are created alongside the files they list
+/// (one round trip saved), but their bytes go up only once every listed file is up, and never
+/// when one of them failed: a reader who finds the document finds everything it lists.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_document_goes_up_after_everything_it_lists_and_never_without_them() {
+    let env = Env::with_queue(Duration::from_secs(1200), |cfg| cfg.record_requests = true).await;
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    let out = env.run_worker(1).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        env.last_run(&id).await.0,
+        TaskState::Completed,
+        "{}",
+        stderr(&out)
+    );
+    let requests = env.queue.as_ref().unwrap().requests();
+    let uploads = format!("/dev-queue/upload/{id}/0/");
+    let puts: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with(&uploads))
+        .map(|r| {
+            (
+                r.path[uploads.len()..].replace("%2F", "/"),
+                r.started,
+                r.finished,
+            )
+        })
+        .collect();
+    let is_document = |n: &str| n.starts_with("public/chain-of-trust.json");
+    let listed_done = puts
+        .iter()
+        .filter(|(n, ..)| !is_document(n))
+        .map(|(_, _, finished)| *finished)
+        .max()
+        .unwrap();
+    let documents: Vec<_> = puts.iter().filter(|(n, ..)| is_document(n)).collect();
+    assert_eq!(documents.len(), 2, "{puts:?}");
+    for (name, started, _) in &documents {
+        assert!(
+            *started >= listed_done,
+            "{name} went up before a file it lists: {puts:?}"
+        );
+    }
+    let listed: Vec<_> = puts.iter().filter(|(n, ..)| !is_document(n)).collect();
+    for name in [
+        "public/result.txt",
+        "public/logs/chain_of_trust.log",
+        "public/logs/live_backing.log",
+    ] {
+        assert!(listed.iter().any(|(n, ..)| n == name), "{name}: {puts:?}");
+    }
+    env.stop().await;
+
+    // One listed file refused by the store: the run is not completed and the document is
+    // neither uploaded nor left behind as a readable artifact.
+    let env = Env::with_queue(Duration::from_secs(1200), |cfg| {
+        cfg.refuse_uploads_of = Some("public/result.txt".into());
+    })
+    .await;
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    let out = env.run_worker(1).await;
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_ne!(env.last_run(&id).await.0, TaskState::Completed, "{log}");
+    assert!(log.contains("not publishing chain-of-trust.json"), "{log}");
+    for name in [
+        "public/chain-of-trust.json",
+        "public/chain-of-trust.json.asc",
+    ] {
+        let got = env
+            .client
+            .get_artifact_to_file(&id, 0, name, &env.dir.join("fetched"), 1 << 20)
+            .await;
+        assert!(
+            got.is_err(),
+            "{name} readable from a run missing a file it lists"
+        );
+    }
     env.stop().await;
 }
 
@@ -1183,12 +1285,22 @@ fn publish_policy_v2(material: &Material) {
 
 /// Publishes trust policy version 2 listing `key` under chainlock, signed by both root keys.
 fn publish_policy_v2_with(material: &Material, key: chainlock::trust::policy::WorkerKey) {
+    publish_policy_v2_edited(material, |file| {
+        file.workers.get_mut("chainlock").unwrap().push(key);
+    });
+}
+
+/// Publishes trust policy version 2: version 1 changed by `edit`, signed by both root keys.
+fn publish_policy_v2_edited(
+    material: &Material,
+    edit: impl FnOnce(&mut chainlock::trust::policy::PolicyFile),
+) {
     use chainlock::trust::policy::Policy;
     let keys = &material.keys_dir;
     let v1 = std::fs::read(keys.join("trust.toml")).unwrap();
     let mut file = Policy::parse(&v1).unwrap().file;
     file.version = 2;
-    file.workers.get_mut("chainlock").unwrap().push(key);
+    edit(&mut file);
     let v2 = Policy::to_toml(&file).unwrap().into_bytes();
     let history = chainlock::trust::history_dir(keys, 1);
     std::fs::create_dir_all(history.join("sigs")).unwrap();
@@ -1253,6 +1365,44 @@ async fn trust_policy_is_reloaded_between_tasks_and_logged_per_task() {
     let state: Value =
         serde_json::from_slice(&std::fs::read(env.dir.join("trust-state.json")).unwrap()).unwrap();
     assert_eq!(state["version"], 2);
+    env.stop().await;
+}
+
+/// The own-key probe is not repeated per claim, but its answer stands only until something it
+/// depends on ends by itself: here the worker key's window in the policy, with no change on
+/// disk after the reload. A cache keyed on "policy or key changed" alone would keep claiming.
+#[tokio::test(flavor = "multi_thread")]
+async fn own_key_window_ending_stops_claims_without_a_policy_change() {
+    let env = Env::new(Duration::from_secs(1200)).await;
+    let worker = env.spawn_watched(&["--max-tasks", "1"]);
+    worker.wait_for("worker started", 1).await;
+    let window_end = now() + chrono::Duration::seconds(6);
+    publish_policy_v2_edited(&env.material, |file| {
+        for key in file.workers.get_mut("chainlock").unwrap() {
+            key.valid_until = window_end;
+        }
+    });
+    worker.wait_for("trust policy reloaded", 1).await;
+    assert_eq!(
+        worker.count("NOT CLAIMING"),
+        0,
+        "the new policy accepts our key until its end"
+    );
+    worker.wait_for("NOT CLAIMING", 1).await;
+    assert!(now() >= window_end, "refused before the window ended");
+    let id = env.create(json!({"behaviour": "ok"})).await;
+    let seen = worker.count("NOT CLAIMING");
+    worker.wait_for("NOT CLAIMING", seen + 2).await;
+    assert_eq!(
+        env.client.status(&id).await.unwrap().state,
+        TaskState::Pending,
+        "claimed after our key's window ended"
+    );
+    let log = plain(&worker.log());
+    assert!(
+        log.contains("is not trusted") || log.contains("window"),
+        "{log}"
+    );
     env.stop().await;
 }
 

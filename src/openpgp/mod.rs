@@ -305,6 +305,28 @@ impl SigningKey {
         self.signing_fingerprint.to_hex()
     }
 
+    /// When signatures by this key stop verifying by its own certificate: the earlier of the
+    /// primary key's and the signing (sub)key's expiry under the standard policy at `at`
+    /// (`at` itself when the certificate is no longer valid then); `None` when neither expires.
+    pub fn expires(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let policy = StandardPolicy::new();
+        let Ok(vc) = self.tsk.with_policy(&policy, to_system(at)) else {
+            return Some(at);
+        };
+        let Some(signing) = vc
+            .keys()
+            .key_handle(self.signing_fingerprint.clone())
+            .next()
+        else {
+            return Some(at);
+        };
+        let ends = [
+            vc.primary_key().key_expiration_time(),
+            signing.key_expiration_time(),
+        ];
+        ends.into_iter().flatten().map(to_utc).min()
+    }
+
     /// The public certificate (no secret material).
     pub fn public_cert(&self) -> Cert {
         self.tsk.clone().strip_secret_key_material()

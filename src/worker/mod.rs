@@ -604,9 +604,11 @@ async fn process_claim_inner(
     drop(sign_timer);
 
     // Stage 7: upload, in two concurrent waves. First everything our document lists (the
-    // script's artifacts, the audit report, the task log); then the live.log link and our
-    // signed document with its signature, so a verifier that finds the document finds
-    // everything it lists. The claim is checked before each wave (locally: lost, or
+    // script's artifacts, the audit report, the task log), each created and PUT at once, while
+    // our document and its signatures are created (reserved) alongside; then, only once every
+    // file they list is up, the document and signatures are PUT and live.log is linked. So a
+    // verifier that finds the document finds everything it lists, and the critical path is
+    // createArtifact, PUT, PUT. The claim is checked before each wave (locally: lost, or
     // `takenUntil` passed) and before each upload starts; after a lost claim nothing more
     // goes to the run and nothing is reported.
     let upload_timer = telemetry.stage(Stage::Upload, Some((&task_id, run_id)));
@@ -634,11 +636,37 @@ async fn process_claim_inner(
             async move { task::upload_task_log(ctx, path).await },
         ));
     }
+    let listed = wave.len();
+    let cot_files: Vec<(&'static str, &std::path::Path)> = match &signed {
+        Some(files) => {
+            let mut v = vec![
+                (task::COT_JSON, files.json.as_path()),
+                (task::COT_ASC, files.asc.as_path()),
+            ];
+            if let Some(sig) = &files.sig {
+                v.push((task::COT_SIG, sig.as_path()));
+            }
+            v
+        }
+        None => Vec::new(),
+    };
+    let reserve = futures_util::future::join_all(cot_files.iter().map(|&(name, path)| {
+        let (ctx, lost) = (&ctx, claim_state.token());
+        async move {
+            if lost.is_cancelled() {
+                return None;
+            }
+            task::reserve_worker_file(ctx, name, path).await
+        }
+    }));
     let mut uploaded = Vec::new();
     if claim_state.is_lost(crate::clock::now()) {
         return give_up_run(&ctx, &log_path, shared, uploaded);
     }
-    let first = run_wave(shared, wave, &mut uploaded, &mut resolution).await;
+    let (first, reservations) = tokio::join!(
+        run_wave(shared, wave, &mut uploaded, &mut resolution),
+        reserve
+    );
     if claim_state.is_lost(crate::clock::now()) {
         return give_up_run(&ctx, &log_path, shared, uploaded);
     }
@@ -658,17 +686,20 @@ async fn process_claim_inner(
             task::link_live_log(ctx, target).await
         }));
     }
-    if let Some(files) = &signed {
-        let mut cot_files = vec![(task::COT_JSON, &files.json), (task::COT_ASC, &files.asc)];
-        if let Some(sig) = &files.sig {
-            cot_files.push((task::COT_SIG, sig));
-        }
-        for (name, path) in cot_files {
+    if first.len() == listed {
+        for ((name, path), reservation) in cot_files.into_iter().zip(reservations) {
             let (ctx, lost) = (&ctx, claim_state.token());
             wave.push(upload_job(lost, name.to_owned(), async move {
-                task::upload_worker_file(ctx, name, path).await
+                task::upload_reserved(ctx, name, path, reservation).await
             }));
         }
+    } else if !cot_files.is_empty() {
+        // The run already failed (the upload errors are in its resolution); a document
+        // listing files that are not there is never published.
+        tracing::warn!(
+            missing = listed.saturating_sub(first.len()),
+            "not publishing chain-of-trust.json: some files it lists did not upload"
+        );
     }
     run_wave(shared, wave, &mut uploaded, &mut resolution).await;
     drop(upload_timer);
@@ -766,7 +797,7 @@ fn note_disk_full(shared: &Shared, e: &task::TaskError) {
 }
 
 /// Most uploads in flight at once in one wave.
-const UPLOAD_CONCURRENCY: usize = 8;
+const UPLOAD_CONCURRENCY: usize = 32;
 
 type UploadJob<'a> = std::pin::Pin<
     Box<

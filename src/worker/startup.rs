@@ -220,7 +220,7 @@ fn check_own_key(
     key: &SigningKey,
     cfg: &ChainOfTrustConfig,
     now: DateTime<Utc>,
-) -> Result<(), SignatureError> {
+) -> Result<crate::trust::AcceptedSignature, SignatureError> {
     const PROBE: &[u8] = b"chainlock start-up probe: is our chain-of-trust key trusted?";
     let sig = match openpgp::sign_detached_armored(key, PROBE, now) {
         Ok(s) => s,
@@ -230,15 +230,13 @@ fn check_own_key(
             });
         }
     };
-    store
-        .verify_cot_signature(
-            &cfg.worker_impl,
-            PROBE,
-            CotSignature::OpenPgpArmored(&sig),
-            now,
-            cfg.max_clock_skew(),
-        )
-        .map(|_| ())
+    store.verify_cot_signature(
+        &cfg.worker_impl,
+        PROBE,
+        CotSignature::OpenPgpArmored(&sig),
+        now,
+        cfg.max_clock_skew(),
+    )
 }
 
 /// The trust store in force, reloaded between tasks when it changes on disk.
@@ -249,15 +247,26 @@ pub struct TrustGuard {
     current: Option<Arc<TrustStore>>,
     /// The newest evaluation time this guard wrote to the state file.
     recorded: DateTime<Utc>,
-    /// When the store in force last accepted a probe signature by our key (reset whenever the
-    /// store changes).
-    key_checked_at: Option<DateTime<Utc>>,
+    /// The store in force accepted a probe signature by our key at `.0`, and that answer
+    /// stands until `.1` (reset whenever the store changes).
+    key_accepted: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-/// How long an accepted own-key probe stands while the policy is unchanged. Key windows are
-/// days long, and every task's own signature is verified through the store before upload
-/// anyway; this only spares a signature per claim-loop round.
-const OWN_KEY_RECHECK: chrono::Duration = chrono::Duration::seconds(60);
+/// Until when an accepted own-key probe at `now` stands while the store is unchanged: the
+/// first instant its answer can change by itself, the earliest of the key's window end or
+/// retirement in the policy and the key's own certificate expiry. (The policy's own expiry is
+/// checked on every refresh.) So the probe signature is made once per policy or key change,
+/// not once per claim; every task's own signature is verified through the store anyway.
+fn own_key_accepted_until(
+    accepted: &crate::trust::AcceptedSignature,
+    key: &SigningKey,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match key.expires(now) {
+        Some(end) => end.min(accepted.key_retired_at),
+        None => accepted.key_retired_at,
+    }
+}
 
 impl TrustGuard {
     /// Loads the trust store from the configured pin and the state file.
@@ -273,7 +282,7 @@ impl TrustGuard {
             limits: *limits,
             current: Some(Arc::new(store)),
             recorded: now,
-            key_checked_at: None,
+            key_accepted: None,
         })
     }
 
@@ -321,7 +330,7 @@ impl TrustGuard {
             // Fail closed: the old store is dropped first, so an unusable new policy never
             // leaves the old one silently in force.
             self.current = None;
-            self.key_checked_at = None;
+            self.key_accepted = None;
             let store = TrustStore::load_with_state(
                 &self.cfg.keys_dir,
                 &self.cfg.pin(),
@@ -354,22 +363,27 @@ impl TrustGuard {
                 expires,
             });
         }
-        // Accepted less than a minute ago by this same store: no new probe signature.
+        // Accepted by this same store, and nothing that answer depends on has ended since
+        // (a clock stepped back before the probe also makes a new one).
         let fresh = self
-            .key_checked_at
-            .is_some_and(|t| t <= now && now - t < OWN_KEY_RECHECK);
+            .key_accepted
+            .is_some_and(|(at, until)| at <= now && now < until);
         if !fresh {
-            if let Err(source) = check_own_key(&store, key, &self.cfg, now) {
-                self.current = None;
-                self.key_checked_at = None;
-                return Err(TrustProblem::KeyNotTrusted {
-                    version: store.version(),
-                    fingerprint: key.fingerprint(),
-                    worker_impl: self.cfg.worker_impl.clone(),
-                    source: Box::new(source),
-                });
+            match check_own_key(&store, key, &self.cfg, now) {
+                Ok(accepted) => {
+                    self.key_accepted = Some((now, own_key_accepted_until(&accepted, key, now)));
+                }
+                Err(source) => {
+                    self.current = None;
+                    self.key_accepted = None;
+                    return Err(TrustProblem::KeyNotTrusted {
+                        version: store.version(),
+                        fingerprint: key.fingerprint(),
+                        worker_impl: self.cfg.worker_impl.clone(),
+                        source: Box::new(source),
+                    });
+                }
             }
-            self.key_checked_at = Some(now);
         }
         // Keep the clock floor in the state file current while the worker runs for long.
         if now - self.recorded >= self.limits.evaluation_record_interval {
@@ -555,13 +569,15 @@ fn check_key_trusted(
     now: DateTime<Utc>,
 ) -> Result<(), StartupError> {
     let cot = &config.chain_of_trust;
-    check_own_key(store, key, cot, now).map_err(|e| StartupError::KeyNotTrusted {
-        config: config.source.clone(),
-        fingerprint: key.fingerprint(),
-        worker_impl: cot.worker_impl.clone(),
-        version: store.version(),
-        source: Box::new(e),
-    })
+    check_own_key(store, key, cot, now)
+        .map(|_| ())
+        .map_err(|e| StartupError::KeyNotTrusted {
+            config: config.source.clone(),
+            fingerprint: key.fingerprint(),
+            worker_impl: cot.worker_impl.clone(),
+            version: store.version(),
+            source: Box::new(e),
+        })
 }
 
 /// The trust limits the worker uses for `config`: the defaults, with the root-signature skew

@@ -830,7 +830,19 @@ pub(super) async fn upload_file(
     gzip: bool,
     size: u64,
 ) -> Result<(), TaskError> {
-    let client = ctx.client.current();
+    let answer = create_file_artifact(ctx, name, content_type, size).await?;
+    send_file(ctx, name, path, content_type, gzip, answer).await
+}
+
+/// createArtifact for a file (s3 or object, as configured; expires with the task). A 409
+/// gives the run up: it no longer takes artifacts (resolved by someone else, or past the
+/// grace the queue gives an exception), so nothing more goes to it and nothing is reported.
+async fn create_file_artifact(
+    ctx: &RunCtx,
+    name: &str,
+    content_type: &str,
+    size: u64,
+) -> Result<CreateArtifactResponse, TaskError> {
     let object = ctx.shared.config.queue.artifact_storage == ArtifactStorage::Object;
     let req = if object {
         CreateArtifactRequest::Object {
@@ -845,28 +857,40 @@ pub(super) async fn upload_file(
             content_length: Some(size),
         }
     };
-    let err = |source| TaskError::Upload {
-        name: name.to_owned(),
-        source: Box::new(source),
-    };
-    let resp = match client
+    ctx.client
+        .current()
         .create_artifact(&ctx.task_id, ctx.run_id, name, &req)
         .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            // 409: the run no longer takes artifacts (resolved by someone else, or past the
-            // grace the queue gives an exception). It is not ours any more: nothing more goes
-            // to it, and nothing is reported.
+        .map_err(|e| {
             if e.is_conflict() {
                 tracing::warn!(artifact = name, error = %e,
                     "createArtifact refused (409): the run is no longer ours");
                 ctx.claim.give_up();
             }
-            return Err(err(e));
-        }
+            TaskError::Upload {
+                name: name.to_owned(),
+                source: Box::new(e),
+            }
+        })
+}
+
+/// Sends a file's bytes where createArtifact's `answer` says: a PUT to the presigned URL
+/// (s3), or the object service's upload and `finishArtifact` (object).
+async fn send_file(
+    ctx: &RunCtx,
+    name: &str,
+    path: &std::path::Path,
+    content_type: &str,
+    gzip: bool,
+    answer: CreateArtifactResponse,
+) -> Result<(), TaskError> {
+    let client = ctx.client.current();
+    let object = ctx.shared.config.queue.artifact_storage == ArtifactStorage::Object;
+    let err = |source| TaskError::Upload {
+        name: name.to_owned(),
+        source: Box::new(source),
     };
-    match resp {
+    match answer {
         CreateArtifactResponse::S3 {
             put_url,
             content_type: signed_type,
@@ -892,6 +916,63 @@ pub(super) async fn upload_file(
         }
     }
     Ok(())
+}
+
+/// A presigned PUT URL obtained for a worker file before its bytes are final to publish (our
+/// chain-of-trust document and signatures, reserved while the files they list go up, so that
+/// their own upload is one round trip instead of two).
+pub(super) struct Reservation {
+    answer: CreateArtifactResponse,
+}
+
+/// A reservation is used only while its URL has at least this long to live; otherwise the
+/// file is created again (an identical createArtifact is safe) just before its PUT.
+const RESERVATION_MARGIN: chrono::Duration = chrono::Duration::seconds(120);
+
+/// Stage 7, first wave: createArtifact for a worker file whose bytes go up later. `None`
+/// when there is nothing to gain or the queue did not answer: the file is then created when
+/// it is sent ([`upload_reserved`]). Object storage never reserves: its upload is bound to
+/// temporary credentials and an upload id that are best used at once.
+pub(super) async fn reserve_worker_file(
+    ctx: &RunCtx,
+    name: &str,
+    path: &Path,
+) -> Option<Reservation> {
+    if ctx.shared.config.queue.artifact_storage == ArtifactStorage::Object {
+        return None;
+    }
+    let size = tokio::fs::metadata(path).await.ok()?.len();
+    let (content_type, _) = artifacts::content_type_for(name);
+    match create_file_artifact(ctx, name, content_type, size).await {
+        Ok(answer @ CreateArtifactResponse::S3 { .. }) => Some(Reservation { answer }),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(artifact = name, error = %e,
+                "createArtifact ahead of the upload failed; retried when the file is sent");
+            None
+        }
+    }
+}
+
+/// Stage 7, second wave: sends a worker file through its reservation while the URL is fresh
+/// enough, else creates it again first.
+pub(super) async fn upload_reserved(
+    ctx: &RunCtx,
+    name: &str,
+    path: &Path,
+    reservation: Option<Reservation>,
+) -> Result<(), TaskError> {
+    let fresh = reservation.filter(|r| match &r.answer {
+        CreateArtifactResponse::S3 { expires, .. } => crate::clock::now()
+            .checked_add_signed(RESERVATION_MARGIN)
+            .is_some_and(|deadline| *expires > deadline),
+        _ => false,
+    });
+    let Some(reservation) = fresh else {
+        return upload_worker_file(ctx, name, path).await;
+    };
+    let (content_type, gzip) = artifacts::content_type_for(name);
+    send_file(ctx, name, path, content_type, gzip, reservation.answer).await
 }
 
 /// What `public/logs/live.log`, the log UIs and Treeherder show, links to.
