@@ -376,6 +376,36 @@ pub struct TimingConfig {
     /// Longest pause after repeated failed queue calls. Default 60.
     #[serde(default = "default_backoff_max_secs")]
     pub backoff_max_secs: u64,
+    /// Longest one artifact upload or download may take, over every attempt and retry pause.
+    /// Default 3600.
+    #[serde(default = "default_transfer_deadline_secs")]
+    pub transfer_deadline_secs: u64,
+    /// Slowest accepted transfer, in bytes per second: a download body delivering less in a
+    /// `transfer_rate_window_secs` window, or an upload whose store has taken less than this
+    /// rate on average since the attempt began, is cut and retried (within the deadline).
+    /// `0` turns the check off. Default 4096.
+    #[serde(default = "default_min_transfer_rate")]
+    pub min_transfer_rate: u64,
+    /// How often the minimum rate is checked. Default 30.
+    #[serde(default = "default_transfer_rate_window_secs")]
+    pub transfer_rate_window_secs: u64,
+}
+
+impl TimingConfig {
+    /// The queue client's transfer limits these settings give (everything else default).
+    pub fn client_limits(&self) -> crate::queue::ClientLimits {
+        let deadline = Duration::from_secs(self.transfer_deadline_secs);
+        let window = Duration::from_secs(self.transfer_rate_window_secs);
+        crate::queue::ClientLimits {
+            download_deadline: deadline,
+            min_download_rate: self.min_transfer_rate,
+            download_rate_window: window,
+            upload_deadline: deadline,
+            min_upload_rate: self.min_transfer_rate,
+            upload_rate_window: window,
+            ..Default::default()
+        }
+    }
 }
 
 fn default_reclaim_margin_secs() -> u64 {
@@ -390,6 +420,15 @@ fn default_backoff_min_secs() -> u64 {
 fn default_backoff_max_secs() -> u64 {
     60
 }
+fn default_transfer_deadline_secs() -> u64 {
+    3600
+}
+fn default_min_transfer_rate() -> u64 {
+    4096
+}
+fn default_transfer_rate_window_secs() -> u64 {
+    30
+}
 
 impl Default for TimingConfig {
     /// Timing is not security-relevant, so it has defaults (documented on each field).
@@ -399,6 +438,9 @@ impl Default for TimingConfig {
             poll_interval_secs: default_poll_interval_secs(),
             backoff_min_secs: default_backoff_min_secs(),
             backoff_max_secs: default_backoff_max_secs(),
+            transfer_deadline_secs: default_transfer_deadline_secs(),
+            min_transfer_rate: default_min_transfer_rate(),
+            transfer_rate_window_secs: default_transfer_rate_window_secs(),
         }
     }
 }
@@ -1275,6 +1317,36 @@ policy = "chain-policy.toml"
             check_schema(&json, &path).unwrap_or_else(|e| panic!("{e}"));
             let _: Config = serde_json::from_value(json).unwrap();
         }
+    }
+
+    /// `[timing]`'s transfer settings reach the queue client, for uploads and downloads alike;
+    /// without them the client's defaults apply.
+    #[test]
+    fn transfer_settings_become_the_client_limits() {
+        let d = crate::queue::ClientLimits::default();
+        let none = TimingConfig::default().client_limits();
+        assert_eq!(
+            (
+                none.upload_deadline,
+                none.min_upload_rate,
+                none.upload_rate_window
+            ),
+            (d.upload_deadline, d.min_upload_rate, d.upload_rate_window)
+        );
+        assert_eq!(
+            (none.download_deadline, none.min_download_rate),
+            (d.download_deadline, d.min_download_rate)
+        );
+        let t: TimingConfig = serde_json::from_value(serde_json::json!({
+            "transfer_deadline_secs": 600, "min_transfer_rate": 0, "transfer_rate_window_secs": 5
+        }))
+        .unwrap();
+        let l = t.client_limits();
+        assert_eq!(l.upload_deadline, Duration::from_secs(600));
+        assert_eq!(l.download_deadline, Duration::from_secs(600));
+        assert_eq!((l.min_upload_rate, l.min_download_rate), (0, 0));
+        assert_eq!(l.upload_rate_window, Duration::from_secs(5));
+        assert_eq!(l.download_rate_window, Duration::from_secs(5));
     }
 
     #[test]

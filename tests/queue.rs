@@ -960,6 +960,101 @@ async fn uploads_have_a_total_deadline() {
     assert!(!format!("{e} {e:?}").contains("sekrit"), "{e:?}");
 }
 
+/// A store that reads each PUT's body `chunk` bytes at a time, one read every `every`, then
+/// answers 200: a slow (or, with a tiny chunk, stalling) object store.
+async fn pacing_store(chunk: usize, every: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if sock.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut buf = vec![0u8; chunk];
+                let mut left = len;
+                while left > 0 {
+                    tokio::time::sleep(every).await;
+                    let want = left.min(chunk);
+                    match sock.read(&mut buf[..want]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => left -= n,
+                    }
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Issue 11: a store that takes the body slower than the minimum rate fails each attempt once
+/// the socket buffers' credit is used up (here well under a second), far before the total
+/// deadline, and the attempt is retried; a store reading steadily faster than the minimum, in
+/// the bursts socket buffers make, gets the whole file.
+#[tokio::test]
+async fn uploads_slower_than_the_minimum_rate_are_cut_and_retried() {
+    use chainlock::queue::ClientLimits;
+    use chainlock::secret::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big");
+    std::fs::write(&file, vec![1u8; 16 << 20]).unwrap();
+    let limits = ClientLimits {
+        upload_deadline: Duration::from_secs(60),
+        min_upload_rate: 8 << 20,
+        upload_rate_window: Duration::from_millis(100),
+        ..Default::default()
+    };
+    // About 10 KB/s: the socket buffers fill, then the upload stalls.
+    let root = pacing_store(1024, Duration::from_millis(100)).await;
+    let q = QueueClient::new(&root, None, RetryPolicy::fast_for_tests())
+        .unwrap()
+        .with_limits(limits.clone());
+    let url = Secret::new(format!("{root}/bucket/big?X-Amz-Signature=sekrit"));
+    let t0 = std::time::Instant::now();
+    let e = q
+        .upload_file(&url, &file, "application/octet-stream", false)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        matches!(e, QueueError::UploadTooSlow { min_rate, .. } if min_rate == 8 << 20),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(!format!("{e} {e:?}").contains("sekrit"), "{e:?}");
+
+    // About 25 MB/s (less on a loaded machine), above a 2 MiB/s minimum: the whole 16 MiB goes
+    // up.
+    let root = pacing_store(64 << 10, Duration::from_millis(2)).await;
+    let q = QueueClient::new(&root, None, RetryPolicy::fast_for_tests())
+        .unwrap()
+        .with_limits(ClientLimits {
+            min_upload_rate: 2 << 20,
+            ..limits
+        });
+    let url = Secret::new(format!("{root}/bucket/big?X-Amz-Signature=sekrit"));
+    let up = q
+        .upload_file(&url, &file, "application/octet-stream", false)
+        .await
+        .unwrap();
+    assert_eq!(up.sent_bytes, 16 << 20);
+}
+
 /// Issue 9: the size cap applies to the decoded bytes of a gzip body (a bomb is refused as
 /// TooLarge after at most the cap is written, never as a transport or gzip error).
 #[tokio::test]

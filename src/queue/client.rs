@@ -151,6 +151,17 @@ pub struct ClientLimits {
     /// ([`QueueError::UploadDeadline`], not retried): an object store that accepts the body
     /// a byte at a time cannot hold the task past its claim for ever. Default 1 hour.
     pub upload_deadline: Duration,
+    /// Slowest accepted upload, in bytes per second of body taken by the store on average
+    /// since the attempt started, checked every
+    /// [`upload_rate_window`](Self::upload_rate_window) until the whole body is sent: a store
+    /// that falls behind fails the attempt with [`QueueError::UploadTooSlow`], which is retried
+    /// within the deadline. So an attempt at an upload of `S` bytes is cut by about
+    /// `S / min_upload_rate` plus one window (the deadline a file's size and the rate give),
+    /// and the answer's wait after the body is bounded by the read timeout. `0` disables the
+    /// check. Default 4 KiB/s.
+    pub min_upload_rate: u64,
+    /// How often the upload minimum-rate check runs. Default 30 s.
+    pub upload_rate_window: Duration,
 }
 
 impl Default for ClientLimits {
@@ -164,6 +175,8 @@ impl Default for ClientLimits {
             min_download_rate: 4 * 1024,
             download_rate_window: Duration::from_secs(30),
             upload_deadline: Duration::from_secs(3600),
+            min_upload_rate: 4 * 1024,
+            upload_rate_window: Duration::from_secs(30),
         }
     }
 }
@@ -647,9 +660,17 @@ impl QueueClient {
         }
         // Large reads: the default 4 KiB buffer made ~256k read calls per GiB and capped the
         // upload well below the link's speed. Memory stays flat (one buffer per upload).
-        let stream = tokio_util::io::ReaderStream::with_capacity(
-            tokio::io::AsyncReadExt::take(file, len),
-            UPLOAD_READ_BYTES,
+        let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = taken.clone();
+        let stream = futures_util::TryStreamExt::inspect_ok(
+            tokio_util::io::ReaderStream::with_capacity(
+                tokio::io::AsyncReadExt::take(file, len),
+                UPLOAD_READ_BYTES,
+            ),
+            move |chunk| {
+                let n = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            },
         );
         let mut req = self
             .inner
@@ -662,11 +683,53 @@ impl QueueClient {
         for (name, value) in headers {
             req = req.header(name, value);
         }
-        let resp = req.send().await.map_err(|e| transport("PUT", shown, e))?;
+        let resp = tokio::select! {
+            r = req.send() => r.map_err(|e| transport("PUT", shown, e))?,
+            slow = self.upload_pace(&taken, len, shown) => return Err(slow),
+        };
         if resp.status().is_success() {
             Ok(len)
         } else {
             Err(self.http_error(resp, "PUT", shown).await)
+        }
+    }
+
+    /// Completes (with the error) when, at one of the checks made every
+    /// `upload_rate_window`, the store has taken less of the body than the minimum rate allows
+    /// for the time since the attempt started, while some of the `len` bytes are still unsent;
+    /// never when the check is off or once the whole body has been taken. The average since
+    /// the start, not each window's bytes: socket buffers take a burst at first and then let
+    /// the body through in bursts, so a store reading steadily at the minimum rate always keeps
+    /// pace (the client has sent at least what the store read), and one that stops reading
+    /// falls behind once the buffers' credit is used up.
+    async fn upload_pace(
+        &self,
+        taken: &std::sync::atomic::AtomicU64,
+        len: u64,
+        shown: &str,
+    ) -> QueueError {
+        let limits = &self.inner.limits;
+        let (rate, window) = (limits.min_upload_rate, limits.upload_rate_window);
+        if rate == 0 || window.is_zero() {
+            return std::future::pending().await;
+        }
+        let start = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(window).await;
+            let now = taken.load(std::sync::atomic::Ordering::Relaxed);
+            if now >= len {
+                return std::future::pending().await;
+            }
+            let elapsed = start.elapsed();
+            let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            if now < rate.saturating_mul(ms) / 1000 {
+                return QueueError::UploadTooSlow {
+                    url: shown.to_owned(),
+                    bytes: now,
+                    elapsed,
+                    min_rate: rate,
+                };
+            }
         }
     }
 

@@ -171,6 +171,21 @@ pub enum QueueError {
         /// The deadline (`ClientLimits::upload_deadline`).
         limit: std::time::Duration,
     },
+    /// An upload's body was taken slower than the minimum rate (a store that stopped reading).
+    #[error(
+        "upload to {url}: {bytes} bytes taken in {elapsed:?}, below the minimum of {min_rate} \
+         bytes/s"
+    )]
+    UploadTooSlow {
+        /// Where it was going (scheme, host and path; never the signed query).
+        url: String,
+        /// Bytes taken by the store since the attempt started.
+        bytes: u64,
+        /// Since the attempt started.
+        elapsed: std::time::Duration,
+        /// The minimum rate (`ClientLimits::min_upload_rate`).
+        min_rate: u64,
+    },
     /// A download's body arrived slower than the minimum rate.
     #[error(
         "artifact {name:?} of task {task_id}: {bytes} bytes in {window:?}, below the minimum of \
@@ -213,7 +228,9 @@ impl QueueError {
     /// Worth retrying later: transport failures, too-slow downloads, 5xx and 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            QueueError::Transport { .. } | QueueError::TooSlow { .. } => true,
+            QueueError::Transport { .. }
+            | QueueError::TooSlow { .. }
+            | QueueError::UploadTooSlow { .. } => true,
             QueueError::Http { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

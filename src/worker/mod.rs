@@ -206,7 +206,7 @@ pub async fn run(
     let telemetry = Arc::new(Telemetry::new(crate::metrics::Budgets::from_config(
         &config,
         &options.retry,
-        &crate::queue::ClientLimits::default(),
+        &config.timing.client_limits(),
     )));
     // Background jobs of this run (the listener, the watchdog, the drain notice) end with it.
     let background = CancellationToken::new();
@@ -241,6 +241,7 @@ pub async fn run(
         Some(credentials),
         options.retry.clone(),
     )?
+    .with_limits(config.timing.client_limits())
     .with_metrics(telemetry.metrics.clone());
     let script_env_base = crate::launch::script_env(&config.script.env_allowlist, env, &[]);
     let shared = Arc::new(Shared {
