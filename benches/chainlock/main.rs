@@ -137,6 +137,14 @@ const SECTIONS: [&str; 9] = [
 ];
 
 fn main() {
+    // CHAINLOCK_BENCH_LOG=<filter> prints the log of what runs in-process (the worker's stages
+    // with microsecond timestamps), to see where a row's time goes.
+    if let Ok(filter) = std::env::var("CHAINLOCK_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut quick = false;
     let mut large_mib = 512;
     let mut wanted = Vec::new();
