@@ -104,6 +104,21 @@ impl Env {
         Env::with_queue(claim_timeout, |_| {}).await
     }
 
+    /// Creates one `ok` task, runs the worker for one task and checks that it completed;
+    /// returns the task and the worker's output.
+    async fn run_one_completed(&self) -> (TaskId, std::process::Output) {
+        let id = self.create(json!({"behaviour": "ok"})).await;
+        let out = self.run_worker(1).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            self.last_run(&id).await.0,
+            TaskState::Completed,
+            "{}",
+            stderr(&out)
+        );
+        (id, out)
+    }
+
     /// As [`Env::new`], with the dev queue's config changed by `configure`.
     async fn with_queue(
         claim_timeout: Duration,
@@ -674,15 +689,7 @@ async fn a_run_lost_before_the_uploads_gets_no_second_wave_and_no_report() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_document_goes_up_after_everything_it_lists_and_never_without_them() {
     let env = Env::with_queue(Duration::from_secs(1200), |cfg| cfg.record_requests = true).await;
-    let id = env.create(json!({"behaviour": "ok"})).await;
-    let out = env.run_worker(1).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        env.last_run(&id).await.0,
-        TaskState::Completed,
-        "{}",
-        stderr(&out)
-    );
+    let (id, _) = env.run_one_completed().await;
     let requests = env.queue.as_ref().unwrap().requests();
     let uploads = format!("/dev-queue/upload/{id}/0/");
     let puts: Vec<_> = requests
@@ -2359,15 +2366,7 @@ async fn dual_signatures_verify_either_way_and_a_tampered_sig_fails() {
         check_out.contains("\nok    own ed25519 key trusted: "),
         "{check_out}"
     );
-    let id = env.create(json!({"behaviour": "ok"})).await;
-    let out = env.run_worker(1).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        env.last_run(&id).await.0,
-        TaskState::Completed,
-        "{}",
-        stderr(&out)
-    );
+    let (id, out) = env.run_one_completed().await;
     let names = env.artifact_names(&id).await;
     assert!(
         names.iter().any(|n| n == "public/chain-of-trust.json.sig"),
