@@ -21,6 +21,78 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Renders through `inner` and remembers the answers: rendering is a pure function of the
+/// template and the context (`now` is fixed by the caller's `$let`), and in a release every
+/// task of a graph rebuilds the same decision task, so a long-running worker starts the json-e
+/// child once per decision task instead of once per task. Keyed by the sha256 of the exact
+/// input (template and context as JSON), so a hit is the answer a fresh render would give;
+/// only successful renders are kept, at most [`Memo::MAX_ENTRIES`] of them and
+/// [`Memo::MAX_BYTES`] of rendered JSON in all, the oldest dropped first.
+pub struct Memo<R> {
+    inner: R,
+    kept: std::sync::Mutex<MemoEntries>,
+}
+
+#[derive(Default)]
+struct MemoEntries {
+    /// Oldest first: (input hash, rendered value, its size as JSON).
+    entries: std::collections::VecDeque<([u8; 32], Value, usize)>,
+    bytes: usize,
+}
+
+impl<R> Memo<R> {
+    /// Most renders remembered.
+    pub const MAX_ENTRIES: usize = 32;
+    /// Most rendered JSON remembered, in bytes.
+    pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+    /// Remembers what `inner` renders.
+    pub fn new(inner: R) -> Memo<R> {
+        Memo {
+            inner,
+            kept: std::sync::Mutex::new(MemoEntries::default()),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Memo<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.kept.lock().map(|k| k.entries.len()).unwrap_or(0);
+        f.debug_struct("Memo").field("entries", &n).finish()
+    }
+}
+
+impl<R: Render> Render for Memo<R> {
+    fn render(&self, template: &Value, context: &Value) -> Result<Value, RenderError> {
+        use sha2::Digest as _;
+        let input = serde_json::to_vec(&json!({"template": template, "context": context}))
+            .map_err(|e| RenderError::Failed(e.to_string()))?;
+        let key: [u8; 32] = sha2::Sha256::digest(&input).into();
+        if let Ok(kept) = self.kept.lock()
+            && let Some((_, value, _)) = kept.entries.iter().find(|(k, ..)| *k == key)
+        {
+            return Ok(value.clone());
+        }
+        let value = self.inner.render(template, context)?;
+        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+        if size <= Self::MAX_BYTES
+            && let Ok(mut kept) = self.kept.lock()
+        {
+            while kept.entries.len() >= Self::MAX_ENTRIES
+                || kept.bytes.saturating_add(size) > Self::MAX_BYTES
+            {
+                let Some((_, _, old)) = kept.entries.pop_front() else {
+                    break;
+                };
+                kept.bytes = kept.bytes.saturating_sub(old);
+            }
+            kept.bytes = kept.bytes.saturating_add(size);
+            kept.entries.push_back((key, value.clone(), size));
+        }
+        Ok(value)
+    }
+}
+
 /// The hidden argument that makes `chainlock` a json-e child (handled first thing in `main`).
 pub const CHILD_ARG: &str = "__render-json-e";
 
@@ -201,4 +273,62 @@ pub fn child_main(args: &[std::ffi::OsString]) -> i32 {
         return 5;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Renders `{"n": <context.n>}` and counts its calls; fails for `n` = 0.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Render for Counting {
+        fn render(&self, _: &Value, context: &Value) -> Result<Value, RenderError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            match context["n"].as_u64() {
+                Some(0) | None => Err(RenderError::Failed("no".into())),
+                Some(n) => Ok(json!({ "n": n, "pad": "x".repeat(1000) })),
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_input_renders_once_and_failures_are_not_kept() {
+        let memo = Memo::new(Counting::default());
+        let t = json!({"$eval": "n"});
+        let one = memo.render(&t, &json!({"n": 1})).unwrap();
+        assert_eq!(memo.render(&t, &json!({"n": 1})).unwrap(), one);
+        assert_eq!(memo.inner.0.load(Ordering::SeqCst), 1);
+        // Another context, or another template, is another render.
+        assert_eq!(memo.render(&t, &json!({"n": 2})).unwrap()["n"], 2);
+        memo.render(&json!({"$eval": "n + 0"}), &json!({"n": 1}))
+            .unwrap();
+        assert_eq!(memo.inner.0.load(Ordering::SeqCst), 3);
+        // A failure is rendered again each time.
+        assert!(memo.render(&t, &json!({"n": 0})).is_err());
+        assert!(memo.render(&t, &json!({"n": 0})).is_err());
+        assert_eq!(memo.inner.0.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn the_oldest_answers_go_first_past_the_bound() {
+        let memo = Memo::new(Counting::default());
+        let t = json!({});
+        let total = Memo::<Counting>::MAX_ENTRIES + 5;
+        for n in 1..=total {
+            memo.render(&t, &json!({ "n": n })).unwrap();
+        }
+        let kept = memo.kept.lock().unwrap();
+        assert_eq!(kept.entries.len(), Memo::<Counting>::MAX_ENTRIES);
+        assert!(kept.bytes <= Memo::<Counting>::MAX_BYTES);
+        drop(kept);
+        // The newest is still kept; the first was dropped and renders again.
+        let calls = memo.inner.0.load(Ordering::SeqCst);
+        memo.render(&t, &json!({ "n": total })).unwrap();
+        assert_eq!(memo.inner.0.load(Ordering::SeqCst), calls);
+        memo.render(&t, &json!({"n": 1})).unwrap();
+        assert_eq!(memo.inner.0.load(Ordering::SeqCst), calls + 1);
+    }
 }

@@ -183,6 +183,10 @@ pub(crate) struct Shared {
     pub disk_full: std::sync::Mutex<Option<String>>,
     /// Metrics, health and systemd notifications.
     pub telemetry: Arc<Telemetry>,
+    /// json-e for check 9 (a budgeted child of this binary), remembering its answers across
+    /// tasks: the tasks of one graph rebuild the same decision task. `None` (the binary cannot
+    /// be located): every rebuild fails closed.
+    pub renderer: Option<crate::jsone::Memo<crate::jsone::Sandboxed>>,
 }
 
 /// Summary of a worker run.
@@ -257,6 +261,9 @@ pub async fn run(
         containment_broken: std::sync::Mutex::new(None),
         disk_full: std::sync::Mutex::new(None),
         telemetry: telemetry.clone(),
+        renderer: crate::jsone::Sandboxed::current()
+            .ok()
+            .map(crate::jsone::Memo::new),
     });
     let timing = &shared.config.timing;
     let backoff_min = Duration::from_secs(timing.backoff_min_secs);

@@ -458,11 +458,10 @@ async fn verify_chain(ctx: &RunCtx, log: &mut TaskLog) -> Result<Option<Verified
     log.notice("verifying the chain of trust").await?;
     let shared = &ctx.shared;
     let (client, cot_dir) = (ctx.client.current(), ctx.dirs.work.join("cot"));
-    // json-e for check 9 runs in a budgeted child of this binary; without one, a rebuild
-    // fails closed.
-    let sandboxed = crate::jsone::Sandboxed::current().ok();
-    let renderer: &dyn crate::verify::rebuild::Render = match &sandboxed {
-        Some(s) => s,
+    // json-e for check 9 runs in a budgeted child of this binary, its answers remembered
+    // across tasks; without one, a rebuild fails closed.
+    let renderer: &dyn crate::verify::rebuild::Render = match &shared.renderer {
+        Some(r) => r,
         None => &crate::verify::rebuild::NoRenderer,
     };
     let fetch = evidence::fetch_and_verify(
