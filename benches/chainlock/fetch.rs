@@ -62,20 +62,35 @@ async fn seed_one(
     material: &Material,
     scratch: &std::path::Path,
 ) -> seed::Chain {
+    seed_graph(h, creds, material, scratch, 1).await
+}
+
+/// Seeds one demo graph whose decision task, docker image and build feed `signing` pending
+/// signing tasks.
+async fn seed_graph(
+    h: &DevQueueHandle,
+    creds: &Credentials,
+    material: &Material,
+    scratch: &std::path::Path,
+    signing: usize,
+) -> seed::Chain {
     let client = QueueClient::new(h.root_url(), Some(creds.clone()), RetryPolicy::standard())
         .expect("client");
-    seed::seed_chain(
-        &client,
-        material,
+    let mut chain = seed::Chain::new(
         chainlock::clock::now(),
         ChainOptions {
             docker_image: true,
             push: false,
         },
-        scratch,
-    )
-    .await
-    .expect("seed chain")
+    );
+    chain.add_signing_tasks(signing.saturating_sub(1));
+    chain.create(&client).await.expect("create the graph");
+    let evidence = chain.evidence(material).expect("evidence");
+    chain
+        .publish(&client, &evidence, scratch)
+        .await
+        .expect("publish the upstream links");
+    chain
 }
 
 /// The slope row: ms of wall per ms of added latency between the first and last latency.
@@ -159,13 +174,25 @@ async fn run(settings: &Settings) -> Vec<Row> {
 /// template the dev queue serves, in json-e's child process, as in production), the script,
 /// collect, sign, upload, report. Per-task wall, requests and sequential round trips per task,
 /// and the slope.
+///
+/// Two scenarios: every task in its own graph (each its own decision task, image and build:
+/// nothing is shared), and every task in one graph (the same decision task, image and build, as
+/// the signing tasks of a release are: what the worker remembers across tasks, the decision
+/// task's json-e rebuild, then applies).
 pub fn tasks(settings: &Settings) -> Vec<Row> {
-    runtime().block_on(run_tasks(settings))
+    let mut rows = runtime().block_on(run_tasks(settings, false));
+    rows.extend(runtime().block_on(run_tasks(settings, true)));
+    rows
 }
 
 #[allow(clippy::disallowed_methods)] // the benchmark starts the real worker binary
-async fn run_tasks(settings: &Settings) -> Vec<Row> {
+async fn run_tasks(settings: &Settings, one_graph: bool) -> Vec<Row> {
     let n: u32 = if settings.quick { 2 } else { 5 };
+    let label = if one_graph {
+        "worker task, one graph"
+    } else {
+        "worker task (sign)"
+    };
     let mut rows = Vec::new();
     let mut walls: Vec<(u64, Duration)> = Vec::new();
     for &ms in latencies(settings) {
@@ -175,15 +202,28 @@ async fn run_tasks(settings: &Settings) -> Vec<Row> {
             .serve_sources_from(h.root_url())
             .expect("rebuild rule for the dev queue's source host");
         let mut targets = Vec::new();
-        for i in 0..n {
-            let chain = seed_one(
+        if one_graph {
+            let chain = seed_graph(
                 &h,
                 &creds,
                 &material,
-                &tmp.path().join(format!("scratch-{i}")),
+                &tmp.path().join("scratch"),
+                n as usize,
             )
             .await;
             targets.push(chain.signing.id);
+            targets.extend(chain.more_signing.into_iter().map(|l| l.id));
+        } else {
+            for i in 0..n {
+                let chain = seed_one(
+                    &h,
+                    &creds,
+                    &material,
+                    &tmp.path().join(format!("scratch-{i}")),
+                )
+                .await;
+                targets.push(chain.signing.id);
+            }
         }
         let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_chainlock"));
         let files = material
@@ -255,7 +295,7 @@ async fn run_tasks(settings: &Settings) -> Vec<Row> {
         walls.push((ms, per_task));
         let rounds = devqueue::sequential_round_trips(&log);
         rows.push(Row {
-            name: format!("worker task (sign) +{ms} ms"),
+            name: format!("{label} +{ms} ms"),
             time: per_task,
             rate: format!("{} req/task", log.len() / n as usize),
             rss: None,
@@ -265,6 +305,10 @@ async fn run_tasks(settings: &Settings) -> Vec<Row> {
             ),
         });
     }
-    rows.extend(slope_row("worker task slope", &walls, "per-task wall"));
+    rows.extend(slope_row(
+        &format!("{label} slope"),
+        &walls,
+        "per-task wall",
+    ));
     rows
 }

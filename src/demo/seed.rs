@@ -782,6 +782,9 @@ pub struct Chain {
     pub signing: Link,
     /// The push task for a chainlock worker on [`PUSH_QUEUE`].
     pub push: Option<Link>,
+    /// Further signing tasks of the same graph, each the signing task under its own id (a
+    /// release signs many things from one decision task; [`Chain::add_signing_tasks`]).
+    pub more_signing: Vec<Link>,
 }
 
 fn repo_env() -> Value {
@@ -975,6 +978,17 @@ impl Chain {
             build,
             signing,
             push,
+            more_signing: Vec::new(),
+        }
+    }
+
+    /// Adds `n` more signing tasks to the graph, copies of the signing task under new ids
+    /// (before [`Chain::create`]).
+    pub fn add_signing_tasks(&mut self, n: usize) {
+        for _ in 0..n {
+            let mut link = self.signing.clone();
+            link.id = TaskId::generate();
+            self.more_signing.push(link);
         }
     }
 
@@ -984,6 +998,7 @@ impl Chain {
         v.extend(self.docker_image.as_ref());
         v.push(&self.build);
         v.push(&self.signing);
+        v.extend(&self.more_signing);
         v.extend(self.push.as_ref());
         v
     }
@@ -993,6 +1008,7 @@ impl Chain {
         v.extend(self.docker_image.as_mut());
         v.push(&mut self.build);
         v.push(&mut self.signing);
+        v.extend(&mut self.more_signing);
         v.extend(self.push.as_mut());
         v
     }
