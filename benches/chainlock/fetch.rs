@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "bench-fetch-token";
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -23,7 +23,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn latencies(settings: &Settings) -> &'static [u64] {
+pub(crate) fn latencies(settings: &Settings) -> &'static [u64] {
     if settings.quick {
         &[0, 25]
     } else {
@@ -34,11 +34,23 @@ fn latencies(settings: &Settings) -> &'static [u64] {
 /// A dev queue in `dir` answering every request `ms` late and logging requests, with a
 /// permanent client for seeding, and demo material (keys, trust policy, chain policy).
 async fn latency_queue(dir: &std::path::Path, ms: u64) -> (DevQueueHandle, Credentials, Material) {
+    let (h, creds) = plain_latency_queue(dir, ms).await;
+    let material =
+        Material::generate(&dir.join("material"), chainlock::clock::now()).expect("material");
+    (h, creds, material)
+}
+
+/// A dev queue in `dir` answering every request `ms` late and logging requests, with one
+/// permanent client (`bench`, scopes `*`).
+pub(crate) async fn plain_latency_queue(
+    dir: &std::path::Path,
+    ms: u64,
+) -> (DevQueueHandle, Credentials) {
     let mut cfg = DevQueueConfig::new(
         "127.0.0.1:0".parse().expect("loopback address"),
         dir.join("queue"),
         vec![Client {
-            client_id: "bench".into(),
+            client_id: BENCH_CLIENT.0.into(),
             access_token: Secret::new(TOKEN),
             scopes: vec!["*".into()],
         }],
@@ -49,11 +61,14 @@ async fn latency_queue(dir: &std::path::Path, ms: u64) -> (DevQueueHandle, Crede
     cfg.injected_latency = Duration::from_millis(ms);
     cfg.record_requests = true;
     let h = devqueue::start(cfg).await.expect("dev queue");
-    let creds = Credentials::permanent("bench", Secret::new(TOKEN));
-    let material =
-        Material::generate(&dir.join("material"), chainlock::clock::now()).expect("material");
-    (h, creds, material)
+    (
+        h,
+        Credentials::permanent(BENCH_CLIENT.0, Secret::new(TOKEN)),
+    )
 }
+
+/// The permanent client of [`plain_latency_queue`]: (clientId, accessToken).
+pub(crate) const BENCH_CLIENT: (&str, &str) = ("bench", TOKEN);
 
 /// Seeds one demo chain (decision -> docker image -> build -> pending signing task).
 async fn seed_one(
@@ -94,7 +109,7 @@ async fn seed_graph(
 }
 
 /// The slope row: ms of wall per ms of added latency between the first and last latency.
-fn slope_row(name: &str, walls: &[(u64, Duration)], what: &str) -> Option<Row> {
+pub(crate) fn slope_row(name: &str, walls: &[(u64, Duration)], what: &str) -> Option<Row> {
     let ((l0, w0), (l1, w1)) = (walls.first()?, walls.last()?);
     if l1 <= l0 {
         return None;

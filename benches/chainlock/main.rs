@@ -4,6 +4,8 @@
 //! that memory must not grow with artifact size and no work may be quadratic in links or
 //! artifacts. Each section measures one of those claims on the real code paths:
 //!
+//! - `task` and `scriptworker`: whole tasks through chainlock's worker, and through the
+//!   reference Python scriptworker, against a dev queue answering every request `L` ms late;
 //! - `hash`: `artifacts::collect` (streaming sha256 of the task's artifact directory) over a
 //!   small and a large file: throughput, and peak RSS growth, which must not follow file size;
 //! - `upload`: `QueueClient::upload_file` with gzip to an in-process dev queue on loopback;
@@ -19,6 +21,7 @@
 mod crypto;
 mod fetch;
 mod io;
+mod scriptworker;
 mod verify;
 
 use std::time::{Duration, Instant};
@@ -124,8 +127,9 @@ pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     best.expect("reps.max(1) >= 1 iteration ran")
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "task",
+    "scriptworker",
     "sign",
     "fetch",
     "hash",
@@ -181,6 +185,7 @@ fn main() {
     for section in &wanted {
         match section.as_str() {
             "task" => print_all(fetch::tasks(&settings)),
+            "scriptworker" => print_all(scriptworker::tasks(&settings)),
             "sign" => print_all(crypto::sign_vs_gpg(&settings)),
             "fetch" => print_all(fetch::evidence(&settings)),
             "hash" => print_all(io::hash(&settings)),
