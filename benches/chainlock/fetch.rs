@@ -7,7 +7,7 @@
 
 use super::{Row, Settings};
 use chainlock::demo::seed::{self, ChainOptions, Material};
-use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle};
+use chainlock::devqueue::{self, Client, DevQueueConfig, DevQueueHandle, RequestRecord};
 use chainlock::queue::{Credentials, QueueClient, RetryPolicy};
 use chainlock::secret::Secret;
 use chainlock::verify::Limits;
@@ -253,7 +253,6 @@ async fn run_tasks(settings: &Settings, one_graph: bool) -> Vec<Row> {
             })
             .expect("worker config");
         h.clear_requests();
-        let start = Instant::now();
         let mut worker = tokio::process::Command::new(&exe);
         worker
             .args(["run", "--config"])
@@ -268,7 +267,6 @@ async fn run_tasks(settings: &Settings, one_graph: bool) -> Vec<Row> {
             worker.stderr(std::process::Stdio::null());
         }
         let status = worker.status().await.expect("start chainlock run");
-        let took = start.elapsed();
         assert!(status.success(), "chainlock run failed: {status}");
         let log = h.requests();
         let client = QueueClient::new(h.root_url(), Some(creds.clone()), RetryPolicy::standard())
@@ -297,28 +295,9 @@ async fn run_tasks(settings: &Settings, one_graph: bool) -> Vec<Row> {
 
         // Steady state: from the first claimWork to the last answer, so the worker's start-up
         // (loading keys, policy, schemas; once per process) is not charged to the tasks.
-        let first_claim = log
-            .iter()
-            .filter(|r| r.path.contains("/claim-work/"))
-            .map(|r| r.started)
-            .min();
-        let last_answer = log.iter().map(|r| r.finished).max();
-        let per_task = match (first_claim, last_answer) {
-            (Some(a), Some(b)) if b > a => (b - a) / n,
-            _ => took / n,
-        };
+        let (per_task, log) = window(&log, n);
         walls.push((ms, per_task));
-        let rounds = devqueue::sequential_round_trips(&log);
-        rows.push(Row {
-            name: format!("{label} +{ms} ms"),
-            time: per_task,
-            rate: format!("{} req/task", log.len() / n as usize),
-            rss: None,
-            note: format!(
-                "{:.1} sequential round trips per task ({n} tasks)",
-                rounds as f64 / f64::from(n)
-            ),
-        });
+        rows.push(task_row(format!("{label} +{ms} ms"), per_task, &log, n, ""));
     }
     rows.extend(slope_row(
         &format!("{label} slope"),
@@ -326,4 +305,60 @@ async fn run_tasks(settings: &Settings, one_graph: bool) -> Vec<Row> {
         "per-task wall",
     ));
     rows
+}
+
+/// A resolution: reportCompleted, reportFailed or reportException.
+pub(crate) fn is_resolution(r: &RequestRecord) -> bool {
+    r.method == "POST"
+        && r.path.contains("/runs/")
+        && ["/completed", "/failed", "/exception"]
+            .iter()
+            .any(|end| r.path.ends_with(end))
+}
+
+/// The requests of a whole-task run's measured window, from the first claimWork's start to the
+/// answer of the last resolution, and the per-task wall over it (`n` tasks): the worker's
+/// start-up before, and what it did after (scriptworker's next claimWork, until it is killed),
+/// are left out.
+pub(crate) fn window(log: &[RequestRecord], n: u32) -> (Duration, Vec<RequestRecord>) {
+    let start = log
+        .iter()
+        .filter(|r| r.path.contains("/claim-work/"))
+        .map(|r| r.started)
+        .min()
+        .expect("the worker called claimWork");
+    let end = log
+        .iter()
+        .filter(|r| is_resolution(r))
+        .map(|r| r.finished)
+        .max()
+        .expect("the worker resolved tasks");
+    let inside: Vec<RequestRecord> = log
+        .iter()
+        .filter(|r| r.started >= start && r.started < end)
+        .cloned()
+        .collect();
+    (end.saturating_sub(start) / n, inside)
+}
+
+/// The row of a whole-task scenario: per-task wall, requests and sequential round trips per
+/// task over the measured window (`note` is appended to the count of tasks).
+pub(crate) fn task_row(
+    name: String,
+    per_task: Duration,
+    log: &[RequestRecord],
+    n: u32,
+    note: &str,
+) -> Row {
+    let rounds = devqueue::sequential_round_trips(log);
+    Row {
+        name,
+        time: per_task,
+        rate: format!("{} req/task", log.len() / n as usize),
+        rss: None,
+        note: format!(
+            "{:.1} sequential round trips per task ({n} tasks{note})",
+            rounds as f64 / f64::from(n)
+        ),
+    }
 }

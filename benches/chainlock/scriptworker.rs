@@ -16,7 +16,7 @@
 
 use super::fetch::{self, BENCH_CLIENT};
 use super::{Row, Settings};
-use chainlock::devqueue::{self, DevQueueHandle, RequestRecord};
+use chainlock::devqueue::{DevQueueHandle, RequestRecord};
 use chainlock::ids::TaskId;
 use chainlock::queue::types::{TaskState, format_time};
 use chainlock::queue::{QueueClient, RetryPolicy};
@@ -105,19 +105,15 @@ async fn run(settings: &Settings, venv: &Path, version: &str) -> Vec<Row> {
         }
         h.shutdown().await;
         assert_eq!(completed, n as usize, "every benchmark task completes");
-        let (per_task, log) = window(&log, n);
+        let (per_task, log) = fetch::window(&log, n);
         walls.push((ms, per_task));
-        let rounds = devqueue::sequential_round_trips(&log);
-        rows.push(Row {
-            name: format!("scriptworker task +{ms} ms"),
-            time: per_task,
-            rate: format!("{} req/task", log.len() / n as usize),
-            rss: None,
-            note: format!(
-                "{:.1} sequential round trips per task ({n} tasks, scriptworker {version})",
-                rounds as f64 / f64::from(n)
-            ),
-        });
+        rows.push(fetch::task_row(
+            format!("scriptworker task +{ms} ms"),
+            per_task,
+            &log,
+            n,
+            &format!(", scriptworker {version}"),
+        ));
     }
     rows.extend(fetch::slope_row(
         "scriptworker task slope",
@@ -194,18 +190,6 @@ impl Drop for Killer {
     }
 }
 
-fn is_resolution(r: &RequestRecord) -> bool {
-    r.method == "POST"
-        && r.path.contains("/runs/")
-        && ["/completed", "/failed", "/exception"]
-            .iter()
-            .any(|end| r.path.ends_with(end))
-}
-
-fn is_claim_work(r: &RequestRecord) -> bool {
-    r.path.contains("/claim-work/")
-}
-
 /// Runs scriptworker until `n` tasks have been resolved (as the request log shows), kills it,
 /// and returns the request log.
 #[allow(clippy::disallowed_methods)] // the benchmark runs the real scriptworker
@@ -232,7 +216,11 @@ async fn run_scriptworker(
     let mut child = Killer(child);
     let started = Instant::now();
     loop {
-        let resolved = h.requests().iter().filter(|r| is_resolution(r)).count();
+        let resolved = h
+            .requests()
+            .iter()
+            .filter(|r| fetch::is_resolution(r))
+            .count();
         if resolved >= n as usize {
             break;
         }
@@ -264,28 +252,4 @@ fn failure(out_path: &Path, dir: &Path, why: &str) -> String {
         tail(out_path),
         tail(&dir.join("scriptworker/logs/worker.log"))
     )
-}
-
-/// The requests of the measured window, from the first claimWork's start to the answer of the
-/// last resolution (reportCompleted/Failed/Exception), and the per-task wall over it. What
-/// scriptworker did after that (the next claimWork, until it was killed) is left out.
-fn window(log: &[RequestRecord], n: u32) -> (Duration, Vec<RequestRecord>) {
-    let start = log
-        .iter()
-        .filter(|r| is_claim_work(r))
-        .map(|r| r.started)
-        .min()
-        .expect("scriptworker called claimWork");
-    let end = log
-        .iter()
-        .filter(|r| is_resolution(r))
-        .map(|r| r.finished)
-        .max()
-        .expect("scriptworker resolved tasks");
-    let inside: Vec<RequestRecord> = log
-        .iter()
-        .filter(|r| r.started >= start && r.started < end)
-        .cloned()
-        .collect();
-    (end.saturating_sub(start) / n, inside)
 }
