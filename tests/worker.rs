@@ -609,21 +609,7 @@ async fn cancel_task_kills_the_script_and_reports_nothing() {
 /// must not reach the queue.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_lost_before_the_uploads_gets_no_second_wave_and_no_report() {
-    let env = WorkerEnv::start_in(
-        tempfile::tempdir().unwrap(),
-        Options {
-            token: TOKEN,
-            script: SCRIPT,
-            payload_schema: payload_schema(&[PAYLOAD_PROPERTIES, MAX_RUN_TIME, UPSTREAM_ARTIFACTS]),
-            claim_timeout: Some(Duration::from_secs(1200)),
-            claim_work_timeout: Duration::from_secs(2),
-            queue_extra: "",
-            timing: (0, 0, 1),
-            config_tail: String::new(),
-        },
-        |cfg| cfg.record_requests = true,
-    )
-    .await;
+    let env = Env::with_queue(Duration::from_secs(1200), |cfg| cfg.record_requests = true).await;
     let marker = env.dir.join("started");
     let id = env
         .create(json!({"behaviour": "sleep", "secs": 2, "marker": marker}))
